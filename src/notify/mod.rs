@@ -1,0 +1,1 @@
+//! The notifier: a timer that hands each interval's merged report to every sink.

@@ -1,0 +1,3 @@
+//! Queue-time measurement: stamp parsing, per-worker recording, mergeable snapshots.
+
+pub mod report;
