@@ -7,13 +7,13 @@
 fn main() {
     pyo3_build_config::use_pyo3_cfgs();
     let config = pyo3_build_config::get();
-    if let Some(dir) = &config.lib_dir {
+    if let Some(dir) = config.lib_dir() {
         println!("cargo:rustc-link-arg-bins=-Wl,-rpath,{dir}");
         println!("cargo:rustc-env=RWSGI_PYTHON_LIBDIR={dir}");
     }
-    if let Some(exe) = &config.executable {
+    if let Some(exe) = config.executable() {
         println!("cargo:rustc-env=RWSGI_PYTHON_EXECUTABLE={exe}");
     }
-    println!("cargo:rustc-env=RWSGI_PYTHON_VERSION={}", config.version);
+    println!("cargo:rustc-env=RWSGI_PYTHON_VERSION={}", config.version());
     println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
 }

@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod logging;
 pub mod master;
 pub mod notify;
 pub mod server;

@@ -1,1 +1,112 @@
-//! server
+//! A worker's HTTP side: accept loops, hyper connections, request limits, and the
+//! handoff of each request to the Python threads.
+//!
+//! The worker runs one current-thread tokio runtime for all network IO; Python runs
+//! on `--threads` OS threads of its own. The runtime never takes the GIL.
+
+pub mod access_log;
+pub mod conn;
+pub mod handoff;
+pub mod listener;
+pub mod service;
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{watch, Semaphore};
+
+use crate::config::Config;
+use access_log::AccessLog;
+use handoff::Job;
+use listener::Listener;
+
+/// State shared by the async side and the Python threads of one worker.
+pub struct WorkerShared {
+    pub threads: usize,
+    pub workers: usize,
+    /// Lets Python threads wait for request-body frames driven by the runtime.
+    pub handle: tokio::runtime::Handle,
+    pub access_log: Option<AccessLog>,
+    /// Requests finished, for `--max-requests`.
+    pub served: AtomicU64,
+    /// Connections open right now, for graceful shutdown.
+    pub connections: AtomicUsize,
+}
+
+/// How a worker was asked to stop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Running,
+    /// Finish in-flight requests (TERM, HUP, recycling), then exit.
+    Graceful,
+    /// Exit now (INT, QUIT).
+    Fast,
+}
+
+/// Serves `listeners` with `app` until `stop` says otherwise; returns after in-flight
+/// requests are done (graceful) or at once (fast).
+pub fn run(
+    config: Arc<Config>,
+    listeners: Vec<Listener>,
+    app: pyo3::Py<pyo3::PyAny>,
+    runtime: &tokio::runtime::Runtime,
+    stop: watch::Receiver<Stop>,
+) -> anyhow::Result<()> {
+    let access_log = match &config.log.access_log {
+        None => None,
+        Some(dest) => Some(AccessLog::open(
+            dest.as_deref(),
+            &config.log.access_log_format,
+        )?),
+    };
+    let shared = Arc::new(WorkerShared {
+        threads: config.python.threads,
+        workers: config.process.workers,
+        handle: runtime.handle().clone(),
+        access_log,
+        served: AtomicU64::new(0),
+        connections: AtomicUsize::new(0),
+    });
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
+    let threads = crate::wsgi::threads::spawn(config.python.threads, app, jobs_rx, shared.clone())?;
+
+    runtime.block_on(async {
+        let permits = Arc::new(Semaphore::new(config.server.worker_connections));
+        let http = Arc::new(conn::Http::new(&config.server));
+        let mut accepts = Vec::new();
+        for l in listeners {
+            let ctx = conn::AcceptCtx {
+                http: http.clone(),
+                jobs: jobs_tx.clone(),
+                shared: shared.clone(),
+                permits: permits.clone(),
+                stop: stop.clone(),
+                config: config.clone(),
+            };
+            accepts.push(tokio::spawn(conn::accept_loop(l, ctx)));
+        }
+        drop(jobs_tx);
+        let mut stop = stop.clone();
+        let how = loop {
+            let now = *stop.borrow_and_update();
+            if now != Stop::Running {
+                break now;
+            }
+            if stop.changed().await.is_err() {
+                break Stop::Graceful;
+            }
+        };
+        for a in &accepts {
+            a.abort();
+        }
+        if how == Stop::Graceful {
+            let deadline = Instant::now() + config.process.graceful_timeout;
+            while shared.connections.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    });
+    drop(threads);
+    Ok(())
+}

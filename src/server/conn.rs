@@ -1,0 +1,235 @@
+//! Accept loops and per-connection HTTP/1.1 on hyper: keep-alive with an idle
+//! timeout, pipelining, the header-read timeout, and graceful shutdown.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::{watch, Semaphore};
+
+use super::handoff::{Job, Peer};
+use super::listener::Listener;
+use super::service::RequestService;
+use super::{Stop, WorkerShared};
+use crate::config::{Config, ServerConfig};
+
+/// hyper's connection settings, built once per worker.
+pub struct Http {
+    builder: http1::Builder,
+    keep_alive: Option<Duration>,
+}
+
+impl Http {
+    pub fn new(cfg: &ServerConfig) -> Http {
+        let mut b = http1::Builder::new();
+        let l = cfg.limits;
+        // Big enough for a head at every limit, so the limits (not hyper's buffer)
+        // decide, with gunicorn's status codes.
+        let head = l
+            .request_line
+            .saturating_add(
+                l.request_fields
+                    .saturating_mul(l.request_field_size.saturating_add(2)),
+            )
+            .saturating_add(4096)
+            .clamp(8192, 4 << 20);
+        b.timer(TokioTimer::new())
+            .header_read_timeout(cfg.header_timeout)
+            .keep_alive(cfg.keep_alive.is_some())
+            .max_headers(l.request_fields)
+            .max_buf_size(head)
+            .title_case_headers(true)
+            .half_close(false);
+        Http {
+            builder: b,
+            keep_alive: cfg.keep_alive,
+        }
+    }
+}
+
+/// What every accept loop of a worker shares.
+#[derive(Clone)]
+pub struct AcceptCtx {
+    pub http: Arc<Http>,
+    pub jobs: crossbeam_channel::Sender<Job>,
+    pub shared: Arc<WorkerShared>,
+    pub permits: Arc<Semaphore>,
+    pub stop: watch::Receiver<Stop>,
+    pub config: Arc<Config>,
+}
+
+/// Accepts until aborted; each connection runs in its own task.
+pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
+    let local = listener.local();
+    match listener {
+        Listener::Tcp(l) => {
+            let l = match tokio::net::TcpListener::from_std(l) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot register listener");
+                    return;
+                }
+            };
+            loop {
+                let Ok(permit) = ctx.permits.clone().acquire_owned().await else {
+                    return;
+                };
+                match l.accept().await {
+                    Ok((stream, addr)) => {
+                        let _ = stream.set_nodelay(true);
+                        let ctx = ctx.clone();
+                        let svc = RequestService::new(
+                            ctx.jobs.clone(),
+                            Peer::Tcp(addr),
+                            local.clone(),
+                            ctx.config.clone(),
+                        );
+                        tokio::spawn(async move {
+                            serve(stream, svc, &ctx).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => accept_error(e).await,
+                }
+            }
+        }
+        Listener::Unix(l) => {
+            let l = match tokio::net::UnixListener::from_std(l) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot register listener");
+                    return;
+                }
+            };
+            loop {
+                let Ok(permit) = ctx.permits.clone().acquire_owned().await else {
+                    return;
+                };
+                match l.accept().await {
+                    Ok((stream, _)) => {
+                        let ctx = ctx.clone();
+                        let svc = RequestService::new(
+                            ctx.jobs.clone(),
+                            Peer::Unix,
+                            local.clone(),
+                            ctx.config.clone(),
+                        );
+                        tokio::spawn(async move {
+                            serve(stream, svc, &ctx).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(e) => accept_error(e).await,
+                }
+            }
+        }
+    }
+}
+
+async fn accept_error(e: std::io::Error) {
+    // EMFILE and friends: back off instead of spinning.
+    tracing::warn!(error = %e, "accept failed");
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Counts bytes read so the idle watcher can tell an idle keep-alive connection from
+/// one that is receiving a request.
+struct Tracked<S> {
+    inner: S,
+    activity: Arc<AtomicU64>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.fetch_add(1, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+async fn serve<S>(stream: S, svc: RequestService, ctx: &AcceptCtx)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    ctx.shared.connections.fetch_add(1, Ordering::AcqRel);
+    let activity = Arc::new(AtomicU64::new(0));
+    let in_flight = svc.in_flight();
+    let io = TokioIo::new(Tracked {
+        inner: stream,
+        activity: activity.clone(),
+    });
+    let conn = ctx.http.builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    let mut stop = ctx.stop.clone();
+    let mut shutting_down = *stop.borrow() != Stop::Running;
+    if shutting_down {
+        conn.as_mut().graceful_shutdown();
+    }
+    let idle = ctx.http.keep_alive.unwrap_or(Duration::from_secs(3600));
+    let mut seen = activity.load(Ordering::Relaxed);
+    let mut idle_timer = Box::pin(tokio::time::sleep(idle));
+    loop {
+        tokio::select! {
+            res = conn.as_mut() => {
+                if let Err(e) = res {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                break;
+            }
+            _ = stop.changed(), if !shutting_down => {
+                shutting_down = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = &mut idle_timer => {
+                let now = activity.load(Ordering::Relaxed);
+                if now == seen && in_flight.load(Ordering::Acquire) == 0 {
+                    conn.as_mut().graceful_shutdown();
+                    shutting_down = true;
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
+                } else {
+                    seen = now;
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                }
+            }
+        }
+    }
+    ctx.shared.connections.fetch_sub(1, Ordering::AcqRel);
+}

@@ -1,0 +1,143 @@
+//! What crosses between the async side and a Python thread: the [`Job`] going in and
+//! the [`ResponseBody`] coming out.
+//!
+//! The async side only ever sends a job (non-blocking) and awaits a oneshot; a Python
+//! thread only ever blocks on channels with the GIL released. Neither waits on the
+//! other while holding anything the other needs.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Response, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::sync::{mpsc, oneshot};
+
+/// Who sent the request.
+#[derive(Debug, Clone, Copy)]
+pub enum Peer {
+    Tcp(SocketAddr),
+    /// A unix-socket client has no address.
+    Unix,
+}
+
+/// The listening socket that accepted the request, for SERVER_NAME / SERVER_PORT.
+#[derive(Debug, Clone)]
+pub struct Local {
+    pub name: String,
+    pub port: String,
+}
+
+/// A parsed request waiting for a Python thread.
+pub struct Job {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub peer: Peer,
+    pub local: std::sync::Arc<Local>,
+    /// `None` when the request has no body (hyper knows from the framing).
+    pub body: Option<Incoming>,
+    /// Monotonic stamp taken when the head was parsed: `server_wait` starts here.
+    pub parsed_at: Instant,
+    /// Where the Python thread sends the response head (and a full or streamed body).
+    pub reply: oneshot::Sender<Response<ResponseBody>>,
+}
+
+/// Why a streamed body ended abnormally; hyper then closes the connection.
+#[derive(Debug)]
+pub struct BodyAbort(pub &'static str);
+
+impl std::fmt::Display for BodyAbort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for BodyAbort {}
+
+/// A chunk, or an abort, from the Python thread. The channel is bounded, so a slow
+/// client pauses the app's iterator instead of growing memory.
+pub type ChunkSender = mpsc::Sender<Result<Bytes, BodyAbort>>;
+
+/// The response body handed to hyper.
+pub enum ResponseBody {
+    Empty,
+    Full(Option<Bytes>),
+    Stream(mpsc::Receiver<Result<Bytes, BodyAbort>>),
+}
+
+impl ResponseBody {
+    pub fn full(b: Bytes) -> Self {
+        if b.is_empty() {
+            ResponseBody::Empty
+        } else {
+            ResponseBody::Full(Some(b))
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyAbort;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyAbort>>> {
+        match self.get_mut() {
+            ResponseBody::Empty => Poll::Ready(None),
+            ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            ResponseBody::Stream(rx) => match rx.poll_recv(cx) {
+                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Empty => true,
+            ResponseBody::Full(b) => b.is_none(),
+            ResponseBody::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Empty => SizeHint::with_exact(0),
+            ResponseBody::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResponseBody::Full(None) => SizeHint::with_exact(0),
+            ResponseBody::Stream(_) => SizeHint::default(),
+        }
+    }
+}
+
+/// A short plain-text response made by the server itself (errors, limits, shedding).
+pub fn plain(status: u16, body: &'static str, close: bool) -> Response<ResponseBody> {
+    let mut r = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    if close {
+        h.insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
+    r
+}
+
+/// `true` for the HTTP/1.0 requests that must be answered and closed.
+pub fn is_http10(v: Version) -> bool {
+    v == Version::HTTP_10 || v == Version::HTTP_09
+}

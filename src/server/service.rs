@@ -1,0 +1,134 @@
+//! The per-connection request service: checks gunicorn's request limits, then hands
+//! the request to the Python threads and awaits their response.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, Response};
+use hyper::body::{Body, Incoming};
+
+use super::handoff::{plain, Job, Local, Peer, ResponseBody};
+use crate::config::Config;
+
+/// One per connection (hyper calls it once per request, in order).
+pub struct RequestService {
+    jobs: crossbeam_channel::Sender<Job>,
+    peer: Peer,
+    local: Arc<Local>,
+    config: Arc<Config>,
+    /// Requests of this connection not yet answered; the idle watcher reads it.
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl RequestService {
+    pub fn new(
+        jobs: crossbeam_channel::Sender<Job>,
+        peer: Peer,
+        local: Arc<Local>,
+        config: Arc<Config>,
+    ) -> Self {
+        RequestService {
+            jobs,
+            peer,
+            local,
+            config,
+            in_flight: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    pub fn in_flight(&self) -> Arc<AtomicUsize> {
+        self.in_flight.clone()
+    }
+}
+
+/// gunicorn's limit checks, with its status codes: 400 for the request line, 431 for
+/// header fields.
+fn check_limits(req: &Request<Incoming>, cfg: &Config) -> Option<Response<ResponseBody>> {
+    let l = cfg.server.limits;
+    let uri_len = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().len())
+        .unwrap_or(1)
+        + req
+            .uri()
+            .authority()
+            .map(|a| a.as_str().len() + 8)
+            .unwrap_or(0);
+    let line = req.method().as_str().len() + 1 + uri_len + 9;
+    if line > l.request_line {
+        return Some(plain(400, "Bad Request: request line is too large\n", true));
+    }
+    if req.headers().len() > l.request_fields {
+        return Some(plain(
+            431,
+            "Request Header Fields Too Large: too many header fields\n",
+            true,
+        ));
+    }
+    for (name, value) in req.headers() {
+        if name.as_str().len() + 2 + value.len() > l.request_field_size {
+            return Some(plain(
+                431,
+                "Request Header Fields Too Large: a header field is too large\n",
+                true,
+            ));
+        }
+    }
+    None
+}
+
+struct InFlight(Arc<AtomicUsize>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for RequestService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let parsed_at = Instant::now();
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(self.in_flight.clone());
+        if let Some(resp) = check_limits(&req, &self.config) {
+            return Box::pin(async move {
+                drop(guard);
+                Ok(resp)
+            });
+        }
+        let (parts, body) = req.into_parts();
+        let body = (!body.is_end_stream()).then_some(body);
+        let (reply, response) = tokio::sync::oneshot::channel();
+        let job = Job {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            peer: self.peer,
+            local: self.local.clone(),
+            body,
+            parsed_at,
+            reply,
+        };
+        let sent = self.jobs.send(job).is_ok();
+        Box::pin(async move {
+            let _guard = guard;
+            if !sent {
+                return Ok(plain(503, "Service Unavailable: shutting down\n", true));
+            }
+            match response.await {
+                Ok(resp) => Ok(resp),
+                Err(_) => Ok(plain(500, "Internal Server Error\n", true)),
+            }
+        })
+    }
+}

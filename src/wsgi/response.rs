@@ -1,0 +1,353 @@
+//! Runs one request through the app on a Python thread: environ, call, iterate the
+//! response, `close()` on every path.
+//!
+//! A list or tuple (the common case) is answered in one piece; any other iterable is
+//! streamed chunk by chunk through a bounded channel, so a slow client pauses the
+//! iterator. Headers go out with the first non-empty chunk, so an exception before it
+//! still becomes a 500; after it, the connection is aborted.
+
+use std::os::unix::fs::FileExt;
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use http::Method;
+use pyo3::exceptions::{PyAssertionError, PyTypeError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+
+use super::environ::{self, EnvironShared, RequestFacts};
+use super::file_wrapper::FileWrapper;
+use super::input::{BodySource, Input};
+use super::interpreter::format_exception;
+use super::start_response::{push, Responder, StartResponse};
+use crate::server::handoff::{is_http10, Job};
+
+/// Read size for files sent through `wsgi.file_wrapper`.
+const FILE_CHUNK: usize = 256 * 1024;
+
+/// What happened, for the access log and the tracker.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: u16,
+    /// Body bytes sent.
+    pub sent: u64,
+    /// Request body bytes the app read.
+    pub received: u64,
+    /// Response headers, when the access log format asks for them.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+/// The parts of a job that outlive the app call (for the log line).
+pub struct RequestLine {
+    pub method: Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+}
+
+fn lock<'a>(sr: &'a Bound<'_, StartResponse>) -> PyResult<std::sync::MutexGuard<'a, Responder>> {
+    // SAFETY of lifetimes: the guard borrows the pyclass through `get()`, which is
+    // valid as long as `sr` is; `frozen`-like access is fine since we only lock.
+    sr.get()
+        .responder
+        .lock()
+        .map_err(|_| PyAssertionError::new_err("response state poisoned"))
+}
+
+/// Runs `job` through `app` and returns what was sent.
+pub fn handle(
+    py: Python<'_>,
+    app: &Bound<'_, PyAny>,
+    mut job: Job,
+    facts: &RequestFacts<'_>,
+    shared: &EnvironShared,
+    handle: &tokio::runtime::Handle,
+    keep_headers: bool,
+) -> Outcome {
+    let body = job.body.take();
+    let (reply_tx, reply_placeholder) = tokio::sync::oneshot::channel();
+    let reply = std::mem::replace(&mut job.reply, reply_tx);
+    drop(reply_placeholder);
+    let head_request = job.method == Method::HEAD;
+    let responder = Responder::new(reply, head_request, is_http10(job.version), keep_headers);
+
+    let result = (|| -> PyResult<(Bound<'_, StartResponse>, Bound<'_, Input>)> {
+        let input = Bound::new(py, Input::new(BodySource::new(body, handle.clone())))?;
+        let sr = Bound::new(
+            py,
+            StartResponse {
+                responder: Mutex::new(responder),
+            },
+        )?;
+        Ok((sr, input))
+    })();
+    let (sr, input) = match result {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::error!(error = %e, "could not set up the request");
+            return Outcome {
+                status: 500,
+                sent: 0,
+                received: 0,
+                headers: Vec::new(),
+            };
+        }
+    };
+
+    let run = || -> PyResult<()> {
+        let env = environ::build(py, &job, facts, shared, input.clone().into_any())?;
+        let iterable = app.call1((env, sr.clone()))?;
+        let iterated = iterate(py, &iterable, &sr);
+        let closed = close(&iterable);
+        iterated?;
+        closed
+    };
+    let ok = match run() {
+        Ok(()) => true,
+        Err(e) => {
+            let client_gone = lock(&sr).map(|r| r.client_gone).unwrap_or(false);
+            if client_gone {
+                tracing::debug!(method = %job.method, uri = %job.uri, "client disconnected");
+            } else {
+                tracing::error!(
+                    "Error handling request {} {}\n{}",
+                    job.method,
+                    job.uri,
+                    format_exception(py, &e).trim_end()
+                );
+            }
+            false
+        }
+    };
+
+    let mut r = match lock(&sr) {
+        Ok(r) => r,
+        Err(_) => {
+            return Outcome {
+                status: 500,
+                sent: 0,
+                received: 0,
+                headers: Vec::new(),
+            }
+        }
+    };
+    let status = if ok {
+        r.finish();
+        r.code()
+    } else if r.headers_sent {
+        r.abort();
+        r.code()
+    } else if r.client_gone {
+        499
+    } else {
+        r.send_error(500, "Internal Server Error\n");
+        500
+    };
+    let received = input.borrow().consumed_bytes();
+    Outcome {
+        status,
+        sent: r.sent,
+        received,
+        headers: std::mem::take(&mut r.sent_headers),
+    }
+}
+
+/// PEP 3333: `close()` is called whatever happened.
+fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
+    let py = iterable.py();
+    if iterable.hasattr(pyo3::intern!(py, "close"))? {
+        iterable.call_method0(pyo3::intern!(py, "close"))?;
+    }
+    Ok(())
+}
+
+fn not_started() -> PyErr {
+    PyAssertionError::new_err("the app returned a body before calling start_response")
+}
+
+fn as_bytes<'a, 'py>(item: &'a Bound<'py, PyAny>) -> PyResult<&'a Bound<'py, PyBytes>> {
+    item.cast::<PyBytes>().map_err(|_| {
+        let kind = item
+            .get_type()
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
+        PyTypeError::new_err(format!(
+            "the response iterable must yield bytes, not {kind}"
+        ))
+    })
+}
+
+fn iterate(
+    py: Python<'_>,
+    iterable: &Bound<'_, PyAny>,
+    sr: &Bound<'_, StartResponse>,
+) -> PyResult<()> {
+    // A list or tuple is already in memory: answer in one piece, unless write()
+    // already started a stream.
+    let seq: Option<Vec<Bound<'_, PyAny>>> = if let Ok(l) = iterable.cast_exact::<PyList>() {
+        Some(l.iter().collect())
+    } else if let Ok(t) = iterable.cast_exact::<PyTuple>() {
+        Some(t.iter().collect())
+    } else {
+        None
+    };
+    if let Some(items) = seq {
+        let mut r = lock(sr)?;
+        if !r.headers_sent {
+            let mut body = BytesMut::new();
+            let mut single: Option<Bytes> = None;
+            for item in &items {
+                let b = as_bytes(item)?;
+                if b.as_bytes().is_empty() {
+                    continue;
+                }
+                if r.status.is_none() {
+                    return Err(not_started());
+                }
+                if let Some(chunk) = r.admit(b.as_bytes()) {
+                    if single.is_none() && body.is_empty() {
+                        single = Some(chunk);
+                    } else {
+                        if let Some(first) = single.take() {
+                            body.extend_from_slice(&first);
+                        }
+                        body.extend_from_slice(&chunk);
+                    }
+                }
+            }
+            if r.status.is_none() {
+                return Err(not_started());
+            }
+            r.send_full(single.unwrap_or_else(|| body.freeze()));
+            return Ok(());
+        }
+        drop(r);
+        for item in &items {
+            if !send_chunk(py, sr, as_bytes(item)?.as_bytes())? {
+                break;
+            }
+        }
+        return Ok(());
+    }
+
+    if let Ok(fw) = iterable.cast::<FileWrapper>() {
+        let filelike = fw.borrow().filelike.clone_ref(py);
+        if let Some(file) = real_file(filelike.bind(py)) {
+            return send_file(py, sr, file);
+        }
+    }
+
+    for item in iterable.try_iter()? {
+        let item = item?;
+        if !send_chunk(py, sr, as_bytes(&item)?.as_bytes())? {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Sends one chunk; `Ok(false)` when there is no point producing more (client gone,
+/// or Content-Length reached).
+fn send_chunk(py: Python<'_>, sr: &Bound<'_, StartResponse>, data: &[u8]) -> PyResult<bool> {
+    if data.is_empty() {
+        return Ok(true);
+    }
+    let (tx, chunk, full) = {
+        let mut r = lock(sr)?;
+        if r.status.is_none() {
+            return Err(not_started());
+        }
+        let chunk = r.admit(data);
+        let tx = r.stream();
+        let full = r.content_length.is_some_and(|cl| r.sent >= cl);
+        (tx, chunk, full)
+    };
+    let Some(tx) = tx else {
+        return Ok(false);
+    };
+    if let Some(chunk) = chunk {
+        if !push(py, &tx, chunk) {
+            lock(sr)?.client_gone = true;
+            return Ok(false);
+        }
+    }
+    Ok(!full)
+}
+
+/// An open regular file behind a file_wrapper's `fileno()`, and where to start.
+struct RealFile {
+    file: std::fs::File,
+    offset: u64,
+    len: u64,
+}
+
+fn real_file(filelike: &Bound<'_, PyAny>) -> Option<RealFile> {
+    let fd: i32 = filelike.call_method0("fileno").ok()?.extract().ok()?;
+    // SAFETY: `fd` is open for the duration of this call (the app owns it); we only
+    // borrow it to duplicate, and own the duplicate.
+    let borrowed = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let owned = borrowed.try_clone_to_owned().ok()?;
+    let file = std::fs::File::from(owned);
+    let meta = file.metadata().ok()?;
+    if !meta.is_file() {
+        return None;
+    }
+    let offset: u64 = filelike
+        .call_method0("tell")
+        .ok()
+        .and_then(|t| t.extract().ok())
+        .unwrap_or(0);
+    Some(RealFile {
+        file,
+        offset,
+        len: meta.len().saturating_sub(offset),
+    })
+}
+
+/// Sends a real file in large reads with the GIL released.
+fn send_file(py: Python<'_>, sr: &Bound<'_, StartResponse>, f: RealFile) -> PyResult<()> {
+    let (tx, mut budget, count_only) = {
+        let mut r = lock(sr)?;
+        if r.status.is_none() {
+            return Err(not_started());
+        }
+        let budget = match r.content_length {
+            Some(cl) => f.len.min(cl.saturating_sub(r.sent)),
+            None => f.len,
+        };
+        let count_only = r.no_body();
+        (r.stream(), budget, count_only)
+    };
+    let Some(tx) = tx else {
+        return Ok(());
+    };
+    let mut offset = f.offset;
+    let mut sent = 0u64;
+    let gone = py.detach(|| {
+        let mut buf = vec![0u8; FILE_CHUNK];
+        while budget > 0 {
+            let want = (budget as usize).min(FILE_CHUNK);
+            let n = match f.file.read_at(&mut buf[..want], offset) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            offset += n as u64;
+            budget -= n as u64;
+            sent += n as u64;
+            if !count_only
+                && tx
+                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
+                    .is_err()
+            {
+                return true;
+            }
+        }
+        false
+    });
+    let mut r = lock(sr)?;
+    r.sent += sent;
+    if gone {
+        r.client_gone = true;
+    }
+    Ok(())
+}

@@ -1,0 +1,414 @@
+//! `start_response` and the `write()` callable it returns, plus the [`Responder`] that
+//! turns what the app said into a hyper response.
+//!
+//! PEP 3333 rules enforced here: the status keeps its reason phrase verbatim; header
+//! names must be tokens and values latin-1 without control characters; hop-by-hop
+//! headers are refused; headers go out only with the first non-empty chunk (or at the
+//! end); `exc_info` replaces status and headers before they are sent and re-raises
+//! after; a second call without `exc_info` is an error; Content-Length is never
+//! exceeded.
+
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
+use http::{Response, StatusCode};
+use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::server::handoff::{BodyAbort, ChunkSender, ResponseBody};
+
+/// How many chunks may wait for a slow client before the app's iterator is paused.
+const STREAM_DEPTH: usize = 4;
+
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "trailers",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// What the app has said about its response so far, and where it goes.
+pub struct Responder {
+    reply: Option<oneshot::Sender<Response<ResponseBody>>>,
+    stream: Option<ChunkSender>,
+    /// Status code and the reason phrase exactly as the app wrote it.
+    pub status: Option<(u16, String)>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    pub headers_sent: bool,
+    /// Declared by the app; the body is cut there.
+    pub content_length: Option<u64>,
+    /// Body bytes handed to hyper.
+    pub sent: u64,
+    /// HEAD, 1xx, 204 and 304 carry no body.
+    head_request: bool,
+    /// HTTP/1.0: answer, then close.
+    close: bool,
+    /// The client went away; stop producing.
+    pub client_gone: bool,
+    /// The app produced more than its Content-Length.
+    pub truncated: bool,
+    /// Response headers kept for the access log's `%({name}o)s` atoms.
+    pub keep_headers: bool,
+    pub sent_headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl Responder {
+    pub fn new(
+        reply: oneshot::Sender<Response<ResponseBody>>,
+        head_request: bool,
+        close: bool,
+        keep_headers: bool,
+    ) -> Self {
+        Responder {
+            reply: Some(reply),
+            stream: None,
+            status: None,
+            headers: Vec::new(),
+            headers_sent: false,
+            content_length: None,
+            sent: 0,
+            head_request,
+            close,
+            client_gone: false,
+            truncated: false,
+            keep_headers,
+            sent_headers: Vec::new(),
+        }
+    }
+
+    /// HEAD, 1xx, 204 and 304: nothing after the head.
+    pub fn no_body(&self) -> bool {
+        let code = self.status.as_ref().map(|s| s.0).unwrap_or(200);
+        self.head_request || code < 200 || code == 204 || code == 304
+    }
+
+    /// The status code that went (or will go) out.
+    pub fn code(&self) -> u16 {
+        self.status.as_ref().map(|s| s.0).unwrap_or(0)
+    }
+
+    /// Records a `start_response` call.
+    fn start(
+        &mut self,
+        status: (u16, String),
+        headers: Vec<(HeaderName, HeaderValue)>,
+        content_length: Option<u64>,
+    ) {
+        self.status = Some(status);
+        self.headers = headers;
+        self.content_length = content_length;
+    }
+
+    fn head(&mut self, body: ResponseBody) -> Response<ResponseBody> {
+        let (code, reason) = self.status.clone().unwrap_or((500, String::new()));
+        let mut resp = Response::new(body);
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        *resp.status_mut() = status;
+        if status.canonical_reason() != Some(reason.as_str()) {
+            if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes()) {
+                resp.extensions_mut().insert(r);
+            }
+        }
+        let headers = std::mem::take(&mut self.headers);
+        if self.keep_headers {
+            self.sent_headers = headers.clone();
+        }
+        let map = resp.headers_mut();
+        map.reserve(headers.len() + 1);
+        for (name, value) in headers {
+            map.append(name, value);
+        }
+        if self.close {
+            map.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
+        self.headers_sent = true;
+        resp
+    }
+
+    /// Cuts `data` at the declared Content-Length. `None` when nothing may be sent.
+    pub fn admit(&mut self, data: &[u8]) -> Option<Bytes> {
+        if data.is_empty() {
+            return None;
+        }
+        let mut n = data.len() as u64;
+        if let Some(cl) = self.content_length {
+            let room = cl.saturating_sub(self.sent);
+            if n > room {
+                if !self.truncated {
+                    tracing::warn!(
+                        declared = cl,
+                        "app sent more than its Content-Length; the body was truncated"
+                    );
+                }
+                self.truncated = true;
+                n = room;
+            }
+        }
+        self.sent += n;
+        if n == 0 || self.no_body() {
+            return None;
+        }
+        Some(Bytes::copy_from_slice(&data[..n as usize]))
+    }
+
+    /// Sends the head with a streamed body (first call) and returns the chunk sender.
+    pub fn stream(&mut self) -> Option<ChunkSender> {
+        if !self.headers_sent {
+            let (tx, rx) = mpsc::channel(STREAM_DEPTH);
+            let resp = self.head(ResponseBody::Stream(rx));
+            if let Some(reply) = self.reply.take() {
+                if reply.send(resp).is_err() {
+                    self.client_gone = true;
+                    return None;
+                }
+            }
+            self.stream = Some(tx);
+        }
+        self.stream.clone()
+    }
+
+    /// Sends head and whole body at once (the app returned a list, or nothing).
+    pub fn send_full(&mut self, body: Bytes) {
+        let resp = self.head(ResponseBody::full(body));
+        if let Some(reply) = self.reply.take() {
+            if reply.send(resp).is_err() {
+                self.client_gone = true;
+            }
+        }
+    }
+
+    /// Ends the response. A body shorter than the declared Content-Length aborts the
+    /// connection, since the client would otherwise wait for bytes that never come.
+    pub fn finish(&mut self) {
+        if !self.headers_sent {
+            self.send_full(Bytes::new());
+        }
+        if let Some(tx) = self.stream.take() {
+            if let Some(cl) = self.content_length {
+                if self.sent < cl && !self.no_body() {
+                    tracing::warn!(
+                        declared = cl,
+                        sent = self.sent,
+                        "app sent less than its Content-Length; closing the connection"
+                    );
+                    let _ = tx.try_send(Err(BodyAbort("body shorter than Content-Length")));
+                }
+            }
+        } else if let Some(cl) = self.content_length {
+            if self.sent < cl && !self.no_body() {
+                tracing::warn!(
+                    declared = cl,
+                    sent = self.sent,
+                    "app sent less than its Content-Length; closing the connection"
+                );
+            }
+        }
+    }
+
+    /// Gives up on a response whose head is already out (exception mid-stream).
+    pub fn abort(&mut self) {
+        if let Some(tx) = self.stream.take() {
+            let _ = tx.try_send(Err(BodyAbort("application error after headers were sent")));
+        }
+    }
+
+    /// Answers a server-made response when the app's own never started.
+    pub fn send_error(&mut self, code: u16, body: &'static str) {
+        self.status = Some((code, String::new()));
+        self.headers = vec![(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        )];
+        self.content_length = None;
+        self.close = true;
+        self.send_full(Bytes::from_static(body.as_bytes()));
+    }
+}
+
+/// Pushes one chunk to the client with the GIL released. `false`: the client is gone.
+pub fn push(py: Python<'_>, tx: &ChunkSender, chunk: Bytes) -> bool {
+    py.detach(|| tx.blocking_send(Ok(chunk)).is_ok())
+}
+
+/// The `start_response` callable given to the app; `write` is its PEP 3333 `write()`.
+#[pyclass(frozen, module = "rwsgi", name = "StartResponse")]
+pub struct StartResponse {
+    pub responder: Mutex<Responder>,
+}
+
+fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(u16, String)> {
+    let s = status
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err("start_response: status must be a str"))?
+        .to_str()?;
+    let bytes = s.as_bytes();
+    let code = (bytes.len() >= 3 && bytes[..3].iter().all(u8::is_ascii_digit))
+        .then(|| s[..3].parse::<u16>().ok())
+        .flatten()
+        .filter(|c| *c >= 100);
+    let Some(code) = code else {
+        return Err(PyValueError::new_err(format!(
+            "start_response: status {s:?} must start with a 3-digit code >= 100"
+        )));
+    };
+    if bytes.len() > 3 && bytes[3] != b' ' {
+        return Err(PyValueError::new_err(format!(
+            "start_response: status {s:?} needs a space between code and reason"
+        )));
+    }
+    let reason = if bytes.len() > 4 { &s[4..] } else { "" };
+    if reason
+        .chars()
+        .any(|c| (c as u32) > 0xFF || c.is_control() && c != '\t')
+    {
+        return Err(PyValueError::new_err(format!(
+            "start_response: status {s:?} has characters outside latin-1 or control characters"
+        )));
+    }
+    Ok((code, reason.to_string()))
+}
+
+type Headers = (Vec<(HeaderName, HeaderValue)>, Option<u64>);
+
+fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Headers> {
+    let list = headers
+        .cast::<PyList>()
+        .map_err(|_| PyTypeError::new_err("start_response: headers must be a list"))?;
+    let mut out = Vec::with_capacity(list.len());
+    let mut content_length = None;
+    for item in list.iter() {
+        let tuple = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("start_response: each header must be a (name, value) tuple")
+        })?;
+        if tuple.len() != 2 {
+            return Err(PyTypeError::new_err(
+                "start_response: each header must be a (name, value) tuple",
+            ));
+        }
+        let name = tuple.get_item(0)?;
+        let value = tuple.get_item(1)?;
+        let name = name
+            .cast::<PyString>()
+            .map_err(|_| PyTypeError::new_err("start_response: header names must be str"))?
+            .to_str()?;
+        let value = value
+            .cast::<PyString>()
+            .map_err(|_| {
+                PyTypeError::new_err(format!("start_response: header {name:?} value must be str"))
+            })?
+            .to_str()?;
+        let hname = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            PyValueError::new_err(format!("start_response: invalid header name {name:?}"))
+        })?;
+        if HOP_BY_HOP.contains(&hname.as_str()) {
+            return Err(PyValueError::new_err(format!(
+                "start_response: hop-by-hop header {name:?} is not allowed (PEP 3333)"
+            )));
+        }
+        let mut latin1 = Vec::with_capacity(value.len());
+        for c in value.chars() {
+            let c = c as u32;
+            if c > 0xFF {
+                return Err(PyValueError::new_err(format!(
+                    "start_response: header {name:?} value is not latin-1"
+                )));
+            }
+            latin1.push(c as u8);
+        }
+        let hvalue = HeaderValue::from_bytes(&latin1).map_err(|_| {
+            PyValueError::new_err(format!(
+                "start_response: header {name:?} value has control characters"
+            ))
+        })?;
+        if hname == CONTENT_LENGTH {
+            let n = value.trim().parse::<u64>().map_err(|_| {
+                PyValueError::new_err(format!(
+                    "start_response: Content-Length {value:?} is not a number"
+                ))
+            })?;
+            content_length = Some(n);
+        }
+        out.push((hname, hvalue));
+    }
+    Ok((out, content_length))
+}
+
+#[pymethods]
+impl StartResponse {
+    #[pyo3(signature = (status, headers, exc_info = None))]
+    fn __call__<'py>(
+        slf: &Bound<'py, Self>,
+        status: &Bound<'py, PyAny>,
+        headers: &Bound<'py, PyAny>,
+        exc_info: Option<&Bound<'py, PyAny>>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let exc_info = exc_info.filter(|e| !e.is_none());
+        {
+            let this = slf.borrow();
+            let mut r = this
+                .responder
+                .lock()
+                .map_err(|_| PyAssertionError::new_err("response state poisoned"))?;
+            match exc_info {
+                Some(info) => {
+                    if r.headers_sent {
+                        let value = info.get_item(1)?;
+                        return Err(PyErr::from_value(value));
+                    }
+                }
+                None => {
+                    if r.status.is_some() {
+                        return Err(PyAssertionError::new_err(
+                            "start_response called a second time without exc_info",
+                        ));
+                    }
+                }
+            }
+            let status = parse_status(status)?;
+            let (headers, content_length) = parse_headers(headers)?;
+            r.start(status, headers, content_length);
+        }
+        slf.getattr(pyo3::intern!(slf.py(), "write"))
+    }
+
+    /// PEP 3333 `write(data)`: sends the headers if needed, then `data`, before the
+    /// iterable's own chunks.
+    fn write(&self, py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<()> {
+        let data = data
+            .cast::<PyBytes>()
+            .map_err(|_| PyTypeError::new_err("write() argument must be bytes"))?;
+        let (tx, chunk) = {
+            let mut r = self
+                .responder
+                .lock()
+                .map_err(|_| PyAssertionError::new_err("response state poisoned"))?;
+            if r.status.is_none() {
+                return Err(PyAssertionError::new_err(
+                    "write() called before start_response",
+                ));
+            }
+            if r.client_gone {
+                return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
+            }
+            let chunk = r.admit(data.as_bytes());
+            (r.stream(), chunk)
+        };
+        if let (Some(tx), Some(chunk)) = (tx, chunk) {
+            if !push(py, &tx, chunk) {
+                if let Ok(mut r) = self.responder.lock() {
+                    r.client_gone = true;
+                }
+                return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,113 @@
+//! The Python threads of a worker: each holds the GIL only while it runs a request,
+//! and waits for the next one with the GIL released.
+//!
+//! A thread keeps its Python thread state for its whole life (`attach` once, `detach`
+//! around the wait) instead of creating one per request.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+
+use super::environ::{EnvironShared, RequestFacts};
+use super::errors::Errors;
+use super::file_wrapper::FileWrapper;
+use super::response::{self, RequestLine};
+use crate::server::access_log::AccessLog;
+use crate::server::handoff::{Job, Peer};
+use crate::server::WorkerShared;
+
+/// Starts `count` Python threads taking jobs from `jobs`. They end when every sender
+/// of `jobs` is dropped and the queue is empty.
+pub fn spawn(
+    count: usize,
+    app: Py<PyAny>,
+    jobs: Receiver<Job>,
+    shared: Arc<WorkerShared>,
+) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+    let env_shared = Arc::new(
+        Python::attach(|py| -> PyResult<EnvironShared> {
+            Ok(EnvironShared {
+                errors: Py::new(py, Errors::default())?.into_any(),
+                file_wrapper: py.get_type::<FileWrapper>().into_any().unbind(),
+                version: PyTuple::new(py, [1, 0])?.into_any().unbind(),
+                multithread: shared.threads > 1,
+                multiprocess: shared.workers > 1,
+                script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
+            })
+        })
+        .map_err(|e| std::io::Error::other(e.to_string()))?,
+    );
+    let mut handles = Vec::with_capacity(count);
+    for i in 0..count {
+        let app = Python::attach(|py| app.clone_ref(py));
+        let jobs = jobs.clone();
+        let shared = shared.clone();
+        let env_shared = env_shared.clone();
+        let span = tracing::Span::current();
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("python-{i}"))
+                .spawn(move || {
+                    let _enter = span.enter();
+                    run(app, jobs, shared, env_shared)
+                })?,
+        );
+    }
+    Ok(handles)
+}
+
+fn run(app: Py<PyAny>, jobs: Receiver<Job>, shared: Arc<WorkerShared>, env: Arc<EnvironShared>) {
+    Python::attach(|py| {
+        let app = app.bind(py);
+        loop {
+            let Some(job) = py.detach(|| jobs.recv().ok()) else {
+                break;
+            };
+            run_one(py, app, job, &shared, &env);
+        }
+    });
+}
+
+fn run_one(
+    py: Python<'_>,
+    app: &Bound<'_, PyAny>,
+    job: Job,
+    shared: &WorkerShared,
+    env: &EnvironShared,
+) {
+    let dispatched = Instant::now();
+    let remote = match job.peer {
+        Peer::Tcp(addr) => (addr.ip().to_string(), Some(addr.port())),
+        Peer::Unix => (String::new(), None),
+    };
+    let facts = RequestFacts {
+        remote_addr: &remote.0,
+        remote_port: remote.1,
+        url_scheme: "http",
+    };
+    let line = shared.access_log.as_ref().map(|_| {
+        (
+            RequestLine {
+                method: job.method.clone(),
+                uri: job.uri.clone(),
+                version: job.version,
+            },
+            job.headers.clone(),
+        )
+    });
+    let keep_headers = shared
+        .access_log
+        .as_ref()
+        .is_some_and(AccessLog::wants_response_headers);
+    let outcome = response::handle(py, app, job, &facts, env, &shared.handle, keep_headers);
+    let elapsed = dispatched.elapsed();
+    if let (Some(log), Some((line, headers))) = (&shared.access_log, line) {
+        py.detach(|| log.write(&line, &headers, &remote.0, &outcome, elapsed));
+    }
+    shared
+        .served
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
