@@ -17,9 +17,11 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod logging;
 pub mod master;
 pub mod notify;
 pub mod server;
 pub mod tracker;
+pub mod worker;
 pub mod wsgi;

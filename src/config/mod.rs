@@ -135,6 +135,25 @@ pub struct ProcessConfig {
     pub pid_file: Option<PathBuf>,
 }
 
+impl ProcessConfig {
+    /// This worker's `--max-requests` with its share of `--max-requests-jitter`
+    /// (fixed per worker id, so one worker keeps one limit); `None` = never.
+    pub fn max_requests_limit(&self, worker_id: u32) -> Option<u64> {
+        if self.max_requests == 0 {
+            return None;
+        }
+        let jitter = if self.max_requests_jitter == 0 {
+            0
+        } else {
+            let mut rng = fastrand::Rng::with_seed(
+                u64::from(worker_id) ^ u64::from(std::process::id()).rotate_left(32),
+            );
+            rng.u64(0..=self.max_requests_jitter)
+        };
+        Some(self.max_requests.saturating_add(jitter))
+    }
+}
+
 /// Where log lines and access log lines go.
 #[derive(Debug, Clone)]
 pub struct LogConfig {

@@ -1,26 +1,31 @@
-//! The master process: parses the configuration, loads the app (so a broken import
-//! fails before any socket is bound), binds, and serves.
+//! The master process: parses the configuration, supervises the workers (which load
+//! the app, so a broken import fails before any socket is bound), merges their
+//! tracker snapshots and runs the notifier timer.
+//!
+//! The same binary is both: a process started with `RWSGI_WORKER_ID` and
+//! `RWSGI_CONTROL_FD` in its environment is a worker (see [`crate::worker`]).
+
+pub mod spawn;
+pub mod supervisor;
 
 use std::sync::Arc;
 
 use clap::Parser;
-use tokio::sync::watch;
 
 use crate::cli::Cli;
 use crate::config::Config;
-use crate::server::{self, listener, Stop};
-use crate::wsgi::interpreter;
+use crate::control::{CONTROL_FD_ENV, WORKER_ID_ENV};
 
 /// Exit codes, as gunicorn uses them.
 pub mod exit {
     pub const OK: i32 = 0;
+    pub const RUNTIME: i32 = 1;
     pub const USAGE: i32 = 2;
     /// The app (or a worker) failed to boot.
     pub const BOOT: i32 = 3;
-    pub const RUNTIME: i32 = 1;
 }
 
-/// Runs rwsgi and returns the process exit code.
+/// Runs rwsgi (master or worker) and returns the process exit code.
 pub fn main() -> i32 {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -45,37 +50,25 @@ pub fn main() -> i32 {
         eprintln!("rwsgi: error: {e}");
         return exit::USAGE;
     }
-    run(Arc::new(config))
+    let config = Arc::new(config);
+    if let Some(worker) = worker_env() {
+        return crate::worker::main(config, worker.0, worker.1);
+    }
+    run_master(config)
 }
 
-fn run(config: Arc<Config>) -> i32 {
-    if let Some(dir) = &config.python.chdir {
-        if let Err(e) = std::env::set_current_dir(dir) {
-            eprintln!("rwsgi: error: --chdir {}: {e}", dir.display());
-            return exit::USAGE;
-        }
-    }
-    if let Err(e) = interpreter::initialize(&config.python) {
-        eprintln!("rwsgi: error: {e}");
-        return exit::BOOT;
-    }
-    let app = match pyo3::Python::attach(|py| interpreter::load_app(py, &config.app)) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("rwsgi: error: {e}");
-            return exit::BOOT;
-        }
-    };
-    let mut listeners = Vec::new();
-    for spec in &config.server.binds {
-        match listener::bind(spec, config.server.backlog, config.server.unix_socket_mode) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                eprintln!("rwsgi: error: {e}");
-                return exit::RUNTIME;
-            }
-        }
-    }
+/// `(id, control fd)` when this process is a worker; the variables are removed so
+/// that processes the app starts do not mistake themselves for workers.
+fn worker_env() -> Option<(u32, i32)> {
+    let id = std::env::var(WORKER_ID_ENV).ok()?.parse().ok()?;
+    let fd = std::env::var(CONTROL_FD_ENV).ok()?.parse().ok()?;
+    // SAFETY (edition 2021: safe fn): no other thread runs yet in this process.
+    std::env::remove_var(WORKER_ID_ENV);
+    std::env::remove_var(CONTROL_FD_ENV);
+    Some((id, fd))
+}
+
+fn run_master(config: Arc<Config>) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -86,50 +79,37 @@ fn run(config: Arc<Config>) -> i32 {
             return exit::RUNTIME;
         }
     };
-    tracing::info!("Starting rwsgi {}", env!("CARGO_PKG_VERSION"));
-    for l in &listeners {
-        tracing::info!("Listening at: {} ({})", l.describe(), std::process::id());
+    if let Some(pid_file) = &config.process.pid_file {
+        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
+            eprintln!("rwsgi: error: --pid {}: {e}", pid_file.display());
+            return exit::USAGE;
+        }
     }
     tracing::info!(
         app = %config.app,
+        workers = config.process.workers,
         threads = config.python.threads,
-        "Serving with {} Python thread(s)",
-        config.python.threads
+        "Starting rwsgi {} (master pid {})",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id()
     );
-    let (stop_tx, stop_rx) = watch::channel(Stop::Running);
-    runtime.spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (Ok(mut term), Ok(mut int), Ok(mut quit)) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-        ) else {
-            tracing::error!("cannot install signal handlers");
-            return;
-        };
-        tokio::select! {
-            _ = term.recv() => {
-                tracing::info!("Handling signal: term");
-                let _ = stop_tx.send(Stop::Graceful);
-            }
-            _ = int.recv() => {
-                tracing::info!("Handling signal: int");
-                let _ = stop_tx.send(Stop::Fast);
-            }
-            _ = quit.recv() => {
-                tracing::info!("Handling signal: quit");
-                let _ = stop_tx.send(Stop::Fast);
-            }
-        }
+    let code = runtime.block_on(async {
+        let sup = supervisor::Supervisor::new(config.clone());
+        let mut collector = supervisor::NoCollector;
+        sup.run(&mut collector, |_| {}).await
     });
-    match server::run(config, listeners, app, &runtime, stop_rx) {
-        Ok(()) => {
-            tracing::info!("Shutting down");
-            exit::OK
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "worker failed");
-            exit::RUNTIME
+    if let Some(pid_file) = &config.process.pid_file {
+        let _ = std::fs::remove_file(pid_file);
+    }
+    for spec in &config.server.binds {
+        if let crate::config::BindSpec::Unix(path) = spec {
+            if code != exit::BOOT {
+                let _ = std::fs::remove_file(path);
+            }
         }
     }
+    if code == exit::OK {
+        tracing::info!("Shutting down: Master");
+    }
+    code
 }

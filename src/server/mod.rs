@@ -21,6 +21,32 @@ use access_log::AccessLog;
 use handoff::Job;
 use listener::Listener;
 
+/// What one Python thread is doing, for `--timeout`: read by the heartbeat.
+#[derive(Default)]
+pub struct BusySlot {
+    /// Monotonic milliseconds (since worker start) when the request began; 0 = idle.
+    since_ms: AtomicU64,
+    /// `METHOD /path` of that request; written before `since_ms` is set.
+    request: std::sync::Mutex<String>,
+}
+
+impl BusySlot {
+    pub fn start(&self, epoch: Instant, method: &str, path: &str) {
+        if let Ok(mut r) = self.request.lock() {
+            r.clear();
+            r.push_str(method);
+            r.push(' ');
+            r.push_str(&path[..path.len().min(200)]);
+        }
+        let ms = epoch.elapsed().as_millis() as u64;
+        self.since_ms.store(ms.max(1), Ordering::Release);
+    }
+
+    pub fn finish(&self) {
+        self.since_ms.store(0, Ordering::Release);
+    }
+}
+
 /// State shared by the async side and the Python threads of one worker.
 pub struct WorkerShared {
     pub threads: usize,
@@ -32,6 +58,50 @@ pub struct WorkerShared {
     pub served: AtomicU64,
     /// Connections open right now, for graceful shutdown.
     pub connections: AtomicUsize,
+    /// One per Python thread.
+    pub busy: Vec<BusySlot>,
+    /// Time origin of `BusySlot::since_ms`.
+    pub epoch: Instant,
+}
+
+impl WorkerShared {
+    pub fn new(config: &Config, handle: tokio::runtime::Handle) -> anyhow::Result<WorkerShared> {
+        let access_log = match &config.log.access_log {
+            None => None,
+            Some(dest) => Some(AccessLog::open(
+                dest.as_deref(),
+                &config.log.access_log_format,
+            )?),
+        };
+        Ok(WorkerShared {
+            threads: config.python.threads,
+            workers: config.process.workers,
+            handle,
+            access_log,
+            served: AtomicU64::new(0),
+            connections: AtomicUsize::new(0),
+            busy: (0..config.python.threads)
+                .map(|_| BusySlot::default())
+                .collect(),
+            epoch: Instant::now(),
+        })
+    }
+
+    /// The longest-running request, if any.
+    pub fn oldest_busy(&self) -> Option<crate::control::Busy> {
+        let now = self.epoch.elapsed().as_millis() as u64;
+        let (slot, since) = self
+            .busy
+            .iter()
+            .map(|s| (s, s.since_ms.load(Ordering::Acquire)))
+            .filter(|(_, since)| *since != 0)
+            .min_by_key(|(_, since)| *since)?;
+        let request = slot.request.lock().map(|r| r.clone()).unwrap_or_default();
+        Some(crate::control::Busy {
+            age_ms: now.saturating_sub(since),
+            request,
+        })
+    }
 }
 
 /// How a worker was asked to stop.
@@ -51,23 +121,9 @@ pub fn run(
     listeners: Vec<Listener>,
     app: pyo3::Py<pyo3::PyAny>,
     runtime: &tokio::runtime::Runtime,
+    shared: Arc<WorkerShared>,
     stop: watch::Receiver<Stop>,
 ) -> anyhow::Result<()> {
-    let access_log = match &config.log.access_log {
-        None => None,
-        Some(dest) => Some(AccessLog::open(
-            dest.as_deref(),
-            &config.log.access_log_format,
-        )?),
-    };
-    let shared = Arc::new(WorkerShared {
-        threads: config.python.threads,
-        workers: config.process.workers,
-        handle: runtime.handle().clone(),
-        access_log,
-        served: AtomicU64::new(0),
-        connections: AtomicUsize::new(0),
-    });
     let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
     let threads = crate::wsgi::threads::spawn(config.python.threads, app, jobs_rx, shared.clone())?;
 

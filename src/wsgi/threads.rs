@@ -52,21 +52,30 @@ pub fn spawn(
                 .name(format!("python-{i}"))
                 .spawn(move || {
                     let _enter = span.enter();
-                    run(app, jobs, shared, env_shared)
+                    run(i, app, jobs, shared, env_shared)
                 })?,
         );
     }
     Ok(handles)
 }
 
-fn run(app: Py<PyAny>, jobs: Receiver<Job>, shared: Arc<WorkerShared>, env: Arc<EnvironShared>) {
+fn run(
+    index: usize,
+    app: Py<PyAny>,
+    jobs: Receiver<Job>,
+    shared: Arc<WorkerShared>,
+    env: Arc<EnvironShared>,
+) {
+    let slot = &shared.busy[index];
     Python::attach(|py| {
         let app = app.bind(py);
         loop {
             let Some(job) = py.detach(|| jobs.recv().ok()) else {
                 break;
             };
+            slot.start(shared.epoch, job.method.as_str(), job.uri.path());
             run_one(py, app, job, &shared, &env);
+            slot.finish();
         }
     });
 }

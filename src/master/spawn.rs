@@ -1,0 +1,46 @@
+//! Starting a worker process: re-execute this binary with the same arguments and
+//! environment, plus the worker id and its end of a fresh control socket.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command};
+
+use crate::control::{CONTROL_FD_ENV, WORKER_ID_ENV};
+
+/// A started worker process and the master's end of its control socket.
+pub struct Spawned {
+    pub child: Child,
+    pub control: UnixStream,
+}
+
+/// Starts worker `id`. The child inherits stdout and stderr, so its log lines land
+/// where the master's do.
+pub fn spawn(id: u32) -> std::io::Result<Spawned> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let exe = std::env::current_exe()?;
+    let theirs_fd: OwnedFd = theirs.into();
+    let fd = theirs_fd.as_raw_fd();
+    let mut cmd = Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(WORKER_ID_ENV, id.to_string())
+        .env(CONTROL_FD_ENV, fd.to_string());
+    // SAFETY: only async-signal-safe calls (fcntl) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // The control socket is CLOEXEC like every fd Rust opens; keep just this
+            // one across exec.
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd.spawn()?;
+    drop(theirs_fd);
+    Ok(Spawned {
+        child,
+        control: ours,
+    })
+}

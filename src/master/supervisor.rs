@@ -1,0 +1,606 @@
+//! The master's event loop: keeps `--workers` workers alive, hands them the sockets,
+//! handles signals (TERM, INT, QUIT, HUP, TTIN, TTOU, USR1), enforces `--timeout`,
+//! recycles workers, and limits respawn storms.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::os::fd::{AsRawFd, RawFd};
+use std::process::Child;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::io::AsyncReadExt;
+use tokio::io::AsyncWriteExt;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use super::exit;
+use super::spawn;
+use crate::config::Config;
+use crate::control::{self, ToMaster, ToWorker};
+use crate::server::listener::{self, Listener};
+use crate::server::Stop;
+
+/// How many early deaths within [`STORM_WINDOW`] make a respawn storm.
+const STORM_DEATHS: usize = 5;
+const STORM_WINDOW: Duration = Duration::from_secs(10);
+const STORM_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A worker that dies sooner than this after starting counts towards a storm.
+const EARLY_DEATH: Duration = Duration::from_secs(2);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Importing the app; no sockets yet.
+    Booting,
+    /// Has the sockets and serves.
+    Ready,
+    /// Sent TERM; finishing in-flight requests.
+    Draining(Instant),
+}
+
+struct Slot {
+    child: Child,
+    pid: Pid,
+    state: State,
+    started: Instant,
+    last_beat: Instant,
+    oldest: Option<control::Busy>,
+    /// To be replaced (HUP, --max-requests, TTOU) once enough fresh workers are ready.
+    retiring: bool,
+    /// Raw fd of the master's end, for SCM_RIGHTS.
+    control_fd: RawFd,
+    out: mpsc::UnboundedSender<Vec<u8>>,
+}
+
+enum Event {
+    Msg(u32, ToMaster),
+    Closed(u32),
+}
+
+/// What the supervisor reports to the notifier side of the master.
+pub trait Collector {
+    /// An interval snapshot (or a final one) from a worker.
+    fn snapshot(&mut self, worker: u32, seq: u64, data: Vec<u8>);
+    /// Ready workers' Django QUEUE_TIME_TRACKER_* settings, from the first ready worker.
+    fn django_settings(&mut self, _settings: &BTreeMap<String, String>) {}
+}
+
+/// A collector that drops everything (no tracker configured).
+pub struct NoCollector;
+impl Collector for NoCollector {
+    fn snapshot(&mut self, _: u32, _: u64, _: Vec<u8>) {}
+}
+
+pub struct Supervisor {
+    config: Arc<Config>,
+    target: usize,
+    listeners: Option<Vec<Listener>>,
+    workers: BTreeMap<u32, Slot>,
+    next_id: u32,
+    events_tx: mpsc::UnboundedSender<Event>,
+    events_rx: mpsc::UnboundedReceiver<Event>,
+    shutdown: Option<(Stop, Instant)>,
+    ever_ready: bool,
+    early_deaths: VecDeque<Instant>,
+    backoff: Duration,
+    next_spawn: Instant,
+    settings_seen: bool,
+}
+
+impl Supervisor {
+    pub fn new(config: Arc<Config>) -> Supervisor {
+        let (events_tx, events_rx) = mpsc::unbounded_channel();
+        Supervisor {
+            target: config.process.workers,
+            config,
+            listeners: None,
+            workers: BTreeMap::new(),
+            next_id: 1,
+            events_tx,
+            events_rx,
+            shutdown: None,
+            ever_ready: false,
+            early_deaths: VecDeque::new(),
+            backoff: Duration::ZERO,
+            next_spawn: Instant::now(),
+            settings_seen: false,
+        }
+    }
+
+    /// Live worker pids (for tests and logs).
+    fn pids(&self) -> Vec<i32> {
+        self.workers.values().map(|w| w.pid.as_raw()).collect()
+    }
+
+    /// Runs until shutdown; returns the exit code.
+    pub async fn run(
+        mut self,
+        collector: &mut dyn Collector,
+        mut on_tick: impl FnMut(&mut dyn FnMut(u64) -> usize),
+    ) -> i32 {
+        let (
+            Ok(mut term),
+            Ok(mut int),
+            Ok(mut quit),
+            Ok(mut hup),
+            Ok(mut ttin),
+            Ok(mut ttou),
+            Ok(mut usr1),
+            Ok(mut chld),
+        ) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::quit()),
+            signal(SignalKind::hangup()),
+            signal(SignalKind::from_raw(libc::SIGTTIN)),
+            signal(SignalKind::from_raw(libc::SIGTTOU)),
+            signal(SignalKind::user_defined1()),
+            signal(SignalKind::child()),
+        )
+        else {
+            eprintln!("rwsgi: error: cannot install signal handlers");
+            return exit::RUNTIME;
+        };
+        let mut tick = tokio::time::interval(Duration::from_millis(100));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                Some(ev) = self.events_rx.recv() => {
+                    if let Some(code) = self.on_event(ev, collector) {
+                        self.kill_all(Signal::SIGKILL);
+                        return code;
+                    }
+                }
+                _ = term.recv() => self.begin_shutdown(Stop::Graceful, "term"),
+                _ = int.recv() => self.begin_shutdown(Stop::Fast, "int"),
+                _ = quit.recv() => self.begin_shutdown(Stop::Fast, "quit"),
+                _ = hup.recv() => self.reload(),
+                _ = ttin.recv() => {
+                    self.target += 1;
+                    tracing::info!(workers = self.target, "Handling signal: ttin");
+                }
+                _ = ttou.recv() => {
+                    if self.target > 1 {
+                        self.target -= 1;
+                    }
+                    tracing::info!(workers = self.target, "Handling signal: ttou");
+                }
+                _ = usr1.recv() => {
+                    tracing::info!("Handling signal: usr1; reopening log files");
+                    crate::logging::reopen();
+                    self.signal_all(Signal::SIGUSR1);
+                }
+                _ = chld.recv() => {
+                    if let Some(code) = self.reap() {
+                        self.kill_all(Signal::SIGKILL);
+                        return code;
+                    }
+                }
+                _ = tick.tick() => {
+                    if let Some(code) = self.reap() {
+                        self.kill_all(Signal::SIGKILL);
+                        return code;
+                    }
+                    if let Some((_, deadline)) = self.shutdown {
+                        if self.workers.is_empty() {
+                            return exit::OK;
+                        }
+                        if Instant::now() >= deadline {
+                            tracing::warn!(pids = ?self.pids(), "workers did not stop in time; killing them");
+                            self.kill_all(Signal::SIGKILL);
+                        }
+                        continue;
+                    }
+                    self.check_timeouts();
+                    self.maintain();
+                    let mut send_collect = |seq: u64| self.collect(seq);
+                    on_tick(&mut send_collect);
+                }
+            }
+        }
+    }
+
+    /// Asks every ready worker for its snapshot; returns how many were asked.
+    fn collect(&self, seq: u64) -> usize {
+        let Ok(frame) = control::encode(&ToWorker::Collect { seq }) else {
+            return 0;
+        };
+        let mut asked = 0;
+        for w in self.workers.values() {
+            if w.state == State::Ready && w.out.send(frame.clone()).is_ok() {
+                asked += 1;
+            }
+        }
+        asked
+    }
+
+    /// Workers serving right now (for the report's `workers`).
+    pub fn ready_count(&self) -> usize {
+        self.workers
+            .values()
+            .filter(|w| w.state == State::Ready)
+            .count()
+    }
+
+    fn begin_shutdown(&mut self, how: Stop, name: &str) {
+        tracing::info!("Handling signal: {name}");
+        let (sig, grace) = match how {
+            Stop::Graceful => (Signal::SIGTERM, self.config.process.graceful_timeout),
+            _ => (Signal::SIGQUIT, Duration::from_secs(1)),
+        };
+        // A second signal may only make the shutdown faster.
+        if let Some((Stop::Fast, _)) = self.shutdown {
+            return;
+        }
+        self.shutdown = Some((how, Instant::now() + grace));
+        for w in self.workers.values_mut() {
+            let _ = kill(w.pid, sig);
+            if matches!(w.state, State::Ready | State::Booting) {
+                w.state = State::Draining(Instant::now());
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        if self.shutdown.is_some() {
+            return;
+        }
+        tracing::info!("Handling signal: hup; starting new workers with a fresh import");
+        for w in self.workers.values_mut() {
+            w.retiring = true;
+        }
+    }
+
+    fn signal_all(&self, sig: Signal) {
+        for w in self.workers.values() {
+            let _ = kill(w.pid, sig);
+        }
+    }
+
+    fn kill_all(&mut self, sig: Signal) {
+        for w in self.workers.values_mut() {
+            let _ = kill(w.pid, sig);
+            if sig == Signal::SIGKILL {
+                let _ = w.child.wait();
+            }
+        }
+        if sig == Signal::SIGKILL {
+            self.workers.clear();
+        }
+    }
+
+    /// Starts, retires and drains workers until the pool matches the target.
+    fn maintain(&mut self) {
+        let now = Instant::now();
+        // Spawn fresh workers up to the target.
+        let fresh = self
+            .workers
+            .values()
+            .filter(|w| !w.retiring && !matches!(w.state, State::Draining(_)))
+            .count();
+        if fresh < self.target && now >= self.next_spawn {
+            for _ in fresh..self.target {
+                self.spawn_one();
+            }
+        }
+        // Too many (TTOU): retire the oldest fresh ones.
+        if fresh > self.target {
+            let extra = fresh - self.target;
+            let ids: Vec<u32> = self
+                .workers
+                .iter()
+                .filter(|(_, w)| !w.retiring && !matches!(w.state, State::Draining(_)))
+                .map(|(id, _)| *id)
+                .take(extra)
+                .collect();
+            for id in ids {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.retiring = true;
+                }
+            }
+        }
+        // Retiring workers drain once enough fresh ones serve, so capacity never
+        // drops and no connection is refused.
+        let fresh_ready = self
+            .workers
+            .values()
+            .filter(|w| !w.retiring && w.state == State::Ready)
+            .count();
+        if fresh_ready >= self.target {
+            for w in self.workers.values_mut() {
+                if w.retiring && !matches!(w.state, State::Draining(_)) {
+                    let _ = kill(w.pid, Signal::SIGTERM);
+                    w.state = State::Draining(now);
+                }
+            }
+        }
+        // Drain deadline.
+        let grace = self.config.process.graceful_timeout;
+        for w in self.workers.values_mut() {
+            if let State::Draining(since) = w.state {
+                if now.duration_since(since) > grace + Duration::from_secs(1) {
+                    tracing::warn!(
+                        pid = w.pid.as_raw(),
+                        "worker did not finish draining in time; killing it"
+                    );
+                    let _ = kill(w.pid, Signal::SIGKILL);
+                }
+            }
+        }
+    }
+
+    fn spawn_one(&mut self) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let spawned = match spawn::spawn(id) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start a worker");
+                self.note_early_death();
+                return;
+            }
+        };
+        let pid = Pid::from_raw(spawned.child.id() as i32);
+        let control_fd = spawned.control.as_raw_fd();
+        if spawned.control.set_nonblocking(true).is_err() {
+            return;
+        }
+        let stream = match tokio::net::UnixStream::from_std(spawned.control) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch a worker's control socket");
+                return;
+            }
+        };
+        let (mut r, mut w) = stream.into_split();
+        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+        tokio::spawn(async move {
+            while let Some(frame) = out_rx.recv().await {
+                if w.write_all(&frame).await.is_err() {
+                    break;
+                }
+            }
+        });
+        let events = self.events_tx.clone();
+        tokio::spawn(async move {
+            loop {
+                let mut header = [0u8; 4];
+                if r.read_exact(&mut header).await.is_err() {
+                    break;
+                }
+                let Ok(n) = control::frame_len(header) else {
+                    break;
+                };
+                let mut body = vec![0u8; n];
+                if r.read_exact(&mut body).await.is_err() {
+                    break;
+                }
+                match control::decode::<ToMaster>(&body) {
+                    Ok(msg) => {
+                        if events.send(Event::Msg(id, msg)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, worker = id, "bad control frame"),
+                }
+            }
+            let _ = events.send(Event::Closed(id));
+        });
+        tracing::info!(worker = id, pid = pid.as_raw(), "Booting worker");
+        let now = Instant::now();
+        self.workers.insert(
+            id,
+            Slot {
+                child: spawned.child,
+                pid,
+                state: State::Booting,
+                started: now,
+                last_beat: now,
+                oldest: None,
+                retiring: false,
+                control_fd,
+                out: out_tx,
+            },
+        );
+    }
+
+    fn note_early_death(&mut self) {
+        let now = Instant::now();
+        self.early_deaths.push_back(now);
+        while self
+            .early_deaths
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > STORM_WINDOW)
+        {
+            self.early_deaths.pop_front();
+        }
+        if self.early_deaths.len() >= STORM_DEATHS {
+            self.backoff = (self.backoff * 2)
+                .max(Duration::from_secs(1))
+                .min(STORM_MAX_BACKOFF);
+            self.next_spawn = now + self.backoff;
+            tracing::warn!(
+                deaths = self.early_deaths.len(),
+                backoff_secs = self.backoff.as_secs_f64(),
+                "respawn storm: workers keep dying soon after start; slowing down respawns"
+            );
+        }
+    }
+
+    /// Collects exited workers. `Some(code)` means the master must exit.
+    fn reap(&mut self) -> Option<i32> {
+        let mut gone = Vec::new();
+        for (id, w) in self.workers.iter_mut() {
+            if let Ok(Some(status)) = w.child.try_wait() {
+                gone.push((*id, status, w.state, w.started.elapsed()));
+            }
+        }
+        for (id, status, state, age) in gone {
+            let Some(slot) = self.workers.remove(&id) else {
+                continue;
+            };
+            let code = status.code();
+            use std::os::unix::process::ExitStatusExt;
+            let how = match (code, status.signal()) {
+                (Some(c), _) => format!("exit code {c}"),
+                (None, Some(s)) => format!("signal {s}"),
+                _ => "unknown status".into(),
+            };
+            if matches!(state, State::Draining(_)) || self.shutdown.is_some() {
+                tracing::info!(
+                    worker = id,
+                    pid = slot.pid.as_raw(),
+                    "Worker exited ({how})"
+                );
+                continue;
+            }
+            if state == State::Booting && code == Some(exit::BOOT) {
+                if !self.ever_ready {
+                    eprintln!("rwsgi: error: worker failed to boot; see the error above");
+                    return Some(exit::BOOT);
+                }
+                tracing::error!(
+                    worker = id,
+                    "new worker failed to boot; the running workers keep serving"
+                );
+            } else {
+                tracing::warn!(
+                    worker = id,
+                    pid = slot.pid.as_raw(),
+                    "Worker died unexpectedly ({how}); starting a replacement"
+                );
+            }
+            if age < EARLY_DEATH || state == State::Booting {
+                self.note_early_death();
+            } else {
+                self.backoff = Duration::ZERO;
+            }
+        }
+        None
+    }
+
+    fn check_timeouts(&mut self) {
+        let timeout = self.config.process.timeout;
+        let boot_timeout = timeout.max(Duration::from_secs(30));
+        let silence = timeout.max(Duration::from_secs(5));
+        for (id, w) in self.workers.iter_mut() {
+            let why = match w.state {
+                State::Booting if w.started.elapsed() > boot_timeout => {
+                    Some(format!("did not boot within {}s", boot_timeout.as_secs()))
+                }
+                State::Ready => match &w.oldest {
+                    Some(b) if Duration::from_millis(b.age_ms) > timeout => Some(format!(
+                        "'{}' ran for {:.1}s (--timeout {}s)",
+                        b.request,
+                        b.age_ms as f64 / 1000.0,
+                        timeout.as_secs_f64()
+                    )),
+                    _ if w.last_beat.elapsed() > silence => Some(format!(
+                        "sent no heartbeat for {}s",
+                        w.last_beat.elapsed().as_secs()
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some(why) = why {
+                tracing::error!(
+                    worker = *id,
+                    pid = w.pid.as_raw(),
+                    "WORKER TIMEOUT: {why}; killing it"
+                );
+                let _ = kill(w.pid, Signal::SIGKILL);
+                w.state = State::Draining(Instant::now() - self.config.process.graceful_timeout);
+                w.retiring = true;
+            }
+        }
+    }
+
+    /// Handles one control message. `Some(code)` means the master must exit.
+    fn on_event(&mut self, ev: Event, collector: &mut dyn Collector) -> Option<i32> {
+        match ev {
+            Event::Closed(id) => {
+                tracing::debug!(worker = id, "control socket closed");
+                None
+            }
+            Event::Msg(id, ToMaster::Ready { pid, django }) => {
+                if !self.settings_seen {
+                    self.settings_seen = true;
+                    collector.django_settings(&django);
+                }
+                if self.listeners.is_none() {
+                    match self.bind() {
+                        Ok(l) => self.listeners = Some(l),
+                        Err(e) => {
+                            eprintln!("rwsgi: error: {e}");
+                            return Some(exit::RUNTIME);
+                        }
+                    }
+                }
+                let fds: Vec<RawFd> = self
+                    .listeners
+                    .iter()
+                    .flatten()
+                    .map(Listener::raw_fd)
+                    .collect();
+                let shutting = self.shutdown.is_some();
+                let w = self.workers.get_mut(&id)?;
+                if shutting {
+                    let _ = kill(w.pid, Signal::SIGTERM);
+                    return None;
+                }
+                match control::send_listen(&w.control_fd, &fds) {
+                    Ok(()) => {
+                        w.state = State::Ready;
+                        w.last_beat = Instant::now();
+                        self.ever_ready = true;
+                        tracing::info!(worker = id, pid, "Worker ready");
+                    }
+                    Err(e) => {
+                        tracing::error!(worker = id, error = %e, "cannot hand sockets to a worker");
+                        let _ = kill(w.pid, Signal::SIGKILL);
+                    }
+                }
+                None
+            }
+            Event::Msg(id, ToMaster::Heartbeat { oldest, .. }) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    w.last_beat = Instant::now();
+                    w.oldest = oldest;
+                }
+                None
+            }
+            Event::Msg(id, ToMaster::Snapshot { seq, data }) => {
+                collector.snapshot(id, seq, data);
+                None
+            }
+            Event::Msg(id, ToMaster::Recycle) => {
+                if let Some(w) = self.workers.get_mut(&id) {
+                    if !w.retiring {
+                        tracing::info!(worker = id, "Recycling worker after --max-requests");
+                        w.retiring = true;
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn bind(&self) -> anyhow::Result<Vec<Listener>> {
+        let s = &self.config.server;
+        let mut out = Vec::new();
+        for spec in &s.binds {
+            let l = listener::bind(spec, s.backlog, s.unix_socket_mode)?;
+            tracing::info!("Listening at: {} ({})", l.describe(), std::process::id());
+            out.push(l);
+        }
+        Ok(out)
+    }
+}
+
+impl AsRawFd for Slot {
+    fn as_raw_fd(&self) -> RawFd {
+        self.control_fd
+    }
+}

@@ -1,0 +1,250 @@
+//! A worker process: boots its own interpreter and imports the app, tells the master
+//! it is ready, receives the listening sockets, serves, and reports on the control
+//! channel (heartbeats, tracker snapshots, recycling).
+//!
+//! Workers are started by re-executing the rwsgi binary, never by forking a process
+//! that already runs Python or tokio.
+
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{mpsc, watch};
+
+use crate::config::Config;
+use crate::control::{self, ToMaster, ToWorker};
+use crate::master::exit;
+use crate::server::{self, listener::Listener, Stop, WorkerShared};
+use crate::wsgi::interpreter;
+
+/// Runs worker `id` on the control socket `control_fd`; returns the exit code.
+pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
+    let span = tracing::info_span!("worker", id);
+    let _enter = span.enter();
+    // SAFETY: the master passed this fd number for our end of the control socket.
+    let mut ctl = unsafe { UnixStream::from_raw_fd(control_fd) };
+    let _ = nix::fcntl::fcntl(
+        &ctl,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+
+    if let Some(dir) = &config.python.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("rwsgi: error: --chdir {}: {e}", dir.display());
+            return exit::BOOT;
+        }
+    }
+    if let Err(e) = interpreter::initialize(&config.python) {
+        eprintln!("rwsgi: error: {e}");
+        return exit::BOOT;
+    }
+    let app = match pyo3::Python::attach(|py| interpreter::load_app(py, &config.app)) {
+        Ok(app) => app,
+        Err(e) => {
+            eprintln!("rwsgi: error: {e}");
+            return exit::BOOT;
+        }
+    };
+    let ready = ToMaster::Ready {
+        pid: std::process::id(),
+        django: Default::default(),
+    };
+    if control::send_blocking(&mut ctl, &ready).is_err() {
+        return exit::RUNTIME;
+    }
+    let fds = match control::recv_listen(&mut ctl) {
+        Ok(fds) => fds,
+        Err(e) => {
+            tracing::debug!(error = %e, "no sockets from the master; exiting");
+            return exit::RUNTIME;
+        }
+    };
+    let mut listeners = Vec::with_capacity(fds.len());
+    for fd in fds {
+        match Listener::from_fd(fd) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                tracing::error!(error = %e, "bad socket from the master");
+                return exit::RUNTIME;
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the runtime");
+            return exit::RUNTIME;
+        }
+    };
+    let shared = match WorkerShared::new(&config, runtime.handle().clone()) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start");
+            return exit::RUNTIME;
+        }
+    };
+    let (stop_tx, stop_rx) = watch::channel(Stop::Running);
+    let (out_tx, out_rx) = mpsc::channel::<ToMaster>(16);
+    let ctl = {
+        let _guard = runtime.enter();
+        if ctl.set_nonblocking(true).is_err() {
+            return exit::RUNTIME;
+        }
+        match tokio::net::UnixStream::from_std(ctl) {
+            Ok(c) => c,
+            Err(_) => return exit::RUNTIME,
+        }
+    };
+    let (read_half, write_half) = ctl.into_split();
+    let writer = runtime.spawn(write_loop(write_half, out_rx));
+    let reader = runtime.spawn(read_loop(read_half, out_tx.clone(), stop_tx.clone()));
+    let beats = runtime.spawn(heartbeat_loop(
+        shared.clone(),
+        out_tx.clone(),
+        config.process.max_requests_limit(id),
+    ));
+    runtime.spawn(signals(stop_tx, shared.clone()));
+    tracing::info!(pid = std::process::id(), "Booted worker");
+
+    let result = server::run(config, listeners, app, &runtime, shared, stop_rx.clone());
+    let how = *stop_rx.borrow();
+    if how != Stop::Fast {
+        // The last partial interval goes to the master before we exit.
+        runtime.block_on(async {
+            // Only the writer may hold the channel open now, so it ends after the
+            // last frame is written.
+            reader.abort();
+            beats.abort();
+            let _ = reader.await;
+            let _ = beats.await;
+            let last = ToMaster::Snapshot {
+                seq: control::FINAL_SEQ,
+                data: Vec::new(),
+            };
+            let _ = out_tx.send(last).await;
+            drop(out_tx);
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        });
+    }
+    match result {
+        Ok(()) => {
+            tracing::info!(pid = std::process::id(), "Worker exiting");
+            exit::OK
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "worker failed");
+            exit::RUNTIME
+        }
+    }
+}
+
+async fn write_loop(mut w: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::Receiver<ToMaster>) {
+    while let Some(msg) = rx.recv().await {
+        let Ok(frame) = control::encode(&msg) else {
+            continue;
+        };
+        if w.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+    let _ = w.flush().await;
+}
+
+async fn read_loop(
+    mut r: tokio::net::unix::OwnedReadHalf,
+    out: mpsc::Sender<ToMaster>,
+    stop: watch::Sender<Stop>,
+) {
+    loop {
+        let mut header = [0u8; 4];
+        if r.read_exact(&mut header).await.is_err() {
+            break;
+        }
+        let Ok(n) = control::frame_len(header) else {
+            break;
+        };
+        let mut body = vec![0u8; n];
+        if r.read_exact(&mut body).await.is_err() {
+            break;
+        }
+        match control::decode::<ToWorker>(&body) {
+            Ok(ToWorker::Collect { seq }) => {
+                let _ = out
+                    .send(ToMaster::Snapshot {
+                        seq,
+                        data: Vec::new(),
+                    })
+                    .await;
+            }
+            Ok(ToWorker::Listen) => {}
+            Err(e) => tracing::warn!(error = %e, "bad frame from the master"),
+        }
+    }
+    // The master is gone: nobody supervises us any more, so stop now.
+    if *stop.borrow() == Stop::Running {
+        tracing::warn!("master went away; worker exiting");
+        let _ = stop.send(Stop::Fast);
+    }
+}
+
+async fn heartbeat_loop(
+    shared: Arc<WorkerShared>,
+    out: mpsc::Sender<ToMaster>,
+    limit: Option<u64>,
+) {
+    let mut asked = false;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
+        let beat = ToMaster::Heartbeat {
+            served,
+            oldest: shared.oldest_busy(),
+        };
+        if out.send(beat).await.is_err() {
+            return;
+        }
+        if let Some(limit) = limit {
+            if served >= limit && !asked {
+                asked = true;
+                tracing::info!(served, "max requests reached; asking to be replaced");
+                let _ = out.send(ToMaster::Recycle).await;
+            }
+        }
+    }
+}
+
+async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::quit()),
+        signal(SignalKind::user_defined1()),
+        signal(SignalKind::hangup()),
+    ) else {
+        tracing::error!("cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => { let _ = stop.send(Stop::Graceful); }
+            _ = int.recv() => { let _ = stop.send(Stop::Fast); }
+            _ = quit.recv() => { let _ = stop.send(Stop::Fast); }
+            _ = hup.recv() => {}
+            _ = usr1.recv() => {
+                if let Some(log) = &shared.access_log {
+                    if let Err(e) = log.reopen() {
+                        tracing::warn!(error = %e, "cannot reopen the access log");
+                    }
+                }
+                crate::logging::reopen();
+            }
+        }
+    }
+}
