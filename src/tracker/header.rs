@@ -97,7 +97,7 @@ fn unit_ns(whole: u64) -> Option<u64> {
 pub enum Stamp {
     /// A trusted, plausible stamp: holds the `queue_time` (dispatch − stamp).
     Ok(Duration),
-    /// A trusted stamp after dispatch, by less than `max_age` (clock skew): recorded as
+    /// A trusted stamp after dispatch, by at most `max_age` (clock skew): recorded as
     /// a zero `queue_time`, counted apart so that skew is visible.
     Future,
     /// No queue header on the request, or no `--queue-header` configured.

@@ -95,9 +95,10 @@ impl fmt::Display for TrustedPeers {
                 f.write_str(",")?;
             }
             first = false;
-            match (net.prefix_len(), net.max_prefix_len()) {
-                (len, max) if len == max => write!(f, "{}", net.addr())?,
-                _ => write!(f, "{net}")?,
+            if net.prefix_len() == net.max_prefix_len() {
+                write!(f, "{}", net.addr())?;
+            } else {
+                write!(f, "{net}")?;
             }
         }
         Ok(())

@@ -36,6 +36,7 @@ pub(crate) struct Sample {
 }
 
 impl Sample {
+    /// Converts and bucket-searches `value`: the work that needs no lock.
     pub(crate) fn new(value: Duration) -> Sample {
         let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
         let secs = value.as_secs_f64();
@@ -104,6 +105,7 @@ impl Timing {
         self.add(&Sample::new(value));
     }
 
+    /// Records a prepared sample: the part that runs under the recorder's lock.
     pub(crate) fn add(&mut self, sample: &Sample) {
         self.hist.saturating_record(sample.ns / NS_PER_UNIT);
         self.sum_ns = self.sum_ns.saturating_add(u128::from(sample.ns));
@@ -139,7 +141,9 @@ impl Timing {
     pub fn quantile(&self, quantile: f64) -> Option<Duration> {
         let (min, max) = (self.min()?, self.max()?);
         let us = self.hist.value_at_quantile(quantile);
-        Some(Duration::from_micros(us).clamp(min, max))
+        // max/min rather than clamp: clamp panics on min > max, which only corrupt
+        // input could produce, and rendering must not panic on it.
+        Some(Duration::from_micros(us).max(min).min(max))
     }
 
     /// Adds `other`'s samples: exact, as if every sample had been recorded here.
@@ -202,7 +206,7 @@ impl Timing {
             .iter_recorded()
             .map(|bin| {
                 let us = self.hist.median_equivalent(bin.value_iterated_to());
-                let secs = (us as f64 / 1e6).clamp(min, max);
+                let secs = (us as f64 / 1e6).max(min).min(max);
                 (secs, bin.count_since_last_iteration())
             })
             .collect();
@@ -227,7 +231,7 @@ impl Timing {
                 let weighted: f64 = group.iter().map(|&(v, n)| v * n as f64).sum();
                 let first = group.first().map_or(0.0, |&(v, _)| v);
                 let last = group.last().map_or(0.0, |&(v, _)| v);
-                ((weighted / count as f64).clamp(first, last), count)
+                ((weighted / count as f64).max(first).min(last), count)
             })
             .collect()
     }
@@ -382,6 +386,17 @@ mod tests {
                 "q{q}: {got} vs {exact}"
             );
         }
+    }
+
+    #[test]
+    fn inconsistent_fields_render_without_panicking() {
+        let mut t = Timing::new();
+        t.record(ms(5));
+        t.record(ms(7));
+        (t.min_ns, t.max_ns) = (t.max_ns, t.min_ns);
+        let r = t.render();
+        assert_eq!(r.count, 2);
+        assert_eq!(r.distribution.iter().map(|&(_, n)| n).sum::<u64>(), 2);
     }
 
     #[test]
