@@ -5,8 +5,8 @@
 //! async side. Recording holds a mutex for a handful of additions on preallocated
 //! memory (no allocation, nothing that can block or panic), and everything that can
 //! be computed before taking the lock is. Measured in release on the 2-core dev box:
-//! dispatch + finish cost ~70 ns per request uncontended, ~155 ns with two threads
-//! doing nothing but record; a hello-world WSGI request costs tens of µs. The GIL
+//! dispatch + finish cost 40–70 ns per request uncontended, 150–250 ns with two
+//! threads doing nothing but record; a hello-world WSGI request costs tens of µs. The GIL
 //! already serializes the Python threads, so contention is rare and a sharded or
 //! lock-free design is not worth its complexity unless the bench says otherwise.
 //!
