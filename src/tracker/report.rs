@@ -72,9 +72,11 @@ pub struct Report {
     pub hostname: String,
     /// Live worker processes when the report was merged.
     pub workers: u32,
-    /// `dispatch − proxy stamp`, only for requests with an `ok` or `future` stamp.
+    /// `dispatch − proxy stamp`, only for requests with an `ok` or `future` stamp
+    /// (shed requests included).
     pub queue_time: MetricReport,
-    /// `dispatch − headers parsed` (monotonic), for every dispatched request.
+    /// `dispatch − headers parsed` (monotonic), for every dispatched request (shed
+    /// requests included).
     pub server_wait: MetricReport,
     /// `response finished − dispatch`, for every request that reached the app.
     pub app_time: MetricReport,

@@ -1,0 +1,302 @@
+//! The per-worker hot path: every request is recorded here, by whichever thread
+//! dispatches, finishes or sheds it.
+//!
+//! One [`Recorder`] per worker, shared through an `Arc` by its Python threads and its
+//! async side. Recording holds a mutex for a handful of additions on preallocated
+//! memory (no allocation, nothing that can block or panic), and everything that can
+//! be computed before taking the lock is. Measured in release on the 2-core dev box:
+//! dispatch + finish cost 40–70 ns per request uncontended, 150–250 ns with two
+//! threads doing nothing but record; a hello-world WSGI request costs tens of µs. The GIL
+//! already serializes the Python threads, so contention is rare and a sharded or
+//! lock-free design is not worth its complexity unless the bench says otherwise.
+//!
+//! [`Recorder::take`] allocates the next interval's empty histograms *before* taking
+//! the lock and swaps them in, so the notifier timer never stalls a request either.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use super::header::Stamp;
+use super::snapshot::Snapshot;
+use super::timing::Sample;
+
+/// Collects one worker's measurements for the current interval.
+#[derive(Debug)]
+pub struct Recorder {
+    /// Python threads of this worker, for `capacity = threads × elapsed`.
+    threads: u32,
+    /// The interval being recorded.
+    current: Mutex<Current>,
+}
+
+/// The open interval: its snapshot and when it began.
+#[derive(Debug)]
+struct Current {
+    /// Everything recorded since `started`; `capacity` and `workers` are filled in by
+    /// `take`.
+    snapshot: Snapshot,
+    /// Monotonic start of the interval, so a wall-clock step cannot skew utilization.
+    started: Instant,
+}
+
+impl Recorder {
+    /// A recorder for a worker with `threads` Python threads (at least 1 is assumed).
+    pub fn new(threads: usize) -> Recorder {
+        Recorder {
+            threads: u32::try_from(threads.max(1)).unwrap_or(u32::MAX),
+            current: Mutex::new(Current {
+                snapshot: Snapshot::new(),
+                started: Instant::now(),
+            }),
+        }
+    }
+
+    /// Python threads this recorder counts capacity for.
+    pub fn threads(&self) -> usize {
+        self.threads as usize
+    }
+
+    /// Records a request at dispatch, the moment a Python thread takes it: its stamp
+    /// outcome, its `queue_time` (`Ok` → the value, `Future` → 0) and its `server_wait`.
+    pub fn record_dispatch(&self, stamp: &Stamp, server_wait: Duration) {
+        let waits = Waits::new(stamp, server_wait);
+        let mut current = self.lock();
+        waits.add_to(&mut current.snapshot, stamp);
+    }
+
+    /// Records a request whose response has been sent (or abandoned): its `app_time`,
+    /// its status class, and its share of busy thread time.
+    pub fn record_finish(&self, app_time: Duration, status: u16) {
+        let sample = Sample::new(app_time);
+        let class = status_class(status);
+        let mut current = self.lock();
+        let snapshot = &mut current.snapshot;
+        snapshot.app_time.add(&sample);
+        snapshot.status_classes[class] = snapshot.status_classes[class].saturating_add(1);
+        snapshot.busy = snapshot.busy.saturating_add(app_time);
+    }
+
+    /// Records a request answered 503 by `--max-queue-time` without calling the app.
+    ///
+    /// It is recorded like a dispatch (stamp outcome, `queue_time`, `server_wait`),
+    /// because the wait that got it shed is the signal an autoscaler needs most, plus
+    /// one shed and one 5xx. It has no `app_time` and no busy time.
+    pub fn record_shed(&self, server_wait: Duration, stamp: &Stamp) {
+        let waits = Waits::new(stamp, server_wait);
+        let mut current = self.lock();
+        let snapshot = &mut current.snapshot;
+        waits.add_to(snapshot, stamp);
+        snapshot.shed = snapshot.shed.saturating_add(1);
+        snapshot.status_classes[4] = snapshot.status_classes[4].saturating_add(1);
+    }
+
+    /// Closes the current interval and returns it, starting a new one. The snapshot
+    /// counts one worker, with `capacity = threads × time since the previous take` (or
+    /// since `new`). Called by the worker's reporting timer, never on the request path.
+    pub fn take(&self) -> Snapshot {
+        let mut snapshot = Snapshot::new();
+        let (started, ended) = {
+            let mut current = self.lock();
+            // Read the clock under the lock, so that the instant that ends this interval
+            // is the one that starts the next and no request falls between them.
+            let now = Instant::now();
+            std::mem::swap(&mut current.snapshot, &mut snapshot);
+            (std::mem::replace(&mut current.started, now), now)
+        };
+        let elapsed = ended.saturating_duration_since(started);
+        snapshot.capacity = elapsed.saturating_mul(self.threads);
+        snapshot.workers = 1;
+        snapshot
+    }
+
+    /// The lock, even if a thread panicked while holding it: nothing in the critical
+    /// sections can leave the snapshot half-updated in a way worth losing data over.
+    fn lock(&self) -> MutexGuard<'_, Current> {
+        self.current.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// What a request waited, prepared before the lock is taken.
+struct Waits {
+    /// `queue_time`, when the stamp gave one.
+    queue_time: Option<Sample>,
+    server_wait: Sample,
+}
+
+impl Waits {
+    fn new(stamp: &Stamp, server_wait: Duration) -> Waits {
+        Waits {
+            queue_time: stamp.queue_time().map(Sample::new),
+            server_wait: Sample::new(server_wait),
+        }
+    }
+
+    /// Counts the stamp outcome and records both waits; runs under the lock.
+    fn add_to(&self, snapshot: &mut Snapshot, stamp: &Stamp) {
+        let counts = &mut snapshot.stamps;
+        let counter = match stamp {
+            Stamp::Ok(_) => &mut counts.ok,
+            Stamp::Future => &mut counts.future,
+            Stamp::Missing => &mut counts.missing,
+            Stamp::Invalid => &mut counts.invalid,
+            Stamp::Untrusted => &mut counts.untrusted,
+        };
+        *counter = counter.saturating_add(1);
+        if let Some(queue_time) = &self.queue_time {
+            snapshot.queue_time.add(queue_time);
+        }
+        snapshot.server_wait.add(&self.server_wait);
+    }
+}
+
+/// Index into `status_classes`. Out-of-range codes are folded into the nearest class
+/// rather than dropped, so that every answered request is counted once.
+fn status_class(status: u16) -> usize {
+    match status {
+        0..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::thread;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn dispatch_finish_and_shed_are_counted() {
+        let r = Recorder::new(2);
+        r.record_dispatch(&Stamp::Ok(ms(30)), ms(2));
+        r.record_finish(ms(10), 200);
+        r.record_dispatch(&Stamp::Future, ms(1));
+        r.record_finish(ms(20), 404);
+        r.record_dispatch(&Stamp::Missing, ms(3));
+        r.record_finish(ms(5), 302);
+        r.record_dispatch(&Stamp::Untrusted, ms(4));
+        r.record_finish(ms(5), 101);
+        r.record_shed(ms(900), &Stamp::Ok(ms(2000)));
+        r.record_shed(ms(800), &Stamp::Invalid);
+
+        let s = r.take();
+        assert_eq!(s.workers, 1);
+        assert_eq!(
+            (
+                s.stamps.ok,
+                s.stamps.future,
+                s.stamps.missing,
+                s.stamps.untrusted,
+                s.stamps.invalid
+            ),
+            (2, 1, 1, 1, 1)
+        );
+        assert_eq!(
+            s.queue_time.count(),
+            3,
+            "ok, future (as zero) and the shed ok"
+        );
+        assert_eq!(s.queue_time.min(), Some(Duration::ZERO));
+        assert_eq!(s.queue_time.max(), Some(ms(2000)));
+        assert_eq!(s.queue_time.sum(), ms(2030));
+        assert_eq!(s.server_wait.count(), 6);
+        assert_eq!(s.server_wait.max(), Some(ms(900)));
+        assert_eq!(s.app_time.count(), 4);
+        assert_eq!(s.app_time.sum(), ms(40));
+        assert_eq!(s.shed, 2);
+        assert_eq!(s.status_classes, [1, 1, 1, 1, 2]);
+        assert_eq!(s.busy, ms(40));
+    }
+
+    #[test]
+    fn take_starts_a_new_interval_and_measures_capacity() {
+        let r = Recorder::new(3);
+        r.record_dispatch(&Stamp::Missing, ms(1));
+        r.record_finish(ms(1), 200);
+        let before = Instant::now();
+        thread::sleep(ms(20));
+        let first = r.take();
+        assert_eq!(first.server_wait.count(), 1);
+        assert!(
+            first.capacity >= ms(60),
+            "3 threads × ≥ 20 ms, got {:?}",
+            first.capacity
+        );
+
+        thread::sleep(ms(10));
+        let second = r.take();
+        let since = before.elapsed();
+        assert_eq!(second.server_wait.count(), 0, "the first take emptied it");
+        assert_eq!(second.status_classes, [0; 5]);
+        assert!(second.capacity >= ms(30));
+        assert!(
+            first.capacity + second.capacity <= since.saturating_mul(3) + ms(60),
+            "intervals do not overlap"
+        );
+    }
+
+    #[test]
+    fn status_classes_fold_out_of_range_codes() {
+        assert_eq!(status_class(0), 0);
+        assert_eq!(status_class(100), 0);
+        assert_eq!(status_class(199), 0);
+        assert_eq!(status_class(200), 1);
+        assert_eq!(status_class(299), 1);
+        assert_eq!(status_class(301), 2);
+        assert_eq!(status_class(499), 3);
+        assert_eq!(status_class(503), 4);
+        assert_eq!(status_class(999), 4);
+        assert_eq!(status_class(u16::MAX), 4);
+    }
+
+    #[test]
+    fn zero_threads_counts_as_one() {
+        assert_eq!(Recorder::new(0).threads(), 1);
+    }
+
+    #[test]
+    fn concurrent_threads_lose_nothing() {
+        let r = Arc::new(Recorder::new(8));
+        let handles: Vec<_> = (0..8u64)
+            .map(|t| {
+                let r = Arc::clone(&r);
+                thread::spawn(move || {
+                    for i in 0..2_000u64 {
+                        r.record_dispatch(&Stamp::Ok(Duration::from_micros(t * 1000 + i)), ms(1));
+                        r.record_finish(Duration::from_micros(i), 200);
+                    }
+                })
+            })
+            .collect();
+        // Take concurrently too: no request may fall between two intervals.
+        let mut total = Snapshot::new();
+        for _ in 0..5 {
+            total.merge(&r.take());
+        }
+        for handle in handles {
+            handle.join().unwrap();
+        }
+        total.merge(&r.take());
+        assert_eq!(total.stamps.ok, 16_000);
+        assert_eq!(total.queue_time.count(), 16_000);
+        assert_eq!(total.app_time.count(), 16_000);
+        assert_eq!(total.status_classes[1], 16_000);
+        assert_eq!(total.workers, 6);
+        let want_sum: u64 = (0..8u64)
+            .flat_map(|t| (0..2000).map(move |i| t * 1000 + i))
+            .sum();
+        assert_eq!(total.queue_time.sum(), Duration::from_micros(want_sum));
+    }
+
+    #[test]
+    fn recorder_is_shareable() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Recorder>();
+    }
+}
