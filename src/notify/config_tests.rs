@@ -1,8 +1,8 @@
 //! Tests of [`NotifyConfig::from_args`]: defaults, and every error message, each of
 //! which must name the option to fix.
 
-use super::testing::args;
 use super::*;
+use crate::notify::testing::args;
 
 fn config(argv: &[&str]) -> Result<NotifyConfig, String> {
     NotifyConfig::from_args(&args(argv), false, LogFormat::Human)
@@ -67,12 +67,17 @@ fn interval_must_be_positive_and_finite() {
     );
     assert_eq!(
         error(&["--notify-interval", "1e300"]),
-        "--notify-interval is too large (got 1e300)"
+        "--notify-interval must be at most 86400 (got 1e300)"
     );
     assert_eq!(
         error(&["--notify-interval", "inf"]),
-        "--notify-interval is too large (got inf)"
+        "--notify-interval must be at most 86400 (got inf)"
     );
+    assert_eq!(
+        error(&["--notify-interval", "86400.5"]),
+        "--notify-interval must be at most 86400 (got 86400.5)"
+    );
+    assert!(config(&["--notify-interval", "86400"]).is_ok());
 }
 
 #[test]

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 
 use super::testing::{args, sample_report, wait_until, ProbeSink};
 use super::*;
+use crate::cli::LogFormat;
 
 /// Waits for the next report number a probe accepts.
 async fn next(delivered: &mut mpsc::UnboundedReceiver<u64>) -> u64 {

@@ -2,29 +2,31 @@
 //!
 //! The master owns the timer and calls [`Notifier::publish`] once per interval. That
 //! call never waits on a sink: every sink runs in its own tokio task behind its own
-//! bounded backlog (see [`runner`]), with its own timeout, retries and log throttling,
+//! bounded backlog (`runner.rs`), with its own timeout, retries and log throttling,
 //! so a dead CloudWatch endpoint costs a log line, never a request and never another
 //! sink's report.
 //!
-//! This file owns the contract between the master and the sinks: [`NotifyConfig`]
-//! (validated once at start), [`SinkConfig`] / [`Sink`] (closed enums dispatched with
-//! `match`), [`SinkError`] and [`Notifier`]. Each sink lives in its own file with its
-//! own config struct: [`log`], [`prometheus`], [`statsd`].
+//! This file owns the contract between the master and the sinks: [`Sink`] (a closed
+//! enum dispatched with `match`), [`SinkError`] and [`Notifier`]. The options live in
+//! `config.rs` ([`NotifyConfig`], [`SinkConfig`], [`SinkKind`]), and each sink in its
+//! own file with its own config struct: [`log`], [`prometheus`], [`statsd`].
 //!
 //! # Adding a sink (the cloud sinks plug in here)
 //!
 //! 1. Create `src/notify/<name>.rs` with `<Name>Config` (`from_args(&NotifyArgs) ->
-//!    Result<Self, String>`, `Display` with secrets masked, `async build(&self) ->
-//!    Result<<Name>Sink, String>`) and `<Name>Sink` (`name() -> &'static str`,
-//!    `async send(&mut self, &Report) -> Result<(), SinkError>`); declare the module
-//!    below.
-//! 2. Add a `<Name>` variant to [`SinkConfig`] and to [`Sink`], then fill in the match
-//!    arms the compiler points at. In [`SinkConfig::from_args`] this replaces the
-//!    "not built in this branch" arm marked `CLOUD SINKS PLUG IN HERE`.
+//!    Result<Self, String>` whose errors name the option, `Display` with secrets
+//!    masked, `async build(&self) -> Result<<Name>Sink, String>`) and `<Name>Sink`
+//!    (`name() -> &'static str`, `async send(&mut self, &Report) -> Result<(),
+//!    SinkError>`, cancel-safe at each `.await`); declare the module below.
+//! 2. Add a `<Name>` variant to [`Sink`] (here) and to [`SinkConfig`] (`config.rs`),
+//!    then fill in the match arms the compiler points at. In
+//!    [`SinkConfig::from_args`] this replaces the "not built in this branch" arm
+//!    marked `CLOUD SINKS PLUG IN HERE`.
 //!
-//! The framework does the rest: timeouts, retries while [`SinkError::retryable`],
-//! throttled warnings, backlog, shutdown flush.
+//! The framework does the rest: per-attempt timeout, retries while
+//! [`SinkError::retryable`], one warning per interval, backlog, shutdown flush.
 
+mod config;
 pub mod log;
 pub mod prometheus;
 mod runner;
@@ -42,9 +44,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{error, warn};
 
-use crate::cli::{LogFormat, NotifyArgs};
 use crate::tracker::report::Report;
 
+pub(crate) use config::check_host_port;
+pub use config::{NotifyConfig, SinkConfig, SinkKind};
 use runner::{Counters, Policy};
 
 /// Reports queued per sink before the oldest is dropped: a sink that is down for a
@@ -98,217 +101,6 @@ impl fmt::Display for SinkError {
 }
 
 impl std::error::Error for SinkError {}
-
-// ---------------------------------------------------------------------------------
-// Sink kinds and configs
-// ---------------------------------------------------------------------------------
-
-/// Every sink name `--notify` accepts, built in this branch or not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum SinkKind {
-    Log,
-    Prometheus,
-    Statsd,
-    CloudWatch,
-    Azure,
-    Redis,
-}
-
-impl SinkKind {
-    /// All kinds, in the order the help text lists them.
-    pub const ALL: [SinkKind; 6] = [
-        SinkKind::Log,
-        SinkKind::Prometheus,
-        SinkKind::Statsd,
-        SinkKind::CloudWatch,
-        SinkKind::Azure,
-        SinkKind::Redis,
-    ];
-
-    /// The name used in `--notify` and as the `sink` field of log lines.
-    pub fn name(self) -> &'static str {
-        match self {
-            SinkKind::Log => "log",
-            SinkKind::Prometheus => "prometheus",
-            SinkKind::Statsd => "statsd",
-            SinkKind::CloudWatch => "cloudwatch",
-            SinkKind::Azure => "azure",
-            SinkKind::Redis => "redis",
-        }
-    }
-
-    /// Case-insensitive lookup of a `--notify` value.
-    pub fn parse(name: &str) -> Option<SinkKind> {
-        let name = name.trim();
-        SinkKind::ALL
-            .into_iter()
-            .find(|k| k.name().eq_ignore_ascii_case(name))
-    }
-}
-
-/// One sink's validated options: what [`Notifier::start`] builds a [`Sink`] from.
-#[derive(Debug, Clone, PartialEq)]
-pub enum SinkConfig {
-    Log(log::LogConfig),
-    Prometheus(prometheus::PrometheusConfig),
-    Statsd(statsd::StatsdConfig),
-}
-
-impl SinkConfig {
-    /// Validates the options of one sink kind.
-    pub fn from_args(
-        kind: SinkKind,
-        args: &NotifyArgs,
-        log_format: LogFormat,
-    ) -> Result<SinkConfig, String> {
-        match kind {
-            SinkKind::Log => Ok(SinkConfig::Log(log::LogConfig::new(log_format))),
-            SinkKind::Prometheus => {
-                prometheus::PrometheusConfig::from_args(args).map(SinkConfig::Prometheus)
-            }
-            SinkKind::Statsd => statsd::StatsdConfig::from_args(args).map(SinkConfig::Statsd),
-            // CLOUD SINKS PLUG IN HERE: replace this arm with one arm per cloud sink,
-            // e.g. `SinkKind::CloudWatch => cloudwatch::CloudWatchConfig::from_args(args)
-            // .map(SinkConfig::CloudWatch)`.
-            SinkKind::CloudWatch | SinkKind::Azure | SinkKind::Redis => Err(format!(
-                "--notify {} is not built in this branch",
-                kind.name()
-            )),
-        }
-    }
-
-    /// Which kind of sink this configures.
-    pub fn kind(&self) -> SinkKind {
-        match self {
-            SinkConfig::Log(_) => SinkKind::Log,
-            SinkConfig::Prometheus(_) => SinkKind::Prometheus,
-            SinkConfig::Statsd(_) => SinkKind::Statsd,
-        }
-    }
-
-    /// Builds the sink; sinks that own a listener bind it here so a bad address fails
-    /// the start instead of the first report.
-    pub async fn build(&self) -> Result<Sink, String> {
-        Ok(match self {
-            SinkConfig::Log(c) => Sink::Log(c.build()),
-            SinkConfig::Prometheus(c) => Sink::Prometheus(c.build().await?),
-            SinkConfig::Statsd(c) => Sink::Statsd(c.build()),
-        })
-    }
-}
-
-/// `name (options)`, secrets masked: what `--print-config` shows for each sink.
-impl fmt::Display for SinkConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SinkConfig::Log(c) => c.fmt(f),
-            SinkConfig::Prometheus(c) => c.fmt(f),
-            SinkConfig::Statsd(c) => c.fmt(f),
-        }
-    }
-}
-
-/// The validated notifier options: the interval and the sinks, checked once at start
-/// so that a typo fails the launch, not the first report ten seconds later.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NotifyConfig {
-    /// Time between reports; also each sink's retry budget and log-throttle window.
-    interval: Duration,
-    /// In `--notify` order, each kind at most once.
-    sinks: Vec<SinkConfig>,
-}
-
-impl NotifyConfig {
-    /// Validates `--notify-interval` and every named sink's options.
-    ///
-    /// `--notify` values may also be comma separated. With `--queue-header` given and
-    /// no sink named, the `log` sink is the default, so the measurement is visible
-    /// without any further flag.
-    pub fn from_args(
-        args: &NotifyArgs,
-        queue_header_set: bool,
-        log_format: LogFormat,
-    ) -> Result<NotifyConfig, String> {
-        let interval = parse_interval(args.notify_interval)?;
-        let mut kinds: Vec<SinkKind> = Vec::new();
-        for name in args.sinks.iter().flat_map(|s| s.split(',')) {
-            let kind = SinkKind::parse(name).ok_or_else(|| {
-                let expected: Vec<&str> = SinkKind::ALL.iter().map(|k| k.name()).collect();
-                format!(
-                    "unknown sink '{}' in --notify (expected {})",
-                    name.trim(),
-                    expected.join(", ")
-                )
-            })?;
-            if kinds.contains(&kind) {
-                return Err(format!("--notify {} is given twice", kind.name()));
-            }
-            kinds.push(kind);
-        }
-        if kinds.is_empty() && queue_header_set {
-            kinds.push(SinkKind::Log);
-        }
-        let sinks = kinds
-            .into_iter()
-            .map(|kind| SinkConfig::from_args(kind, args, log_format))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(NotifyConfig { interval, sinks })
-    }
-
-    /// Time between reports (`--notify-interval`): the master's timer period.
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
-    /// The sinks that will run, for `--print-config` (each is `Display`).
-    pub fn sinks(&self) -> &[SinkConfig] {
-        &self.sinks
-    }
-}
-
-fn parse_interval(secs: f64) -> Result<Duration, String> {
-    // Display would spell 1e300 with 300 digits.
-    let shown = if secs.abs() < 1e15 {
-        secs.to_string()
-    } else {
-        format!("{secs:e}")
-    };
-    if secs.is_nan() || secs <= 0.0 {
-        return Err(format!("--notify-interval must be > 0 (got {shown})"));
-    }
-    Duration::try_from_secs_f64(secs)
-        .map_err(|_| format!("--notify-interval is too large (got {shown})"))
-}
-
-/// Checks that `value` looks like `HOST:PORT` (`[v6]:PORT` too); resolution happens
-/// when the sink connects or binds. `option` names the flag in the message.
-pub(crate) fn check_host_port(
-    option: &str,
-    value: &str,
-    allow_port_zero: bool,
-) -> Result<(), String> {
-    let bad = || format!("{option} must be HOST:PORT (got '{value}')");
-    let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
-    let host = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    if host.is_empty() || host.contains(char::is_whitespace) || host.contains(['[', ']']) {
-        return Err(bad());
-    }
-    if host.contains(':') && !value.starts_with('[') {
-        return Err(format!(
-            "{option}: write an IPv6 address as [ADDR]:PORT (got '{value}')"
-        ));
-    }
-    match port.parse::<u16>() {
-        Ok(0) if !allow_port_zero => Err(format!(
-            "{option} needs a port other than 0 (got '{value}')"
-        )),
-        Ok(_) => Ok(()),
-        Err(_) => Err(bad()),
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Sinks
@@ -375,6 +167,7 @@ struct SinkTask {
 }
 
 /// The running sinks. Publish reports into it; shut it down to flush the last one.
+/// Dropped without [`Notifier::shutdown`], its tasks drain their backlog unattended.
 pub struct Notifier {
     /// One ring shared by all sink tasks; each task reads at its own pace, and a
     /// task that falls [`BACKLOG`] reports behind loses the oldest ones.
@@ -390,11 +183,11 @@ impl Notifier {
     /// Builds every sink (prometheus binds `--metrics-bind` here) and starts one task
     /// per sink. Must run inside a tokio runtime.
     pub async fn start(config: NotifyConfig) -> Result<Notifier, String> {
-        let mut sinks = Vec::with_capacity(config.sinks.len());
-        for sink in &config.sinks {
+        let mut sinks = Vec::with_capacity(config.sinks().len());
+        for sink in config.sinks() {
             sinks.push(sink.build().await?);
         }
-        Ok(Notifier::spawn(config.interval, sinks))
+        Ok(Notifier::spawn(config.interval(), sinks))
     }
 
     /// Starts one task per already built sink.
@@ -443,7 +236,8 @@ impl Notifier {
     /// Delivers what is queued (normally the final partial interval) and stops, giving
     /// up on sinks still busy at `deadline`; each of those costs one warning.
     pub async fn shutdown(self, deadline: Duration) {
-        let until = Instant::now() + deadline;
+        // Clamped so that a "wait forever" deadline cannot overflow the clock.
+        let until = Instant::now() + deadline.min(Duration::from_secs(86_400));
         self.deadline.send_replace(Some(until));
         // Closing the ring lets each task drain what it has queued, then end.
         drop(self.tx);
@@ -480,7 +274,5 @@ impl Notifier {
     }
 }
 
-#[cfg(test)]
-mod config_tests;
 #[cfg(test)]
 mod framework_tests;
