@@ -159,7 +159,12 @@ pub struct LogArgs {
     pub log_format: LogFormat,
 
     /// Server log destination: a file path, or `-` for stderr.
-    #[arg(long, alias = "error-logfile", default_value = "-", value_name = "PATH|-")]
+    #[arg(
+        long,
+        alias = "error-logfile",
+        default_value = "-",
+        value_name = "PATH|-"
+    )]
     pub error_log: String,
 
     /// Write an access log line per request to this file, or `-` for stdout.

@@ -57,7 +57,8 @@ impl SinkKind {
     }
 }
 
-/// One sink's validated options: what [`Notifier::start`] builds a [`Sink`] from.
+/// One sink's validated options: what [`Notifier::start`](super::Notifier::start)
+/// builds a [`Sink`] from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SinkConfig {
     Log(log::LogConfig),
