@@ -1,0 +1,352 @@
+//! The `prometheus` sink: serves `GET /metrics` on `--metrics-bind` in the text
+//! exposition format 0.0.4.
+//!
+//! Prometheus pulls, rwsgi reports per interval, so each [`Report`] is added into
+//! running totals (cumulative since start, as Prometheus counters and histograms must
+//! be) and a scrape renders those totals. The listener is bound in
+//! [`PrometheusConfig::build`], at start, so a busy address fails the launch.
+
+use std::convert::Infallible;
+use std::fmt::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::debug;
+
+use super::{check_host_port, SinkError};
+use crate::cli::NotifyArgs;
+use crate::tracker::report::{MetricReport, Report, PROMETHEUS_BUCKETS};
+
+/// The content type of the text exposition format this sink writes.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Scrapers served at once; more connections are closed on accept. A scrape port is
+/// internal, but it should not be a way to exhaust the master's file descriptors.
+const MAX_CONNECTIONS: usize = 32;
+
+/// A slow client gets this long to send its request head.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Options of the `prometheus` sink.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrometheusConfig {
+    /// `HOST:PORT` to serve `/metrics` on (port 0 picks a free one; tests use it).
+    pub bind: String,
+}
+
+impl PrometheusConfig {
+    pub fn from_args(args: &NotifyArgs) -> Result<PrometheusConfig, String> {
+        let bind = args
+            .metrics_bind
+            .as_deref()
+            .ok_or("--notify prometheus needs --metrics-bind HOST:PORT")?;
+        check_host_port("--metrics-bind", bind, true)?;
+        Ok(PrometheusConfig {
+            bind: bind.to_owned(),
+        })
+    }
+
+    /// Binds the listener and starts serving (all-zero metrics until the first report).
+    pub async fn build(&self) -> Result<PrometheusSink, String> {
+        let listener = TcpListener::bind(&self.bind)
+            .await
+            .map_err(|e| format!("--metrics-bind {}: cannot listen: {e}", self.bind))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| format!("--metrics-bind {}: {e}", self.bind))?;
+        let totals = Arc::new(Mutex::new(Totals::default()));
+        let server = tokio::spawn(serve(listener, totals.clone()));
+        Ok(PrometheusSink {
+            totals,
+            addr,
+            server,
+        })
+    }
+}
+
+impl fmt::Display for PrometheusConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "prometheus (metrics-bind {})", self.bind)
+    }
+}
+
+/// Accumulates reports; the `/metrics` server it owns stops when it is dropped.
+#[derive(Debug)]
+pub struct PrometheusSink {
+    /// Shared with the server task; locked for microseconds on each side.
+    totals: Arc<Mutex<Totals>>,
+    /// The bound address, which differs from the option when its port was 0.
+    addr: SocketAddr,
+    server: JoinHandle<()>,
+}
+
+impl PrometheusSink {
+    pub fn name(&self) -> &'static str {
+        "prometheus"
+    }
+
+    /// Where `/metrics` is served.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Adds the report to the totals; never fails.
+    pub async fn send(&mut self, report: &Report) -> Result<(), SinkError> {
+        lock(&self.totals).add(report);
+        Ok(())
+    }
+}
+
+impl Drop for PrometheusSink {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+/// A panic elsewhere cannot leave the totals half-updated in a harmful way (every
+/// field is independent), so a poisoned lock is used as is.
+fn lock(totals: &Mutex<Totals>) -> std::sync::MutexGuard<'_, Totals> {
+    totals.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+// ---------------------------------------------------------------------------------
+// Totals and rendering
+// ---------------------------------------------------------------------------------
+
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const STAMP_RESULTS: [&str; 5] = ["ok", "missing", "invalid", "future", "untrusted"];
+
+/// One cumulative histogram over [`PROMETHEUS_BUCKETS`].
+#[derive(Debug, Clone, Default)]
+struct Histogram {
+    /// `le` counts, cumulative over buckets and over reports.
+    buckets: [u64; PROMETHEUS_BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn add(&mut self, m: &MetricReport) {
+        for (total, &le) in self.buckets.iter_mut().zip(PROMETHEUS_BUCKETS) {
+            *total += count_le(m, le);
+        }
+        self.sum += m.sum;
+        self.count += m.count;
+    }
+}
+
+/// Samples `≤ le` in one report. Looked up by bound, not by index, so a report whose
+/// buckets skip a bound still yields monotonic counts (the nearest lower bound's count);
+/// clamped to `count` so that `+Inf` stays the largest.
+fn count_le(m: &MetricReport, le: f64) -> u64 {
+    m.buckets
+        .iter()
+        .filter(|(ub, _)| *ub <= le * (1.0 + 1e-9))
+        .map(|(_, c)| *c)
+        .max()
+        .unwrap_or(0)
+        .min(m.count)
+}
+
+/// Everything `/metrics` shows: running totals plus the latest gauges.
+#[derive(Debug, Clone, Default)]
+struct Totals {
+    queue_time: Histogram,
+    server_wait: Histogram,
+    app_time: Histogram,
+    requests: [u64; 5],
+    stamps: [u64; 5],
+    shed: u64,
+    utilization: f64,
+    workers: u32,
+}
+
+impl Totals {
+    fn add(&mut self, r: &Report) {
+        self.queue_time.add(&r.queue_time);
+        self.server_wait.add(&r.server_wait);
+        self.app_time.add(&r.app_time);
+        for (total, n) in self.requests.iter_mut().zip(r.status_classes) {
+            *total += n;
+        }
+        let s = &r.stamps;
+        for (total, n) in
+            self.stamps
+                .iter_mut()
+                .zip([s.ok, s.missing, s.invalid, s.future, s.untrusted])
+        {
+            *total += n;
+        }
+        self.shed += r.shed;
+        self.utilization = r.utilization;
+        self.workers = r.workers;
+    }
+
+    fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let histograms = [
+            (
+                "rwsgi_queue_time_seconds",
+                "Time from the proxy's queue stamp to dispatch to a Python thread.",
+                &self.queue_time,
+            ),
+            (
+                "rwsgi_server_wait_seconds",
+                "Time from request headers parsed to dispatch to a Python thread.",
+                &self.server_wait,
+            ),
+            (
+                "rwsgi_app_time_seconds",
+                "Time from dispatch to the response finished.",
+                &self.app_time,
+            ),
+        ];
+        for (name, help, h) in histograms {
+            header(&mut out, name, help, "histogram");
+            for (le, n) in PROMETHEUS_BUCKETS.iter().zip(h.buckets) {
+                let _ = writeln!(out, "{name}_bucket{{le=\"{}\"}} {n}", float(*le));
+            }
+            let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", h.count);
+            let _ = writeln!(out, "{name}_sum {}", float(h.sum));
+            let _ = writeln!(out, "{name}_count {}", h.count);
+        }
+        header(
+            &mut out,
+            "rwsgi_utilization_ratio",
+            "Busy Python-thread time over threads times interval, latest interval.",
+            "gauge",
+        );
+        let _ = writeln!(out, "rwsgi_utilization_ratio {}", float(self.utilization));
+        header(
+            &mut out,
+            "rwsgi_workers",
+            "Live worker processes at the latest report.",
+            "gauge",
+        );
+        let _ = writeln!(out, "rwsgi_workers {}", self.workers);
+        header(
+            &mut out,
+            "rwsgi_requests_total",
+            "Responses by status class.",
+            "counter",
+        );
+        for (class, n) in STATUS_CLASSES.iter().zip(self.requests) {
+            let _ = writeln!(out, "rwsgi_requests_total{{status_class=\"{class}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "rwsgi_queue_stamps_total",
+            "Requests by outcome of the queue header.",
+            "counter",
+        );
+        for (result, n) in STAMP_RESULTS.iter().zip(self.stamps) {
+            let _ = writeln!(out, "rwsgi_queue_stamps_total{{result=\"{result}\"}} {n}");
+        }
+        header(
+            &mut out,
+            "rwsgi_shed_total",
+            "Requests answered 503 by --max-queue-time without calling the app.",
+            "counter",
+        );
+        let _ = writeln!(out, "rwsgi_shed_total {}", self.shed);
+        out
+    }
+}
+
+fn header(out: &mut String, name: &str, help: &str, kind: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// A float as the exposition format spells it: `+Inf` and `NaN`, where Rust would
+/// write `inf` and `NaN`.
+fn float(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".to_owned()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.to_owned()
+    } else {
+        v.to_string()
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// HTTP server
+// ---------------------------------------------------------------------------------
+
+/// Accept loop; runs until the sink is dropped. Connections live in a [`JoinSet`] so
+/// that aborting the loop closes them too.
+async fn serve(listener: TcpListener, totals: Arc<Mutex<Totals>>) {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut connections = JoinSet::new();
+    loop {
+        while connections.try_join_next().is_some() {}
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Typically EMFILE: back off instead of spinning on the error.
+                debug!(sink = "prometheus", error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            continue;
+        };
+        let totals = totals.clone();
+        connections.spawn(async move {
+            let service = service_fn(move |req| {
+                let response = respond(&req, &totals);
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                debug!(sink = "prometheus", error = %e, "metrics connection ended with an error");
+            }
+            drop(slot);
+        });
+    }
+}
+
+fn respond<B>(req: &Request<B>, totals: &Mutex<Totals>) -> Response<Full<Bytes>> {
+    let reply = |status: StatusCode, body: &'static str| {
+        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        *r.status_mut() = status;
+        r
+    };
+    if req.uri().path() != "/metrics" {
+        return reply(
+            StatusCode::NOT_FOUND,
+            "not found; metrics are at /metrics\n",
+        );
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
+        r.headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    let body = lock(totals).render();
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(CONTENT_TYPE),
+    );
+    r
+}
+
+#[cfg(test)]
+#[path = "prometheus_tests.rs"]
+mod tests;
