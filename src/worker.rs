@@ -102,7 +102,12 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
     };
     let (read_half, write_half) = ctl.into_split();
     let writer = runtime.spawn(write_loop(write_half, out_rx));
-    let reader = runtime.spawn(read_loop(read_half, out_tx.clone(), stop_tx.clone()));
+    let reader = runtime.spawn(read_loop(
+        read_half,
+        out_tx.clone(),
+        stop_tx.clone(),
+        shared.clone(),
+    ));
     let beats = runtime.spawn(heartbeat_loop(
         shared.clone(),
         out_tx.clone(),
@@ -111,7 +116,14 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
     runtime.spawn(signals(stop_tx, shared.clone()));
     tracing::info!(pid = std::process::id(), "Booted worker");
 
-    let result = server::run(config, listeners, app, &runtime, shared, stop_rx.clone());
+    let result = server::run(
+        config,
+        listeners,
+        app,
+        &runtime,
+        shared.clone(),
+        stop_rx.clone(),
+    );
     let how = *stop_rx.borrow();
     if how != Stop::Fast {
         // The last partial interval goes to the master before we exit.
@@ -124,7 +136,7 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
             let _ = beats.await;
             let last = ToMaster::Snapshot {
                 seq: control::FINAL_SEQ,
-                data: Vec::new(),
+                data: shared.recorder.take().encode(),
             };
             let _ = out_tx.send(last).await;
             drop(out_tx);
@@ -159,6 +171,7 @@ async fn read_loop(
     mut r: tokio::net::unix::OwnedReadHalf,
     out: mpsc::Sender<ToMaster>,
     stop: watch::Sender<Stop>,
+    shared: Arc<WorkerShared>,
 ) {
     loop {
         let mut header = [0u8; 4];
@@ -174,12 +187,8 @@ async fn read_loop(
         }
         match control::decode::<ToWorker>(&body) {
             Ok(ToWorker::Collect { seq }) => {
-                let _ = out
-                    .send(ToMaster::Snapshot {
-                        seq,
-                        data: Vec::new(),
-                    })
-                    .await;
+                let data = shared.recorder.take().encode();
+                let _ = out.send(ToMaster::Snapshot { seq, data }).await;
             }
             Ok(ToWorker::Listen) => {}
             Err(e) => tracing::warn!(error = %e, "bad frame from the master"),

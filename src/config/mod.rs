@@ -38,6 +38,21 @@ pub struct Config {
     pub python: PythonConfig,
     pub process: ProcessConfig,
     pub log: LogConfig,
+    pub tracker: TrackerConfig,
+    pub notify: crate::notify::NotifyConfig,
+}
+
+/// Queue-time measurement and load shedding.
+#[derive(Debug, Clone)]
+pub struct TrackerConfig {
+    /// The proxy's stamp header; `None` records only `server_wait`.
+    pub queue_header: Option<http::HeaderName>,
+    /// Stamps older than this are counted `invalid`.
+    pub max_age: Duration,
+    /// Peers whose stamps are believed (unix-socket peers always are).
+    pub trusted: crate::tracker::TrustedPeers,
+    /// Shed (503) requests that waited longer than this; `None` = never.
+    pub max_queue_time: Option<Duration>,
 }
 
 /// `module:callable` from APP.
@@ -98,8 +113,9 @@ pub struct ServerConfig {
     pub limits: Limits,
     /// Connections per worker at once; more wait in the kernel backlog.
     pub worker_connections: usize,
-    /// Raw `--forwarded-allow-ips`, parsed by the tracker's peer set.
-    pub forwarded_allow_ips: String,
+    /// Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (unix-socket
+    /// peers always are, as in gunicorn).
+    pub forwarded_allow: crate::tracker::TrustedPeers,
 }
 
 /// gunicorn's request limits; 0 in the CLI means "no limit" and becomes `usize::MAX`.
@@ -264,7 +280,8 @@ impl Config {
             } else {
                 s.worker_connections
             },
-            forwarded_allow_ips: s.forwarded_allow_ips.clone(),
+            forwarded_allow: crate::tracker::TrustedPeers::parse(&s.forwarded_allow_ips)
+                .map_err(|e| ConfigError(format!("--forwarded-allow-ips: {e}")))?,
         };
 
         let p = &cli.python;
@@ -334,12 +351,45 @@ impl Config {
             },
             access_log_format: l.access_log_format.clone(),
         };
+        let t = &cli.tracker;
+        let queue_header = match &t.queue_header {
+            None => None,
+            Some(h) => Some(
+                http::HeaderName::from_bytes(h.trim().as_bytes()).map_err(|_| {
+                    ConfigError(format!(
+                        "--queue-header {h:?}: not a valid header name (for example X-RequestTime)"
+                    ))
+                })?,
+            ),
+        };
+        let trusted = match &t.queue_header_trusted_from {
+            Some(list) => crate::tracker::TrustedPeers::parse(list)
+                .map_err(|e| ConfigError(format!("--queue-header-trusted-from: {e}")))?,
+            None => server.forwarded_allow.clone(),
+        };
+        let tracker = TrackerConfig {
+            queue_header,
+            max_age: secs("--queue-max-age", t.queue_max_age, false)?,
+            trusted,
+            max_queue_time: match t.max_queue_time {
+                None => None,
+                Some(v) => Some(secs("--max-queue-time", v, false)?),
+            },
+        };
+        let notify = crate::notify::NotifyConfig::from_args(
+            &cli.notify,
+            tracker.queue_header.is_some(),
+            l.log_format,
+        )
+        .map_err(ConfigError)?;
         Ok(Config {
             app,
             server,
             python,
             process,
             log,
+            tracker,
+            notify,
         })
     }
 }

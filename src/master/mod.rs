@@ -5,10 +5,12 @@
 //! The same binary is both: a process started with `RWSGI_WORKER_ID` and
 //! `RWSGI_CONTROL_FD` in its environment is a worker (see [`crate::worker`]).
 
+pub mod aggregate;
 pub mod spawn;
 pub mod supervisor;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -94,9 +96,24 @@ fn run_master(config: Arc<Config>) -> i32 {
         std::process::id()
     );
     let code = runtime.block_on(async {
+        let notifier = if config.notify.sinks().is_empty() {
+            None
+        } else {
+            match crate::notify::Notifier::start(config.notify.clone()).await {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    eprintln!("rwsgi: error: {e}");
+                    return exit::USAGE;
+                }
+            }
+        };
+        let mut aggregator = aggregate::Aggregator::new(config.notify.interval(), notifier);
         let sup = supervisor::Supervisor::new(config.clone());
-        let mut collector = supervisor::NoCollector;
-        sup.run(&mut collector, |_| {}).await
+        let code = sup.run(&mut aggregator).await;
+        aggregator
+            .finish(config.process.graceful_timeout.min(Duration::from_secs(10)))
+            .await;
+        code
     });
     if let Some(pid_file) = &config.process.pid_file {
         let _ = std::fs::remove_file(pid_file);

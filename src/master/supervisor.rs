@@ -58,18 +58,15 @@ enum Event {
     Closed(u32),
 }
 
-/// What the supervisor reports to the notifier side of the master.
+/// The notifier side of the master, driven by the supervisor's loop.
 pub trait Collector {
     /// An interval snapshot (or a final one) from a worker.
     fn snapshot(&mut self, worker: u32, seq: u64, data: Vec<u8>);
-    /// Ready workers' Django QUEUE_TIME_TRACKER_* settings, from the first ready worker.
+    /// QUEUE_TIME_TRACKER_* settings found by the first worker that booted.
     fn django_settings(&mut self, _settings: &BTreeMap<String, String>) {}
-}
-
-/// A collector that drops everything (no tracker configured).
-pub struct NoCollector;
-impl Collector for NoCollector {
-    fn snapshot(&mut self, _: u32, _: u64, _: Vec<u8>) {}
+    /// Called every 100 ms; `collect(seq)` asks every serving worker for its snapshot
+    /// and returns how many were asked. `serving` is the live worker count.
+    fn tick(&mut self, collect: &mut dyn FnMut(u64) -> usize, serving: usize);
 }
 
 pub struct Supervisor {
@@ -86,6 +83,8 @@ pub struct Supervisor {
     backoff: Duration,
     next_spawn: Instant,
     settings_seen: bool,
+    /// Control-socket reader tasks still running.
+    readers: usize,
 }
 
 impl Supervisor {
@@ -105,6 +104,7 @@ impl Supervisor {
             backoff: Duration::ZERO,
             next_spawn: Instant::now(),
             settings_seen: false,
+            readers: 0,
         }
     }
 
@@ -114,11 +114,26 @@ impl Supervisor {
     }
 
     /// Runs until shutdown; returns the exit code.
-    pub async fn run(
-        mut self,
-        collector: &mut dyn Collector,
-        mut on_tick: impl FnMut(&mut dyn FnMut(u64) -> usize),
-    ) -> i32 {
+    pub async fn run(mut self, collector: &mut dyn Collector) -> i32 {
+        let code = self.serve(collector).await;
+        // Final snapshots written by workers just before they exited may still sit
+        // in the control sockets: read them all (each reader ends with `Closed`).
+        let mut open = self.readers;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while open > 0 {
+            match tokio::time::timeout_at(deadline, self.events_rx.recv()).await {
+                Ok(Some(Event::Closed(_))) => open -= 1,
+                Ok(Some(Event::Msg(id, ToMaster::Snapshot { seq, data }))) => {
+                    collector.snapshot(id, seq, data)
+                }
+                Ok(Some(_)) => {}
+                _ => break,
+            }
+        }
+        code
+    }
+
+    async fn serve(&mut self, collector: &mut dyn Collector) -> i32 {
         let (
             Ok(mut term),
             Ok(mut int),
@@ -147,6 +162,9 @@ impl Supervisor {
         loop {
             tokio::select! {
                 Some(ev) = self.events_rx.recv() => {
+                    if let Event::Closed(_) = ev {
+                        self.readers -= 1;
+                    }
                     if let Some(code) = self.on_event(ev, collector) {
                         self.kill_all(Signal::SIGKILL);
                         return code;
@@ -194,8 +212,9 @@ impl Supervisor {
                     }
                     self.check_timeouts();
                     self.maintain();
+                    let serving = self.ready_count();
                     let mut send_collect = |seq: u64| self.collect(seq);
-                    on_tick(&mut send_collect);
+                    collector.tick(&mut send_collect, serving);
                 }
             }
         }
@@ -363,6 +382,7 @@ impl Supervisor {
             }
         });
         let events = self.events_tx.clone();
+        self.readers += 1;
         tokio::spawn(async move {
             loop {
                 let mut header = [0u8; 4];

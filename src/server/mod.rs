@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod conn;
+pub mod forwarded;
 pub mod handoff;
 pub mod listener;
 pub mod service;
@@ -62,10 +63,16 @@ pub struct WorkerShared {
     pub busy: Vec<BusySlot>,
     /// Time origin of `BusySlot::since_ms`.
     pub epoch: Instant,
+    /// Queue-time measurements of this worker, taken by the master each interval.
+    pub recorder: crate::tracker::Recorder,
+    pub config: Arc<Config>,
 }
 
 impl WorkerShared {
-    pub fn new(config: &Config, handle: tokio::runtime::Handle) -> anyhow::Result<WorkerShared> {
+    pub fn new(
+        config: &Arc<Config>,
+        handle: tokio::runtime::Handle,
+    ) -> anyhow::Result<WorkerShared> {
         let access_log = match &config.log.access_log {
             None => None,
             Some(dest) => Some(AccessLog::open(
@@ -84,6 +91,8 @@ impl WorkerShared {
                 .map(|_| BusySlot::default())
                 .collect(),
             epoch: Instant::now(),
+            recorder: crate::tracker::Recorder::new(config.python.threads),
+            config: config.clone(),
         })
     }
 

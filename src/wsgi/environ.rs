@@ -11,7 +11,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::server::handoff::{Job, Peer};
+use crate::server::handoff::Job;
 
 /// Per-worker values that every environ shares.
 pub struct EnvironShared {
@@ -34,6 +34,10 @@ pub struct RequestFacts<'a> {
     pub remote_port: Option<u16>,
     /// `wsgi.url_scheme` after `--forwarded-allow-ips` handling.
     pub url_scheme: &'static str,
+    /// `rwsgi.queue_time`: seconds since the proxy stamp, when there was a usable one.
+    pub queue_time: Option<f64>,
+    /// `rwsgi.server_wait`: seconds between parsing the head and dispatch.
+    pub server_wait: f64,
 }
 
 /// A Python str from bytes taken as latin-1 (every byte value maps to one code point).
@@ -164,9 +168,8 @@ pub fn build<'py>(
         intern!(py, "wsgi.file_wrapper"),
         shared.file_wrapper.bind(py),
     )?;
-    if let Peer::Unix = job.peer {
-        // Nothing more to say about a unix-socket peer.
-    }
+    env.set_item(intern!(py, "rwsgi.queue_time"), facts.queue_time)?;
+    env.set_item(intern!(py, "rwsgi.server_wait"), facts.server_wait)?;
     Ok(env)
 }
 

@@ -5,7 +5,7 @@
 //! around the wait) instead of creating one per request.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
 use pyo3::prelude::*;
@@ -16,8 +16,10 @@ use super::errors::Errors;
 use super::file_wrapper::FileWrapper;
 use super::response::{self, RequestLine};
 use crate::server::access_log::AccessLog;
-use crate::server::handoff::{Job, Peer};
+use crate::server::forwarded;
+use crate::server::handoff::{plain, Job, Peer};
 use crate::server::WorkerShared;
+use crate::tracker::{classify, Stamp};
 
 /// Starts `count` Python threads taking jobs from `jobs`. They end when every sender
 /// of `jobs` is dropped and the queue is empty.
@@ -88,15 +90,22 @@ fn run_one(
     env: &EnvironShared,
 ) {
     let dispatched = Instant::now();
-    let remote = match job.peer {
-        Peer::Tcp(addr) => (addr.ip().to_string(), Some(addr.port())),
-        Peer::Unix => (String::new(), None),
+    let server_wait = dispatched.saturating_duration_since(job.parsed_at);
+    let cfg = &shared.config;
+    let (peer_ip, remote_port) = match job.peer {
+        Peer::Tcp(addr) => (Some(addr.ip()), Some(addr.port())),
+        Peer::Unix => (None, None),
     };
-    let facts = RequestFacts {
-        remote_addr: &remote.0,
-        remote_port: remote.1,
-        url_scheme: "http",
+    let stamp = match &cfg.tracker.queue_header {
+        None => Stamp::Missing,
+        Some(name) => classify(
+            job.headers.get(name).map(|v| v.as_bytes()),
+            peer_ip.is_none_or(|ip| cfg.tracker.trusted.contains(ip)),
+            SystemTime::now(),
+            cfg.tracker.max_age,
+        ),
     };
+    let fwd = forwarded::resolve(&job.headers, peer_ip, &cfg.server.forwarded_allow);
     let line = shared.access_log.as_ref().map(|_| {
         (
             RequestLine {
@@ -107,16 +116,53 @@ fn run_one(
             job.headers.clone(),
         )
     });
-    let keep_headers = shared
-        .access_log
-        .as_ref()
-        .is_some_and(AccessLog::wants_response_headers);
-    let outcome = response::handle(py, app, job, &facts, env, &shared.handle, keep_headers);
+    let waited = stamp.queue_time().unwrap_or(server_wait);
+    let outcome = if cfg.tracker.max_queue_time.is_some_and(|max| waited > max) {
+        shared.recorder.record_shed(server_wait, &stamp);
+        shed(job, cfg.tracker.max_queue_time.unwrap_or_default())
+    } else {
+        shared.recorder.record_dispatch(&stamp, server_wait);
+        let facts = RequestFacts {
+            remote_addr: &fwd.remote_addr,
+            remote_port,
+            url_scheme: fwd.scheme,
+            queue_time: stamp.queue_time().map(|d| d.as_secs_f64()),
+            server_wait: server_wait.as_secs_f64(),
+        };
+        let keep_headers = shared
+            .access_log
+            .as_ref()
+            .is_some_and(AccessLog::wants_response_headers);
+        let outcome = response::handle(py, app, job, &facts, env, &shared.handle, keep_headers);
+        shared
+            .recorder
+            .record_finish(dispatched.elapsed(), outcome.status);
+        outcome
+    };
     let elapsed = dispatched.elapsed();
     if let (Some(log), Some((line, headers))) = (&shared.access_log, line) {
-        py.detach(|| log.write(&line, &headers, &remote.0, &outcome, elapsed));
+        let remote = fwd.remote_addr;
+        py.detach(|| log.write(&line, &headers, &remote, &outcome, elapsed));
     }
     shared
         .served
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Answers 503 without calling the app: the request already waited longer than
+/// `--max-queue-time`, so serving it late only makes the queue longer.
+fn shed(job: Job, max: Duration) -> response::Outcome {
+    const BODY: &str = "Service Unavailable: queue time too long\n";
+    let mut resp = plain(503, BODY, false);
+    let retry = max.as_secs().max(1).to_string();
+    if let Ok(v) = http::HeaderValue::from_str(&retry) {
+        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    let _ = job.reply.send(resp);
+    response::Outcome {
+        status: 503,
+        sent: BODY.len() as u64,
+        received: 0,
+        headers: Vec::new(),
+    }
 }
