@@ -47,9 +47,15 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
             return exit::BOOT;
         }
     };
+    let django = if config.python.read_django_settings {
+        pyo3::Python::attach(crate::wsgi::django::read)
+    } else {
+        Default::default()
+    };
+    let config = apply_django_header(config, &django);
     let ready = ToMaster::Ready {
         pid: std::process::id(),
-        django: Default::default(),
+        django,
     };
     if control::send_blocking(&mut ctl, &ready).is_err() {
         return exit::RUNTIME;
@@ -151,6 +157,34 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
         Err(e) => {
             tracing::error!(error = %e, "worker failed");
             exit::RUNTIME
+        }
+    }
+}
+
+/// `QUEUE_TIME_TRACKER_HEADER` from Django settings, when no `--queue-header` was
+/// given by the command line, the environment or the config file.
+fn apply_django_header(
+    config: Arc<Config>,
+    django: &std::collections::BTreeMap<String, String>,
+) -> Arc<Config> {
+    if config.tracker.queue_header.is_some() {
+        return config;
+    }
+    let Some(key) = django.get("HEADER") else {
+        return config;
+    };
+    let name = crate::wsgi::django::header_from_environ_key(key)
+        .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok());
+    match name {
+        Some(name) => {
+            tracing::info!(header = %name, "queue header from Django's QUEUE_TIME_TRACKER_HEADER");
+            let mut c = (*config).clone();
+            c.tracker.queue_header = Some(name);
+            Arc::new(c)
+        }
+        None => {
+            tracing::warn!(value = %key, "ignoring QUEUE_TIME_TRACKER_HEADER: not a header name");
+            config
         }
     }
 }

@@ -3,6 +3,7 @@
 //! (`wsgi.errors`), [`response`] (calling the app and iterating its result),
 //! [`file_wrapper`], and [`threads`] (the Python threads that take requests).
 
+pub mod django;
 pub mod environ;
 pub mod errors;
 pub mod file_wrapper;
