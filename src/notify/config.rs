@@ -8,7 +8,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use super::{log, prometheus, statsd, Sink};
+use super::{azure, cloudwatch, log, prometheus, redis, statsd, Sink};
 use crate::cli::{LogFormat, NotifyArgs};
 
 /// Longest `--notify-interval` accepted: one day.
@@ -64,6 +64,9 @@ pub enum SinkConfig {
     Log(log::LogConfig),
     Prometheus(prometheus::PrometheusConfig),
     Statsd(statsd::StatsdConfig),
+    CloudWatch(cloudwatch::CloudWatchConfig),
+    Azure(azure::AzureConfig),
+    Redis(redis::RedisConfig),
 }
 
 impl SinkConfig {
@@ -79,13 +82,11 @@ impl SinkConfig {
                 prometheus::PrometheusConfig::from_args(args).map(SinkConfig::Prometheus)
             }
             SinkKind::Statsd => statsd::StatsdConfig::from_args(args).map(SinkConfig::Statsd),
-            // CLOUD SINKS PLUG IN HERE: replace this arm with one arm per cloud sink,
-            // e.g. `SinkKind::CloudWatch => cloudwatch::CloudWatchConfig::from_args(args)
-            // .map(SinkConfig::CloudWatch)`.
-            SinkKind::CloudWatch | SinkKind::Azure | SinkKind::Redis => Err(format!(
-                "--notify {} is not built in this branch",
-                kind.name()
-            )),
+            SinkKind::CloudWatch => {
+                cloudwatch::CloudWatchConfig::from_args(args).map(SinkConfig::CloudWatch)
+            }
+            SinkKind::Azure => azure::AzureConfig::from_args(args).map(SinkConfig::Azure),
+            SinkKind::Redis => redis::RedisConfig::from_args(args).map(SinkConfig::Redis),
         }
     }
 
@@ -95,6 +96,9 @@ impl SinkConfig {
             SinkConfig::Log(_) => SinkKind::Log,
             SinkConfig::Prometheus(_) => SinkKind::Prometheus,
             SinkConfig::Statsd(_) => SinkKind::Statsd,
+            SinkConfig::CloudWatch(_) => SinkKind::CloudWatch,
+            SinkConfig::Azure(_) => SinkKind::Azure,
+            SinkConfig::Redis(_) => SinkKind::Redis,
         }
     }
 
@@ -105,6 +109,9 @@ impl SinkConfig {
             SinkConfig::Log(c) => Sink::Log(c.build()),
             SinkConfig::Prometheus(c) => Sink::Prometheus(c.build().await?),
             SinkConfig::Statsd(c) => Sink::Statsd(c.build()),
+            SinkConfig::CloudWatch(c) => Sink::CloudWatch(c.build().await?),
+            SinkConfig::Azure(c) => Sink::Azure(c.build().await?),
+            SinkConfig::Redis(c) => Sink::Redis(c.build().await?),
         })
     }
 }
@@ -116,6 +123,9 @@ impl fmt::Display for SinkConfig {
             SinkConfig::Log(c) => c.fmt(f),
             SinkConfig::Prometheus(c) => c.fmt(f),
             SinkConfig::Statsd(c) => c.fmt(f),
+            SinkConfig::CloudWatch(c) => c.fmt(f),
+            SinkConfig::Azure(c) => c.fmt(f),
+            SinkConfig::Redis(c) => c.fmt(f),
         }
     }
 }

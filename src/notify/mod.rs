@@ -26,11 +26,19 @@
 //! The framework does the rest: per-attempt timeout, retries while
 //! [`SinkError::retryable`], one warning per interval, backlog, shutdown flush.
 
+pub mod azure;
+pub mod cloudwatch;
 mod config;
+mod dimensions;
 pub mod log;
+mod metric_names;
 pub mod prometheus;
+mod redact;
+pub mod redis;
 mod runner;
 pub mod statsd;
+#[cfg(test)]
+mod test_support;
 #[cfg(test)]
 mod testing;
 
@@ -112,6 +120,9 @@ pub enum Sink {
     Log(log::LogSink),
     Prometheus(prometheus::PrometheusSink),
     Statsd(statsd::StatsdSink),
+    CloudWatch(cloudwatch::CloudWatchSink),
+    Azure(azure::AzureSink),
+    Redis(redis::RedisSink),
     /// Scriptable sink that lets the framework tests hang, fail and observe.
     #[cfg(test)]
     Probe(testing::ProbeSink),
@@ -124,6 +135,9 @@ impl Sink {
             Sink::Log(s) => s.name(),
             Sink::Prometheus(s) => s.name(),
             Sink::Statsd(s) => s.name(),
+            Sink::CloudWatch(s) => s.name(),
+            Sink::Azure(s) => s.name(),
+            Sink::Redis(s) => s.name(),
             #[cfg(test)]
             Sink::Probe(s) => s.name(),
         }
@@ -136,6 +150,9 @@ impl Sink {
             Sink::Log(s) => s.send(report).await,
             Sink::Prometheus(s) => s.send(report).await,
             Sink::Statsd(s) => s.send(report).await,
+            Sink::CloudWatch(s) => s.send(report).await,
+            Sink::Azure(s) => s.send(report).await,
+            Sink::Redis(s) => s.send(report).await,
             #[cfg(test)]
             Sink::Probe(s) => s.send(report).await,
         }

@@ -1,0 +1,323 @@
+//! One [`Report`] rendered as CloudWatch `MetricDatum`s: pure data, no I/O.
+//!
+//! Kept apart from the client in [`super`] so that every rule CloudWatch
+//! enforces on a datum (at most 150 `Values`, no `SampleCount` of 0, no NaN, percent
+//! within 0..=100) is unit-tested without an endpoint.
+
+use std::time::Duration;
+
+use aws_sdk_cloudwatch::primitives::DateTime;
+use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
+
+use crate::notify::metric_names::{
+    APP_TIME, REQUEST_COUNT, SERVER_WAIT, SHED_COUNT, TIME_IN_QUEUE, UTILIZATION,
+};
+use crate::tracker::report::{MetricReport, Report};
+
+/// CloudWatch accepts at most this many distinct `Values` per datum.
+pub(crate) const MAX_VALUES: usize = 150;
+
+/// Unit of the three time metrics. Seconds by default, because alarms built for
+/// request-time-tracker compare against thresholds in seconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeUnit {
+    /// Values as the tracker measures them.
+    Seconds,
+    /// Values × 1000, for dashboards that think in milliseconds.
+    Milliseconds,
+}
+
+impl TimeUnit {
+    /// Parses `--cloudwatch-unit`.
+    pub fn parse(value: &str) -> Result<TimeUnit, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "seconds" | "s" => Ok(TimeUnit::Seconds),
+            "milliseconds" | "ms" => Ok(TimeUnit::Milliseconds),
+            _ => Err(format!(
+                "--cloudwatch-unit must be seconds or milliseconds (got '{value}')"
+            )),
+        }
+    }
+
+    /// The option value, for `--print-config`.
+    pub fn name(self) -> &'static str {
+        match self {
+            TimeUnit::Seconds => "seconds",
+            TimeUnit::Milliseconds => "milliseconds",
+        }
+    }
+
+    fn scale(self) -> f64 {
+        match self {
+            TimeUnit::Seconds => 1.0,
+            TimeUnit::Milliseconds => 1000.0,
+        }
+    }
+
+    fn standard_unit(self) -> StandardUnit {
+        match self {
+            TimeUnit::Seconds => StandardUnit::Seconds,
+            TimeUnit::Milliseconds => StandardUnit::Milliseconds,
+        }
+    }
+}
+
+/// 1 (high resolution) when reports come more often than once a minute, so that
+/// CloudWatch keeps each interval apart instead of folding them into one minute;
+/// 60 otherwise, which is cheaper.
+pub(crate) fn storage_resolution(interval: Duration) -> i32 {
+    if interval < Duration::from_secs(60) {
+        1
+    } else {
+        60
+    }
+}
+
+/// What every datum of one call shares.
+pub(crate) struct Common<'a> {
+    /// From `--cloudwatch-dimension`, already validated.
+    pub dimensions: &'a [Dimension],
+    /// Unit of the time metrics.
+    pub unit: TimeUnit,
+    /// See [`storage_resolution`].
+    pub storage_resolution: i32,
+}
+
+/// The datums of one PutMetricData call, in a fixed order. A time metric without
+/// samples is left out: CloudWatch rejects a `SampleCount` of 0, and a made-up zero
+/// would drag averages down. The counts and `Utilization` are always sent, so an idle
+/// host still reports that it is idle.
+pub(crate) fn build(report: &Report, common: &Common<'_>) -> Vec<MetricDatum> {
+    let timestamp = DateTime::from(report.timestamp);
+    let mut data = Vec::with_capacity(6);
+    for (name, metric) in [
+        (TIME_IN_QUEUE, &report.queue_time),
+        (SERVER_WAIT, &report.server_wait),
+        (APP_TIME, &report.app_time),
+    ] {
+        if let Some(datum) = timing_datum(name, metric, common, timestamp) {
+            data.push(datum);
+        }
+    }
+    let utilization_percent = (finite(report.utilization) * 100.0).clamp(0.0, 100.0);
+    for (name, value, unit) in [
+        (REQUEST_COUNT, report.requests() as f64, StandardUnit::Count),
+        (SHED_COUNT, report.shed as f64, StandardUnit::Count),
+        (UTILIZATION, utilization_percent, StandardUnit::Percent),
+    ] {
+        data.push(
+            datum(name, common, timestamp)
+                .value(value)
+                .unit(unit)
+                .build(),
+        );
+    }
+    data
+}
+
+fn datum(
+    name: &str,
+    common: &Common<'_>,
+    timestamp: DateTime,
+) -> aws_sdk_cloudwatch::types::builders::MetricDatumBuilder {
+    MetricDatum::builder()
+        .metric_name(name)
+        .set_dimensions(Some(common.dimensions.to_vec()))
+        .timestamp(timestamp)
+        .storage_resolution(common.storage_resolution)
+}
+
+/// StatisticValues carry the exact count, sum, min and max; Values/Counts carry the
+/// shape, so that CloudWatch can answer percentile statistics (p90, p99) too.
+fn timing_datum(
+    name: &str,
+    metric: &MetricReport,
+    common: &Common<'_>,
+    timestamp: DateTime,
+) -> Option<MetricDatum> {
+    if metric.count == 0 {
+        return None;
+    }
+    let scale = common.unit.scale();
+    let min = finite(metric.min) * scale;
+    let max = (finite(metric.max) * scale).max(min);
+    let stats = StatisticSet::builder()
+        .sample_count(metric.count as f64)
+        .sum(finite(metric.sum) * scale)
+        .minimum(min)
+        .maximum(max)
+        .build();
+    let (values, counts) = values_and_counts(&metric.distribution, scale);
+    let mut builder = datum(name, common, timestamp)
+        .statistic_values(stats)
+        .unit(common.unit.standard_unit());
+    if !values.is_empty() {
+        builder = builder.set_values(Some(values)).set_counts(Some(counts));
+    }
+    Some(builder.build())
+}
+
+/// `Values`/`Counts` from the tracker's distribution, scaled to the unit. Empty and
+/// non-finite entries are dropped (CloudWatch rejects NaN and would fail the whole
+/// call). The tracker promises at most [`MAX_VALUES`] entries; should it ever send
+/// more, neighbours are merged (count-weighted mean) rather than the call failing.
+pub(crate) fn values_and_counts(distribution: &[(f64, u64)], scale: f64) -> (Vec<f64>, Vec<f64>) {
+    let mut points: Vec<(f64, u64)> = distribution
+        .iter()
+        .filter(|(v, c)| *c > 0 && v.is_finite())
+        .map(|&(v, c)| (v * scale, c))
+        .collect();
+    if points.len() > MAX_VALUES {
+        points.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let chunk = points.len().div_ceil(MAX_VALUES);
+        points = points
+            .chunks(chunk)
+            .map(|group| {
+                let count: u64 = group.iter().map(|p| p.1).sum();
+                let weighted: f64 = group.iter().map(|p| p.0 * p.1 as f64).sum();
+                (weighted / count as f64, count)
+            })
+            .collect();
+    }
+    points.into_iter().map(|(v, c)| (v, c as f64)).unzip()
+}
+
+fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::notify::test_support::sample_report;
+
+    fn common(dims: &[Dimension], unit: TimeUnit) -> Common<'_> {
+        Common {
+            dimensions: dims,
+            unit,
+            storage_resolution: 1,
+        }
+    }
+
+    fn find<'a>(data: &'a [MetricDatum], name: &str) -> Option<&'a MetricDatum> {
+        data.iter().find(|d| d.metric_name() == Some(name))
+    }
+
+    #[test]
+    fn every_metric_with_units_and_statistics() {
+        let dims = [Dimension::builder().name("Env").value("prod").build()];
+        let data = build(&sample_report(), &common(&dims, TimeUnit::Seconds));
+        let names: Vec<_> = data.iter().filter_map(|d| d.metric_name()).collect();
+        // AppTime has no samples, so it is left out rather than sent with SampleCount 0.
+        assert_eq!(
+            names,
+            [
+                TIME_IN_QUEUE,
+                SERVER_WAIT,
+                REQUEST_COUNT,
+                SHED_COUNT,
+                UTILIZATION
+            ]
+        );
+
+        let q = find(&data, TIME_IN_QUEUE).unwrap();
+        assert_eq!(q.unit(), Some(&StandardUnit::Seconds));
+        let s = q.statistic_values().unwrap();
+        assert_eq!(
+            (s.sample_count(), s.sum(), s.minimum(), s.maximum()),
+            (Some(10.0), Some(4.5), Some(0.0), Some(0.9))
+        );
+        assert_eq!(q.values().len(), 10);
+        assert_eq!(q.counts(), [1.0; 10]);
+        assert_eq!(q.dimensions(), dims);
+        assert_eq!(q.storage_resolution(), Some(1));
+        assert!(q.timestamp().is_some());
+
+        let sw = find(&data, SERVER_WAIT).unwrap();
+        assert!(sw.values().is_empty(), "no distribution: statistics only");
+        assert_eq!(sw.statistic_values().unwrap().sample_count(), Some(12.0));
+
+        let requests = find(&data, REQUEST_COUNT).unwrap();
+        assert_eq!(
+            (requests.value(), requests.unit()),
+            (Some(12.0), Some(&StandardUnit::Count))
+        );
+        assert_eq!(find(&data, SHED_COUNT).unwrap().value(), Some(2.0));
+        let util = find(&data, UTILIZATION).unwrap();
+        assert_eq!(
+            (util.value(), util.unit()),
+            (Some(37.5), Some(&StandardUnit::Percent))
+        );
+    }
+
+    #[test]
+    fn milliseconds_scale_values_and_statistics() {
+        let data = build(&sample_report(), &common(&[], TimeUnit::Milliseconds));
+        let q = find(&data, TIME_IN_QUEUE).unwrap();
+        assert_eq!(q.unit(), Some(&StandardUnit::Milliseconds));
+        let s = q.statistic_values().unwrap();
+        assert_eq!((s.sum(), s.maximum()), (Some(4500.0), Some(900.0)));
+        assert_eq!(s.sample_count(), Some(10.0), "counts are never scaled");
+        assert_eq!(q.values()[9], 900.0);
+    }
+
+    #[test]
+    fn idle_interval_still_sends_counts() {
+        let mut report = sample_report();
+        report.queue_time = MetricReport::default();
+        report.server_wait = MetricReport::default();
+        report.status_classes = [0; 5];
+        report.shed = 0;
+        report.utilization = f64::NAN;
+        let data = build(&report, &common(&[], TimeUnit::Seconds));
+        let names: Vec<_> = data.iter().filter_map(|d| d.metric_name()).collect();
+        assert_eq!(names, [REQUEST_COUNT, SHED_COUNT, UTILIZATION]);
+        assert!(data.iter().all(|d| d.value() == Some(0.0)));
+    }
+
+    #[test]
+    fn utilization_is_clamped_to_a_percentage() {
+        let mut report = sample_report();
+        report.utilization = 1.7;
+        let data = build(&report, &common(&[], TimeUnit::Seconds));
+        assert_eq!(find(&data, UTILIZATION).unwrap().value(), Some(100.0));
+    }
+
+    #[test]
+    fn values_are_capped_at_150_and_keep_count_and_sum() {
+        let dist: Vec<(f64, u64)> = (0..1000).map(|i| (i as f64 / 1000.0, 2)).collect();
+        let (values, counts) = values_and_counts(&dist, 1.0);
+        assert!(values.len() <= MAX_VALUES && values.len() == counts.len());
+        assert_eq!(counts.iter().sum::<f64>(), 2000.0);
+        let sum: f64 = values.iter().zip(&counts).map(|(v, c)| v * c).sum();
+        let exact: f64 = dist.iter().map(|(v, c)| v * *c as f64).sum();
+        assert!((sum - exact).abs() < 1e-6, "{sum} vs {exact}");
+        assert!(values.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn empty_and_non_finite_points_are_dropped() {
+        let (values, counts) = values_and_counts(&[(0.1, 0), (f64::NAN, 3), (0.2, 4)], 1.0);
+        assert_eq!((values, counts), (vec![0.2], vec![4.0]));
+    }
+
+    #[test]
+    fn storage_resolution_follows_the_interval() {
+        assert_eq!(storage_resolution(Duration::from_secs(10)), 1);
+        assert_eq!(storage_resolution(Duration::from_millis(59_999)), 1);
+        assert_eq!(storage_resolution(Duration::from_secs(60)), 60);
+    }
+
+    #[test]
+    fn unit_parsing() {
+        assert_eq!(TimeUnit::parse("Milliseconds"), Ok(TimeUnit::Milliseconds));
+        assert_eq!(TimeUnit::parse("seconds"), Ok(TimeUnit::Seconds));
+        assert!(TimeUnit::parse("minutes")
+            .unwrap_err()
+            .contains("--cloudwatch-unit"));
+    }
+}
