@@ -76,7 +76,8 @@ def base_env(extra: dict | None = None) -> dict:
     env.pop("WEB_CONCURRENCY", None)
     if sys.prefix != sys.base_prefix:
         env["VIRTUAL_ENV"] = sys.prefix
-    env.setdefault("RUST_BACKTRACE", "1")
+    # A panic's message and location are enough; full backtraces bury the log tail.
+    env["RUST_BACKTRACE"] = os.environ.get("RWSGI_TEST_BACKTRACE", "0")
     if extra:
         for k, v in extra.items():
             if v is None:
@@ -187,8 +188,8 @@ class Server:
                 raise AssertionError(f"{needle!r} not in server {stream} after {timeout}s:\n{text[-3000:]}")
             time.sleep(0.05)
 
-    def raw(self, timeout: float = SOCK_TIMEOUT) -> "RawConn":
-        return RawConn(self.host, self.port, timeout=timeout)
+    def raw(self, timeout: float = SOCK_TIMEOUT, rcvbuf: int | None = None) -> "RawConn":
+        return RawConn(self.host, self.port, timeout=timeout, rcvbuf=rcvbuf)
 
     def tree(self) -> list[int]:
         return process_tree(self.pid)

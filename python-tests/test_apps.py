@@ -184,6 +184,9 @@ def nginx_in_front(start_server, tmp_path):
     conf = (EXAMPLES / "nginx.conf").read_text()
     assert "127.0.0.1:8000" in conf and "127.0.0.1:8080" in conf
     conf = conf.replace("127.0.0.1:8000", f"127.0.0.1:{srv.port}").replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+    if os.geteuid() == 0:
+        # nginx's workers would drop to "nobody", who cannot enter pytest's 0700 temp dirs.
+        conf = "user root;\n" + conf
     prefix = tmp_path / "nginx"
     prefix.mkdir()
     (prefix / "nginx.conf").write_text(conf)

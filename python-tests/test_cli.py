@@ -61,7 +61,7 @@ def test_unknown_option_exits_2_naming_it(rwsgi_bin):
     ("--bind", "256.1.1.1:80"),
 ])
 def test_bad_value_exits_2_naming_option(rwsgi_bin, opt, value):
-    p = run(rwsgi_bin, opt, value, "apps.plain:application")
+    p = run(rwsgi_bin, f"{opt}={value}", "apps.plain:application")
     assert p.returncode == 2, f"{opt} {value}: exit {p.returncode}\n{p.stderr}"
     assert opt.lstrip("-") in (p.stderr + p.stdout).lower(), p.stderr
 

@@ -59,6 +59,7 @@ def test_slow_client_pauses_the_iterator(rules_server):
         c.read_head()
         time.sleep(2.0)  # read nothing: the server must stop pulling from the generator
         produced = int(rules_server.state_file(name).read_text() or 0)
+        print("produced while paused:", produced)
         assert produced < 400, (
             f"generator produced {produced} chunks ({produced * size >> 20} MiB) while the client read nothing: "
             "the server drains the iterator into memory instead of pausing it")

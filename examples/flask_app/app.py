@@ -6,6 +6,7 @@ Routes: `/` (text), `/api/items` (JSON list, POST JSON to add), `/api/items/<id>
 """
 
 from flask import Flask, abort, jsonify, request
+from markupsafe import escape
 
 app = Flask(__name__)
 
@@ -41,7 +42,7 @@ def get_item(item_id):
 def form():
     if request.method == "POST":
         name = request.form.get("name", "")
-        return f"<p>Hello, {name}!</p>"
+        return f"<p>Hello, {escape(name)}!</p>"
     return ('<form method="post"><input name="name"><button>Send</button></form>',
             200, {"Content-Type": "text/html; charset=utf-8"})
 

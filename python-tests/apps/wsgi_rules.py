@@ -148,13 +148,13 @@ def input_op(environ, op, n):
             if not b:
                 break
     elif op == "readlines":
-        parts = list(inp.readlines()) + [b"<rest>", inp.read()]
+        parts = list(inp.readlines()) + [b"<rest>", read_all(inp)]
     elif op == "readlines_hint":
-        parts = list(inp.readlines(n)) + [b"<rest>", inp.read()]
+        parts = list(inp.readlines(n)) + [b"<rest>", read_all(inp)]
     elif op == "iter":
         parts = list(inp)
     elif op == "mixed":
-        parts = [inp.readline(), inp.read(3), inp.readline(), inp.read()]
+        parts = [inp.readline(), inp.read(3), inp.readline(), read_all(inp)]
     else:
         raise ValueError(op)
     for p in parts:
