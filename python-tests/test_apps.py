@@ -223,6 +223,12 @@ def test_nginx_example_stamps_request_time(nginx_in_front):
     stamp = float(env["HTTP_X_REQUESTTIME"])
     assert before - 1 <= stamp <= after + 1
     assert env["QUERY_STRING"] == "via=nginx"
+    assert env["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
+
+
+def test_nginx_stamp_gives_queue_time(nginx_in_front):
+    srv, url = nginx_in_front
+    env = requests.get(url + "/environ", timeout=TIMEOUT).json()["environ"]
     qt = env["rwsgi.queue_time"]
     assert isinstance(qt, float) and 0 <= qt < 2, qt
 

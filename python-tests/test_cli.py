@@ -176,9 +176,10 @@ def test_default_bind_127_0_0_1_8000(start_server):
 
 
 def test_ipv6_bind(start_server):
-    srv = start_server("apps.plain:application", host="::1")
-    r = exchange(srv, "GET", "/")
-    assert r.body == b"plain app"
+    srv = start_server("apps.wsgi_rules:application", host="::1")
+    env = exchange(srv, "GET", "/environ").json()["environ"]
+    assert env["REMOTE_ADDR"] == "::1"
+    assert env["SERVER_PORT"] == str(srv.port)
 
 
 def test_repeated_bind(start_server):
@@ -251,3 +252,14 @@ def test_error_log_to_file(start_server, tmp_path):
     text = log.read_text(errors="replace")
     assert "Listening at" in text
     assert "wsgi-errors-write to-file" in text
+
+
+def test_log_format_json(start_server):
+    import json
+    srv = start_server("apps.wsgi_rules:application", "--log-format", "json")
+    assert exchange(srv, "GET", "/errors?marker=json-line").status == 200
+    srv.wait_for_log("json-line", timeout=5)
+    lines = [l for l in srv.stderr_text().splitlines() if l.strip()]
+    objs = [json.loads(l) for l in lines]  # every line is one JSON object
+    assert any("Listening at" in json.dumps(o) for o in objs)
+    assert any("wsgi-errors-write json-line" in json.dumps(o) for o in objs)

@@ -77,6 +77,22 @@ def test_slow_client_pauses_the_iterator(rules_server):
     assert max(rss_tree) < 200 * 1024, f"RSS {max(rss_tree)} kB while paused"
 
 
+def test_headers_wait_for_first_nonempty_chunk(rules_server):
+    flag = f"late-{time.time_ns()}"
+    with rules_server.raw(timeout=5) as c:
+        c.send(request_bytes("GET", f"/late-first?flag={flag}"))
+        c.settimeout(0.8)
+        try:
+            early = c.sock.recv(65536)
+        except socket.timeout:
+            early = b""
+        assert early == b"", f"headers sent before the first non-empty chunk: {early[:200]!r}"
+        rules_server.state_file(flag).write_text("go")
+        c.settimeout(5)
+        r = c.read_response()
+    assert (r.status, r.body) == (200, b"finally")
+
+
 def test_exception_before_first_nonempty_chunk_is_500(rules_server):
     r = exchange(rules_server, "GET", "/empty-then-raise")
     assert r.status == 500

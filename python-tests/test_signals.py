@@ -67,8 +67,9 @@ def test_sigint_while_python_busy(start_server, path):
     start_busy(srv, path)
     t0 = time.monotonic()
     srv.signal(signal.SIGINT)
-    srv.wait(10)
+    code = srv.wait(10)
     assert time.monotonic() - t0 < 5
+    assert code == 0, f"exit code {code} after SIGINT (gunicorn exits 0)"
     assert "KeyboardInterrupt" not in srv.stderr_text()
     assert "swallowed an exception" not in "\n".join(srv.read_state_lines("swallow"))
 

@@ -5,6 +5,7 @@
 #
 #   bash scripts/test.sh            # everything
 #   bash scripts/test.sh -k http    # extra arguments go to pytest
+#   SKIP_CARGO=1 RWSGI_BIN=/path/to/rwsgi bash scripts/test.sh   # python-tests only
 #
 # Exits non-zero if either suite fails; pytest's summary is the last line.
 set -euo pipefail
@@ -52,15 +53,16 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$VENV/.requirements-stamp" 2>/dev/nu
     echo "$stamp" > "$VENV/.requirements-stamp"
 fi
 
-# --- build ---------------------------------------------------------------------
-export PYO3_PYTHON="$PY"
-log "cargo build (PYO3_PYTHON=$PYO3_PYTHON)"
-cargo build --workspace --bins
-
-# --- Rust tests ------------------------------------------------------------------
+# --- build and Rust tests -------------------------------------------------------
+# SKIP_CARGO=1 (with RWSGI_BIN) reruns only the python-tests against a given binary.
 status=0
-log "cargo test --workspace"
-cargo test --workspace || { status=$?; echo "cargo test failed (exit $status)" >&2; }
+export PYO3_PYTHON="$PY"
+if [ "${SKIP_CARGO:-0}" != 1 ]; then
+    log "cargo build (PYO3_PYTHON=$PYO3_PYTHON)"
+    cargo build --workspace --bins
+    log "cargo test --workspace"
+    cargo test --workspace || { status=$?; echo "cargo test failed (exit $status)" >&2; }
+fi
 
 # --- python-tests ----------------------------------------------------------------
 export RWSGI_BIN="${RWSGI_BIN:-$ROOT/target/debug/rwsgi}"

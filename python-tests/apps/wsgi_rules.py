@@ -343,6 +343,16 @@ def application(environ, start_response):
             yield b"chunk2;"
         return gen()
 
+    if path == "/late-first":
+        flag = q["flag"]
+
+        def gen():
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            yield b""
+            wait_flag(flag)
+            yield b"finally"
+        return gen()
+
     if path == "/empty-then-raise":
         def gen():
             start_response("200 OK", [("Content-Type", "text/plain"), ("X-Early", "1")])
