@@ -80,15 +80,19 @@ def test_basic_auth_user_atom(start_server):
     assert "secret" not in srv.logs()
 
 
+def kv_line(srv, needle):
+    lines = lines_with(srv.stdout_text, needle)
+    assert lines, f"no access line with {needle!r}: {srv.stdout_text()[-2000:]}"
+    return dict(part.split("=", 1) for part in lines[0].split(" "))
+
+
 def test_custom_format_atoms(start_server):
     fmt = ("m=%(m)s U=%(U)s q=%(q)s H=%(H)s s=%(s)s B=%(B)s b=%(b)s T=%(T)s M=%(M)s D=%(D)s "
-           "L=%(L)s p=%(p)s in=%({x-custom}i)s out=%({content-type}o)s env=%({REQUEST_METHOD}e)s h=%(h)s")
-    # {name}e is a key of the request's WSGI environ (gunicorn's glogging.atoms).
+           "L=%(L)s p=%(p)s in=%({x-custom}i)s out=%({content-type}o)s h=%(h)s")
     srv = start_server("apps.wsgi_rules:application", "--access-log", "-", "--access-log-format", fmt)
     exchange(srv, "GET", "/sleep?s=0.2", {"X-Custom": "hdr-val"})
-    exchange(srv, "GET", "/nobody-status?s=204%20No%20Content")
-    line = lines_with(srv.stdout_text, "U=/sleep")[0]
-    kv = dict(part.split("=", 1) for part in line.split(" "))
+    worker_pid = exchange(srv, "GET", "/environ").json()["pid"]
+    kv = kv_line(srv, "U=/sleep")
     assert kv["m"] == "GET"
     assert kv["U"] == "/sleep"
     assert kv["q"] == "s=0.2"
@@ -99,16 +103,37 @@ def test_custom_format_atoms(start_server):
     assert 190 <= int(kv["M"]) < 5000
     assert 190_000 <= int(kv["D"]) < 5_000_000
     assert 0.19 <= float(kv["L"]) < 5
-    assert kv["p"].strip("<>").isdigit()
+    assert kv["p"] == f"<{worker_pid}>", "p is the pid of the process that ran the app"
     assert kv["in"] == "hdr-val"
     assert kv["out"] == "application/json"
-    assert kv["env"] == "GET"
     assert kv["h"] == "127.0.0.1"
-    line204 = lines_with(srv.stdout_text, "U=/nobody-status")[0]
-    kv = dict(part.split("=", 1) for part in line204.split(" "))
+
+
+def test_environ_atom(start_server):
+    # {key}e is a key of the request's WSGI environ (gunicorn's glogging.atoms).
+    fmt = "U=%(U)s method=%({REQUEST_METHOD}e)s path=%({path_info}e)s missing=%({NO_SUCH_KEY}e)s"
+    srv = start_server("apps.wsgi_rules:application", "--access-log", "-", "--access-log-format", fmt)
+    exchange(srv, "GET", "/hello")
+    kv = kv_line(srv, "U=/hello")
+    assert kv["method"] == "GET"
+    assert kv["path"] == "/hello"
+    assert kv["missing"] == "-"
+
+
+def test_bytes_atoms_count_what_was_sent(start_server):
+    fmt = "U=%(U)s s=%(s)s B=%(B)s b=%(b)s"
+    srv = start_server("apps.wsgi_rules:application", "--access-log", "-", "--access-log-format", fmt)
+    exchange(srv, "GET", "/nobody-status?s=204%20No%20Content")
+    exchange(srv, "HEAD", "/hello")
+    exchange(srv, "GET", "/length?declared=3&actual=9")
+    kv = kv_line(srv, "U=/nobody-status")
     assert kv["s"] == "204"
-    # nothing was sent: gunicorn logs 0 for both (b is '-' only when unknown)
+    # no body was sent: gunicorn logs 0 for both (b is '-' only when unknown)
     assert kv["B"] == "0" and kv["b"] == "0"
+    kv = kv_line(srv, "U=/hello")
+    assert kv["B"] == "0", "HEAD sends no body bytes"
+    kv = kv_line(srv, "U=/length")
+    assert kv["B"] == "3", "truncated response: only the declared bytes were sent"
 
 
 def test_one_line_per_pipelined_request(start_server):
