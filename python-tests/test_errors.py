@@ -53,3 +53,9 @@ def test_error_after_error_on_keep_alive_connection(rules_server):
         except (AssertionError, OSError):
             r2 = exchange(rules_server, "GET", "/hello")
         assert r2.status == 200
+
+
+def test_500_has_standard_reason_phrase(rules_server):
+    # gunicorn answers "500 Internal Server Error"; proxies and curl -v show the phrase.
+    r = exchange(rules_server, "GET", "/raise?marker=reason")
+    assert (r.status, r.reason) == (500, "Internal Server Error")
