@@ -1,0 +1,3 @@
+"""An app module whose `application` is not callable, and which has no `missing_attr`."""
+
+application = 42
