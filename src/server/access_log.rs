@@ -39,7 +39,7 @@ enum Atom {
     Status,
     /// `B` body length
     BodyLen,
-    /// `b` body length or `-`
+    /// `b` body length (`-` in gunicorn when unknown)
     BodyLenDash,
     /// `f` referer
     Referer,
@@ -59,7 +59,8 @@ enum Atom {
     ReqHeader(String),
     /// `{name}o` response header
     RespHeader(String),
-    /// `{name}e` environment variable of the server process
+    /// `{key}e` a key of the request's WSGI environ (matched case-insensitively, as
+    /// gunicorn does)
     Env(String),
 }
 
@@ -106,7 +107,7 @@ fn compile(format: &str) -> Vec<Atom> {
                 match kind {
                     "}i" | "i" => Atom::ReqHeader(inner),
                     "}o" | "o" => Atom::RespHeader(inner),
-                    _ => Atom::Env(n[1..n.len() - 2].trim_end_matches('}').to_string()),
+                    _ => Atom::Env(n[1..n.len() - 2].trim_end_matches('}').to_ascii_lowercase()),
                 }
             }
             _ => Atom::Dash,
@@ -128,6 +129,8 @@ enum Sink {
 /// An open access log.
 pub struct AccessLog {
     atoms: Vec<Atom>,
+    /// Computed once: the keys `%({key}e)s` atoms read from each request's environ.
+    env_keys: Vec<String>,
     sink: Mutex<Sink>,
 }
 
@@ -158,15 +161,17 @@ impl AccessLog {
                 file: open_append(p)?,
             },
         };
-        Ok(AccessLog {
-            atoms: compile(format),
-            sink: Mutex::new(sink),
-        })
+        Ok(AccessLog::new(compile(format), sink))
     }
 
     /// Whether lines need the response headers (`%({name}o)s`).
     pub fn wants_response_headers(&self) -> bool {
         self.atoms.iter().any(|a| matches!(a, Atom::RespHeader(_)))
+    }
+
+    /// The environ keys (lower-cased) that `%({key}e)s` atoms ask for.
+    pub fn environ_keys(&self) -> &[String] {
+        &self.env_keys
     }
 
     /// Reopens the file (USR1, after log rotation).
@@ -214,13 +219,9 @@ impl AccessLog {
                 Atom::Protocol => write!(out, "{proto}"),
                 Atom::Status => write!(out, "{}", outcome.status),
                 Atom::BodyLen => write!(out, "{}", outcome.sent),
-                Atom::BodyLenDash => {
-                    if outcome.sent == 0 {
-                        write!(out, "-")
-                    } else {
-                        write!(out, "{}", outcome.sent)
-                    }
-                }
+                // gunicorn prints `-` only when the length is unknown; rwsgi always
+                // knows what it sent.
+                Atom::BodyLenDash => write!(out, "{}", outcome.sent),
                 Atom::Referer => write!(out, "{}", header(headers, "referer")),
                 Atom::UserAgent => write!(out, "{}", header(headers, "user-agent")),
                 Atom::Secs => write!(out, "{}", elapsed.as_secs()),
@@ -239,7 +240,16 @@ impl AccessLog {
                         .and_then(|(_, v)| v.to_str().ok())
                         .unwrap_or("-")
                 ),
-                Atom::Env(n) => write!(out, "{}", std::env::var(n).unwrap_or_else(|_| "-".into())),
+                Atom::Env(n) => write!(
+                    out,
+                    "{}",
+                    outcome
+                        .environ
+                        .iter()
+                        .find(|(k, _)| k == n)
+                        .map(|(_, v)| v.as_str())
+                        .unwrap_or("-")
+                ),
             };
         }
         out.push('\n');
@@ -272,6 +282,23 @@ impl AccessLog {
     }
 }
 
+impl AccessLog {
+    fn new(atoms: Vec<Atom>, sink: Sink) -> AccessLog {
+        let env_keys = atoms
+            .iter()
+            .filter_map(|a| match a {
+                Atom::Env(k) => Some(k.clone()),
+                _ => None,
+            })
+            .collect();
+        AccessLog {
+            atoms,
+            env_keys,
+            sink: Mutex::new(sink),
+        }
+    }
+}
+
 fn open_append(p: &Path) -> std::io::Result<std::fs::File> {
     std::fs::OpenOptions::new()
         .create(true)
@@ -292,15 +319,16 @@ mod tests {
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("text/plain"),
             )],
+            environ: vec![("request_method".into(), "GET".into())],
         }
     }
 
     #[test]
     fn gunicorn_default_format() {
-        let log = AccessLog {
-            atoms: compile(r#"%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#),
-            sink: Mutex::new(Sink::Stdout),
-        };
+        let log = AccessLog::new(
+            compile(r#"%(h)s %(l)s %(u)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s""#),
+            Sink::Stdout,
+        );
         let mut h = HeaderMap::new();
         h.insert("user-agent", "curl/8".parse().unwrap());
         h.insert("authorization", "Basic dXNlcjpwYXNz".parse().unwrap());
@@ -324,13 +352,12 @@ mod tests {
 
     #[test]
     fn header_and_timing_atoms() {
-        let atoms = compile("%({X-Req}i)s %({content-type}o)s %(D)s %(M)s %(zz)s tail");
+        let atoms = compile(
+            "%({X-Req}i)s %({content-type}o)s %(D)s %(M)s %(zz)s %({REQUEST_METHOD}e)s tail",
+        );
         assert_eq!(atoms[0], Atom::ReqHeader("x-req".into()));
         assert_eq!(atoms[2], Atom::RespHeader("content-type".into()));
-        let log = AccessLog {
-            atoms,
-            sink: Mutex::new(Sink::Stdout),
-        };
+        let log = AccessLog::new(atoms, Sink::Stdout);
         assert!(log.wants_response_headers());
         let mut h = HeaderMap::new();
         h.insert("x-req", "abc".parse().unwrap());
@@ -340,6 +367,6 @@ mod tests {
             version: http::Version::HTTP_10,
         };
         let s = log.render(&line, &h, "", &outcome(404, 0), Duration::from_micros(2500));
-        assert_eq!(s, "abc text/plain 2500 2 - tail\n");
+        assert_eq!(s, "abc text/plain 2500 2 - GET tail\n");
     }
 }

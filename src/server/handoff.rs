@@ -67,7 +67,22 @@ pub type ChunkSender = mpsc::Sender<Result<Bytes, BodyAbort>>;
 pub enum ResponseBody {
     Empty,
     Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Result<Bytes, BodyAbort>>),
+    Stream(Streamed),
+}
+
+/// A body streamed from a Python thread.
+pub struct Streamed {
+    rx: mpsc::Receiver<Result<Bytes, BodyAbort>>,
+    /// An abort seen but not yet reported: hyper drops unflushed bytes when a body
+    /// fails, so the error waits one poll, giving hyper the chance to flush what the
+    /// app already sent before the connection is cut.
+    abort: Option<BodyAbort>,
+}
+
+impl Streamed {
+    pub fn new(rx: mpsc::Receiver<Result<Bytes, BodyAbort>>) -> Self {
+        Streamed { rx, abort: None }
+    }
 }
 
 impl ResponseBody {
@@ -91,12 +106,21 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Empty => Poll::Ready(None),
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Stream(rx) => match rx.poll_recv(cx) {
-                Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
-            },
+            ResponseBody::Stream(s) => {
+                if let Some(e) = s.abort.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                match s.rx.poll_recv(cx) {
+                    Poll::Ready(Some(Ok(b))) => Poll::Ready(Some(Ok(Frame::data(b)))),
+                    Poll::Ready(Some(Err(e))) => {
+                        s.abort = Some(e);
+                        cx.waker().wake_by_ref();
+                        Poll::Pending
+                    }
+                    Poll::Ready(None) => Poll::Ready(None),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
         }
     }
 

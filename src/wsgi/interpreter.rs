@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::types::{PyList, PyTuple};
+use pyo3::types::PyList;
 
 use crate::config::{AppSpec, PythonConfig};
 
@@ -174,8 +174,10 @@ pub fn load_app(py: Python<'_>, spec: &AppSpec) -> Result<Py<PyAny>, LoadError> 
 pub fn format_exception(py: Python<'_>, err: &PyErr) -> String {
     let formatted = (|| -> PyResult<String> {
         let tb = py.import("traceback")?;
-        let exc = err.value(py);
-        let lines = tb.call_method1("format_exception", PyTuple::new(py, [exc])?)?;
+        let lines = tb.call_method1(
+            "format_exception",
+            (err.get_type(py), err.value(py), err.traceback(py)),
+        )?;
         let joined: String = ""
             .into_pyobject(py)?
             .call_method1("join", (lines,))?

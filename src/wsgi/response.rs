@@ -35,6 +35,20 @@ pub struct Outcome {
     pub received: u64,
     /// Response headers, when the access log format asks for them.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Environ values (lower-cased key, `str(value)`) the access log asks for.
+    pub environ: Vec<(String, String)>,
+}
+
+impl Outcome {
+    fn failed(status: u16) -> Outcome {
+        Outcome {
+            status,
+            sent: 0,
+            received: 0,
+            headers: Vec::new(),
+            environ: Vec::new(),
+        }
+    }
 }
 
 /// The parts of a job that outlive the app call (for the log line).
@@ -62,6 +76,7 @@ pub fn handle(
     shared: &EnvironShared,
     handle: &tokio::runtime::Handle,
     keep_headers: bool,
+    env_keys: &[String],
 ) -> Outcome {
     let body = job.body.take();
     let (reply_tx, reply_placeholder) = tokio::sync::oneshot::channel();
@@ -84,17 +99,21 @@ pub fn handle(
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "could not set up the request");
-            return Outcome {
-                status: 500,
-                sent: 0,
-                received: 0,
-                headers: Vec::new(),
-            };
+            return Outcome::failed(500);
         }
     };
 
-    let run = || -> PyResult<()> {
+    let mut logged_environ = Vec::new();
+    let mut run = || -> PyResult<()> {
         let env = environ::build(py, &job, facts, shared, input.clone().into_any())?;
+        if !env_keys.is_empty() {
+            for (k, v) in env.iter() {
+                let key = k.str()?.to_string().to_ascii_lowercase();
+                if env_keys.contains(&key) {
+                    logged_environ.push((key, v.str()?.to_string()));
+                }
+            }
+        }
         let iterable = app.call1((env, sr.clone()))?;
         let iterated = iterate(py, &iterable, &sr);
         let closed = close(&iterable);
@@ -121,14 +140,7 @@ pub fn handle(
 
     let mut r = match lock(&sr) {
         Ok(r) => r,
-        Err(_) => {
-            return Outcome {
-                status: 500,
-                sent: 0,
-                received: 0,
-                headers: Vec::new(),
-            }
-        }
+        Err(_) => return Outcome::failed(500),
     };
     let status = if ok {
         r.finish();
@@ -148,6 +160,7 @@ pub fn handle(
         sent: r.sent,
         received,
         headers: std::mem::take(&mut r.sent_headers),
+        environ: logged_environ,
     }
 }
 

@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::server::handoff::{BodyAbort, ChunkSender, ResponseBody};
+use crate::server::handoff::{BodyAbort, ChunkSender, ResponseBody, Streamed};
 
 /// How many chunks may wait for a slow client before the app's iterator is paused.
 const STREAM_DEPTH: usize = 4;
@@ -112,7 +112,7 @@ impl Responder {
         let mut resp = Response::new(body);
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         *resp.status_mut() = status;
-        if status.canonical_reason() != Some(reason.as_str()) {
+        if !reason.is_empty() && status.canonical_reason() != Some(reason.as_str()) {
             if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes()) {
                 resp.extensions_mut().insert(r);
             }
@@ -135,7 +135,7 @@ impl Responder {
 
     /// Cuts `data` at the declared Content-Length. `None` when nothing may be sent.
     pub fn admit(&mut self, data: &[u8]) -> Option<Bytes> {
-        if data.is_empty() {
+        if data.is_empty() || self.no_body() {
             return None;
         }
         let mut n = data.len() as u64;
@@ -153,7 +153,7 @@ impl Responder {
             }
         }
         self.sent += n;
-        if n == 0 || self.no_body() {
+        if n == 0 {
             return None;
         }
         Some(Bytes::copy_from_slice(&data[..n as usize]))
@@ -163,7 +163,7 @@ impl Responder {
     pub fn stream(&mut self) -> Option<ChunkSender> {
         if !self.headers_sent {
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-            let resp = self.head(ResponseBody::Stream(rx));
+            let resp = self.head(ResponseBody::Stream(Streamed::new(rx)));
             if let Some(reply) = self.reply.take() {
                 if reply.send(resp).is_err() {
                     self.client_gone = true;
@@ -177,6 +177,25 @@ impl Responder {
 
     /// Sends head and whole body at once (the app returned a list, or nothing).
     pub fn send_full(&mut self, body: Bytes) {
+        if let Some(cl) = self.content_length {
+            if (body.len() as u64) < cl && !self.no_body() {
+                // hyper must not be told a length the body cannot fill: stream what
+                // there is, then abort so the client sees the connection close.
+                tracing::warn!(
+                    declared = cl,
+                    sent = body.len(),
+                    "app sent less than its Content-Length; closing the connection"
+                );
+                if let Some(tx) = self.stream() {
+                    if !body.is_empty() {
+                        let _ = tx.try_send(Ok(body));
+                    }
+                    let _ = tx.try_send(Err(BodyAbort("body shorter than Content-Length")));
+                }
+                self.stream = None;
+                return;
+            }
+        }
         let resp = self.head(ResponseBody::full(body));
         if let Some(reply) = self.reply.take() {
             if reply.send(resp).is_err() {
@@ -201,14 +220,6 @@ impl Responder {
                     );
                     let _ = tx.try_send(Err(BodyAbort("body shorter than Content-Length")));
                 }
-            }
-        } else if let Some(cl) = self.content_length {
-            if self.sent < cl && !self.no_body() {
-                tracing::warn!(
-                    declared = cl,
-                    sent = self.sent,
-                    "app sent less than its Content-Length; closing the connection"
-                );
             }
         }
     }

@@ -133,7 +133,21 @@ fn run_one(
             .access_log
             .as_ref()
             .is_some_and(AccessLog::wants_response_headers);
-        let outcome = response::handle(py, app, job, &facts, env, &shared.handle, keep_headers);
+        let env_keys = shared
+            .access_log
+            .as_ref()
+            .map(AccessLog::environ_keys)
+            .unwrap_or(&[]);
+        let outcome = response::handle(
+            py,
+            app,
+            job,
+            &facts,
+            env,
+            &shared.handle,
+            keep_headers,
+            env_keys,
+        );
         shared
             .recorder
             .record_finish(dispatched.elapsed(), outcome.status);
@@ -164,5 +178,6 @@ fn shed(job: Job, max: Duration) -> response::Outcome {
         sent: BODY.len() as u64,
         received: 0,
         headers: Vec::new(),
+        environ: Vec::new(),
     }
 }

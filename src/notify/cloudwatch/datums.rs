@@ -127,8 +127,13 @@ fn datum(
         .storage_resolution(common.storage_resolution)
 }
 
-/// StatisticValues carry the exact count, sum, min and max; Values/Counts carry the
-/// shape, so that CloudWatch can answer percentile statistics (p90, p99) too.
+/// CloudWatch takes either `StatisticValues` or `Values`/`Counts` in one datum, not
+/// both (InvalidParameterCombination). `Values`/`Counts` is the one that lets
+/// CloudWatch answer percentiles (p90, p99), so that is what goes out, made exact
+/// where an autoscaler looks: the counts add up to the sample count, the smallest and
+/// largest values are the exact min and max, and Σ value × count is the exact sum.
+/// Without a distribution (it never happens with the tracker's reports), the
+/// statistics go out as `StatisticValues`.
 fn timing_datum(
     name: &str,
     metric: &MetricReport,
@@ -141,20 +146,101 @@ fn timing_datum(
     let scale = common.unit.scale();
     let min = finite(metric.min) * scale;
     let max = (finite(metric.max) * scale).max(min);
-    let stats = StatisticSet::builder()
-        .sample_count(metric.count as f64)
-        .sum(finite(metric.sum) * scale)
-        .minimum(min)
-        .maximum(max)
-        .build();
+    let sum =
+        (finite(metric.sum) * scale).clamp(min * metric.count as f64, max * metric.count as f64);
+    let builder = datum(name, common, timestamp).unit(common.unit.standard_unit());
     let (values, counts) = values_and_counts(&metric.distribution, scale);
-    let mut builder = datum(name, common, timestamp)
-        .statistic_values(stats)
-        .unit(common.unit.standard_unit());
-    if !values.is_empty() {
-        builder = builder.set_values(Some(values)).set_counts(Some(counts));
+    let total: f64 = counts.iter().sum();
+    if values.is_empty() || total != metric.count as f64 {
+        let stats = StatisticSet::builder()
+            .sample_count(metric.count as f64)
+            .sum(sum)
+            .minimum(min)
+            .maximum(max)
+            .build();
+        return Some(builder.statistic_values(stats).build());
     }
-    Some(builder.build())
+    let (values, counts) = exact_points(values, counts, min, max, sum);
+    Some(
+        builder
+            .set_values(Some(values))
+            .set_counts(Some(counts))
+            .build(),
+    )
+}
+
+/// Pins the extremes to the exact `min` and `max` and moves interior values (within
+/// `[min, max]`, largest counts first) until Σ value × count equals `sum`.
+pub(crate) fn exact_points(
+    values: Vec<f64>,
+    counts: Vec<f64>,
+    min: f64,
+    max: f64,
+    sum: f64,
+) -> (Vec<f64>, Vec<f64>) {
+    let mut points: Vec<(f64, f64)> = values.into_iter().zip(counts).collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    pin(&mut points, min, true);
+    pin(&mut points, max, false);
+    // Pinning may have split a point off; merge the closest interior neighbours
+    // until CloudWatch's limit holds again.
+    while points.len() > MAX_VALUES && points.len() > 3 {
+        let i = (1..points.len() - 2)
+            .min_by(|a, b| {
+                let ga = points[a + 1].0 - points[*a].0;
+                let gb = points[b + 1].0 - points[*b].0;
+                ga.total_cmp(&gb)
+            })
+            .unwrap_or(1);
+        let (v1, c1) = points[i];
+        let (v2, c2) = points[i + 1];
+        points[i] = ((v1 * c1 + v2 * c2) / (c1 + c2), c1 + c2);
+        points.remove(i + 1);
+    }
+    let pinned = |i: usize, len: usize| i == 0 || i + 1 == len;
+    for _ in 0..4 {
+        let have: f64 = points.iter().map(|(v, c)| v * c).sum();
+        let residual = sum - have;
+        if residual.abs() <= 1e-9 * sum.abs().max(1.0) {
+            break;
+        }
+        let len = points.len();
+        let mut order: Vec<usize> = (0..len).filter(|i| !pinned(*i, len)).collect();
+        order.sort_by(|a, b| points[*b].1.total_cmp(&points[*a].1));
+        let mut left = residual;
+        for i in order {
+            let (v, c) = points[i];
+            let moved = (v + left / c).clamp(min, max);
+            left -= (moved - v) * c;
+            points[i].0 = moved;
+            if left.abs() <= 1e-12 {
+                break;
+            }
+        }
+    }
+    points.into_iter().unzip()
+}
+
+/// Makes the first (or last) point sit exactly at `at`, splitting one sample off when
+/// the point holds several.
+fn pin(points: &mut Vec<(f64, f64)>, at: f64, first: bool) {
+    let Some(&(v, c)) = (if first { points.first() } else { points.last() }) else {
+        return;
+    };
+    if v == at {
+        return;
+    }
+    if c <= 1.0 {
+        let i = if first { 0 } else { points.len() - 1 };
+        points[i].0 = at;
+    } else if first {
+        points[0].1 -= 1.0;
+        points.insert(0, (at, 1.0));
+    } else {
+        let last = points.len() - 1;
+        points[last].1 -= 1.0;
+        points.push((at, 1.0));
+    }
 }
 
 /// `Values`/`Counts` from the tracker's distribution, scaled to the unit. Empty and
@@ -162,24 +248,30 @@ fn timing_datum(
 /// call). The tracker promises at most [`MAX_VALUES`] entries; should it ever send
 /// more, neighbours are merged (count-weighted mean) rather than the call failing.
 pub(crate) fn values_and_counts(distribution: &[(f64, u64)], scale: f64) -> (Vec<f64>, Vec<f64>) {
-    let mut points: Vec<(f64, u64)> = distribution
+    let points: Vec<(f64, u64)> = distribution
         .iter()
         .filter(|(v, c)| *c > 0 && v.is_finite())
         .map(|&(v, c)| (v * scale, c))
         .collect();
     if points.len() > MAX_VALUES {
-        points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let chunk = points.len().div_ceil(MAX_VALUES);
-        points = points
-            .chunks(chunk)
-            .map(|group| {
-                let count: u64 = group.iter().map(|p| p.1).sum();
-                let weighted: f64 = group.iter().map(|p| p.0 * p.1 as f64).sum();
-                (weighted / count as f64, count)
-            })
-            .collect();
+        return merge_to(&points, MAX_VALUES);
     }
     points.into_iter().map(|(v, c)| (v, c as f64)).unzip()
+}
+
+/// Merges sorted neighbours (count-weighted mean) down to at most `limit` points.
+fn merge_to(points: &[(f64, u64)], limit: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut points = points.to_vec();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let chunk = points.len().div_ceil(limit.max(1));
+    points
+        .chunks(chunk.max(1))
+        .map(|group| {
+            let count: u64 = group.iter().map(|p| p.1).sum();
+            let weighted: f64 = group.iter().map(|p| p.0 * p.1 as f64).sum();
+            (weighted / count.max(1) as f64, count as f64)
+        })
+        .unzip()
 }
 
 fn finite(v: f64) -> f64 {
@@ -226,13 +318,16 @@ mod tests {
 
         let q = find(&data, TIME_IN_QUEUE).unwrap();
         assert_eq!(q.unit(), Some(&StandardUnit::Seconds));
-        let s = q.statistic_values().unwrap();
-        assert_eq!(
-            (s.sample_count(), s.sum(), s.minimum(), s.maximum()),
-            (Some(10.0), Some(4.5), Some(0.0), Some(0.9))
+        assert!(
+            q.statistic_values().is_none(),
+            "CloudWatch rejects StatisticValues together with Values"
         );
         assert_eq!(q.values().len(), 10);
         assert_eq!(q.counts(), [1.0; 10]);
+        let sum: f64 = q.values().iter().zip(q.counts()).map(|(v, c)| v * c).sum();
+        assert!((sum - 4.5).abs() < 1e-9, "{sum}");
+        assert_eq!(q.values()[0], 0.0);
+        assert_eq!(q.values()[9], 0.9);
         assert_eq!(q.dimensions(), dims);
         assert_eq!(q.storage_resolution(), Some(1));
         assert!(q.timestamp().is_some());
@@ -259,9 +354,13 @@ mod tests {
         let data = build(&sample_report(), &common(&[], TimeUnit::Milliseconds));
         let q = find(&data, TIME_IN_QUEUE).unwrap();
         assert_eq!(q.unit(), Some(&StandardUnit::Milliseconds));
-        let s = q.statistic_values().unwrap();
-        assert_eq!((s.sum(), s.maximum()), (Some(4500.0), Some(900.0)));
-        assert_eq!(s.sample_count(), Some(10.0), "counts are never scaled");
+        let sum: f64 = q.values().iter().zip(q.counts()).map(|(v, c)| v * c).sum();
+        assert!((sum - 4500.0).abs() < 1e-6, "{sum}");
+        assert_eq!(
+            q.counts().iter().sum::<f64>(),
+            10.0,
+            "counts are never scaled"
+        );
         assert_eq!(q.values()[9], 900.0);
     }
 
@@ -297,6 +396,28 @@ mod tests {
         let exact: f64 = dist.iter().map(|(v, c)| v * *c as f64).sum();
         assert!((sum - exact).abs() < 1e-6, "{sum} vs {exact}");
         assert!(values.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn exact_points_keep_count_sum_min_and_max() {
+        // A coarse distribution (bin midpoints) whose weighted sum is off.
+        let values = vec![0.012, 0.05, 0.11, 0.4];
+        let counts = vec![5.0, 20.0, 10.0, 3.0];
+        let (v, c) = exact_points(values, counts, 0.01, 0.42, 2.5);
+        assert_eq!(c.iter().sum::<f64>(), 38.0);
+        assert_eq!(v.first(), Some(&0.01));
+        assert_eq!(v.last(), Some(&0.42));
+        let sum: f64 = v.iter().zip(&c).map(|(v, c)| v * c).sum();
+        assert!((sum - 2.5).abs() < 1e-9, "{sum}");
+        assert!(v.iter().all(|x| (0.01..=0.42).contains(x)));
+        assert!(v.len() <= MAX_VALUES);
+
+        let many: Vec<f64> = (1..=150).map(|i| i as f64 / 1000.0).collect();
+        let (v, c) = exact_points(many, vec![2.0; 150], 0.0005, 0.2, 22.0);
+        assert!(v.len() <= MAX_VALUES, "{}", v.len());
+        assert_eq!(c.iter().sum::<f64>(), 300.0);
+        let sum: f64 = v.iter().zip(&c).map(|(v, c)| v * c).sum();
+        assert!((sum - 22.0).abs() < 1e-9, "{sum}");
     }
 
     #[test]
