@@ -1,0 +1,752 @@
+//! Layered configuration sources: the command line, `RWSGI_*` environment variables and
+//! the `-c/--config` TOML file, merged into one [`Cli`] plus a record of where every
+//! value came from ([`Sources`]).
+//!
+//! Precedence is command line, then environment, then file, then clap's default. The
+//! layers are not merged by hand: every layer is turned back into argv (`--foo-bar=v`)
+//! and clap parses the merged argv once, so type checking stays clap's alone. For each
+//! option only the highest layer that sets it contributes, so repeatable options never
+//! mix values from two layers and an environment `0` can switch off a file's `true`.
+//!
+//! Nothing here knows a particular option: the list comes from [`Cli::command`]. An
+//! option `--foo-bar` is `RWSGI_FOO_BAR` in the environment and `foo-bar` (or `foo_bar`,
+//! or one of its clap aliases) in the file; the positional APP is `RWSGI_APP` / `app`.
+//! Two options are about the sources themselves: `--config` comes from the command line
+//! or `RWSGI_CONFIG` (a file cannot name another file), and `--print-config` only from
+//! the command line (a stray variable must not turn the server into a printer). clap's
+//! own `env` fallbacks (`VIRTUAL_ENV` for `--venv`) rank as environment, below the
+//! option's `RWSGI_*` name.
+//!
+//! Value rules:
+//! - Environment: an empty variable counts as unset. Flags take 1/true/yes/on or
+//!   0/false/no/off; repeatable options take a comma-separated list.
+//! - File: strings and numbers for valued options, booleans for flags, arrays (or one
+//!   scalar) for repeatable options. Relative paths are relative to the working directory,
+//!   as on the command line.
+//!
+//! Every layer is type-checked on its own before the merge, even values that a higher
+//! layer overrides, so that an error can name the file key or the variable it came from:
+//! `config file /etc/rwsgi.toml: key 'threads': invalid value 'x' for '--threads <N>': …`.
+
+use std::any::TypeId;
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches};
+
+use super::ConfigError;
+use crate::cli::Cli;
+
+/// Prefix of every option's environment variable.
+pub const ENV_PREFIX: &str = "RWSGI_";
+
+/// Long name of the option that names the file; it cannot come from the file.
+const CONFIG: &str = "config";
+/// Long name of the option that prints instead of serving; command line only.
+const PRINT_CONFIG: &str = "print-config";
+
+const AFTER_HELP: &str = "Every option can also be set as an environment variable \
+RWSGI_<OPTION> (RWSGI_THREADS=4, RWSGI_BIND=a,b for repeatable options, RWSGI_APP for \
+APP) or as a key in the TOML file given with -c/--config (threads = 4, \
+bind = [\"a\", \"b\"], app = \"mod:app\"). Precedence: command line, environment, file, \
+default. --print-config shows the result and where each value came from.";
+
+// ===== Public API =====
+
+/// Where an option's effective value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    CommandLine,
+    /// The variable's name: `RWSGI_THREADS`, or a clap fallback such as `VIRTUAL_ENV`.
+    Env(String),
+    /// The `--config` file.
+    File(PathBuf),
+    /// Nobody set it: clap's default (or no value at all).
+    Default,
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::CommandLine => f.write_str("command line"),
+            Source::Env(var) => write!(f, "environment {var}"),
+            Source::File(path) => write!(f, "config file {}", path.display()),
+            Source::Default => f.write_str("default"),
+        }
+    }
+}
+
+/// How an option takes values; decides how a layer's value becomes argv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// APP: placed after `--` at the end of the merged argv.
+    Positional,
+    /// `ArgAction::SetTrue`: present or absent.
+    Flag,
+    /// `ArgAction::Set`: one value, the last occurrence wins.
+    Single,
+    /// `ArgAction::Append`: a list.
+    Multi,
+}
+
+/// One option's effective value and its source, as [`crate::config::print`] shows it.
+#[derive(Debug, Clone)]
+pub struct Effective {
+    /// The long name without dashes (`threads`, `pid`), or `app` for the positional:
+    /// the file key, and the `RWSGI_*` name once upper-cased.
+    pub name: String,
+    pub kind: Kind,
+    /// Whether clap parses the values as numbers, so that a file may write them bare.
+    pub numeric: bool,
+    pub source: Source,
+    /// Raw values after the merge, defaults included; a flag has one, `true` or `false`.
+    /// Not valid UTF-8 is replaced (only paths can be that).
+    pub values: Vec<String>,
+    /// False for the options about the sources themselves (`config`, `print-config`).
+    pub in_file: bool,
+    /// How clap names the value (`APP` for the positional), to find it in messages.
+    value_name: String,
+}
+
+/// Where every option's value came from, and the merged raw values.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    /// In the order the options are declared in [`Cli`].
+    options: Vec<Effective>,
+    /// The `--config` file read, and where its name came from.
+    config_file: Option<(PathBuf, Source)>,
+}
+
+impl Sources {
+    /// Every option, in declaration order.
+    pub fn options(&self) -> &[Effective] {
+        &self.options
+    }
+
+    /// The option with this long name (`threads`) or `app`.
+    pub fn get(&self, name: &str) -> Option<&Effective> {
+        let name = name.trim_start_matches('-');
+        self.options.iter().find(|o| o.name == name)
+    }
+
+    /// The config file that was read, and where its name came from.
+    pub fn config_file(&self) -> Option<(&Path, &Source)> {
+        self.config_file.as_ref().map(|(p, s)| (p.as_path(), s))
+    }
+
+    /// `from RWSGI_THREADS`, `from config file /etc/rwsgi.toml`, `from the command line`
+    /// or `default`, for an option's long name (`threads` or `--threads`) or `app`.
+    pub fn describe(&self, name: &str) -> String {
+        match self.get(name).map(|o| &o.source) {
+            Some(Source::CommandLine) => "from the command line".into(),
+            Some(Source::Env(var)) => format!("from {var}"),
+            Some(Source::File(path)) => format!("from config file {}", path.display()),
+            Some(Source::Default) | None => "default".into(),
+        }
+    }
+
+    /// Adds ` (from RWSGI_THREADS)` to a validation error whose message starts with the
+    /// option it is about (`--threads 0: …`, `APP 'x' …`), when the value came from the
+    /// environment or the file; a command-line value needs no pointer.
+    pub fn annotate(&self, err: &ConfigError) -> ConfigError {
+        match self.subject(&err.0).map(|o| &o.source) {
+            Some(Source::Env(_) | Source::File(_)) => {
+                let name = self
+                    .subject(&err.0)
+                    .map(|o| o.name.clone())
+                    .unwrap_or_default();
+                ConfigError(format!("{} ({})", err.0, self.describe(&name)))
+            }
+            _ => err.clone(),
+        }
+    }
+
+    /// The option a message is about: its first `--long` token, or a leading `APP`.
+    fn subject(&self, message: &str) -> Option<&Effective> {
+        let first = message.split_whitespace().next().unwrap_or("");
+        let first = first.trim_end_matches(|c: char| !c.is_alphanumeric());
+        if let Some(o) = self
+            .options
+            .iter()
+            .find(|o| o.kind == Kind::Positional && o.value_name == first)
+        {
+            return Some(o);
+        }
+        let token = message.split_whitespace().find(|w| w.starts_with("--"))?;
+        let long: String = token[2..]
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+            .collect();
+        self.options
+            .iter()
+            .find(|o| o.kind != Kind::Positional && o.name == long)
+    }
+}
+
+/// Why the layered parse stopped.
+#[derive(Debug)]
+pub enum ParseError {
+    /// The command line itself is wrong, or asked for `--help`/`--version`: clap's own
+    /// message and exit code.
+    Usage(clap::Error),
+    /// A value in the environment or the file is wrong; every message names the
+    /// option and the variable or file key.
+    Sources(Vec<ConfigError>),
+}
+
+impl ParseError {
+    /// Prints the error (or the help text) as clap would and returns the exit code:
+    /// 0 for `--help`/`--version`, 2 (usage) otherwise, as gunicorn exits.
+    pub fn report(&self) -> i32 {
+        match self {
+            ParseError::Usage(e) => {
+                let _ = e.print();
+                if e.use_stderr() {
+                    2
+                } else {
+                    0
+                }
+            }
+            ParseError::Sources(errors) => {
+                for e in errors {
+                    eprintln!("rwsgi: error: {e}");
+                }
+                2
+            }
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ParseError::Usage(e) => f.write_str(&clap_message(e)),
+            ParseError::Sources(errors) => {
+                let lines: Vec<&str> = errors.iter().map(|e| e.0.as_str()).collect();
+                f.write_str(&lines.join("\n"))
+            }
+        }
+    }
+}
+
+/// Parses `args` (argv, program name first) layered over `env` and the `--config` file.
+///
+/// `env` is passed in rather than read so that tests need not touch the process
+/// environment; `master::main` passes `std::env::vars_os()`.
+pub fn parse_layered(
+    args: Vec<OsString>,
+    env: &HashMap<OsString, OsString>,
+) -> Result<(Cli, Sources), ParseError> {
+    let prog = args.first().cloned().unwrap_or_else(|| "rwsgi".into());
+
+    // The command line alone: its errors, --help and --version are clap's business.
+    let original = Cli::command().after_long_help(AFTER_HELP);
+    let cli_matches = original
+        .clone()
+        .try_get_matches_from(&args)
+        .map_err(ParseError::Usage)?;
+
+    // Layers get clap's env fallbacks stripped: they are ours to rank, and from `env`.
+    let mut cmd = original.clone().mut_args(|a| a.env(None::<&'static str>));
+    cmd.build();
+    let specs = specs(&cmd, &original);
+    let on_command_line: Vec<bool> = specs
+        .iter()
+        .map(|s| cli_matches.value_source(&s.id) == Some(ValueSource::CommandLine))
+        .collect();
+
+    let mut errors = Vec::new();
+    let env_layer = env_layer(&specs, env, &mut errors);
+    let config_file = config_path(&specs, &cli_matches, &on_command_line, env);
+    let file_layer = match &config_file {
+        Some((path, path_source)) => match read_file(path, path_source) {
+            Ok(table) => file_layer(&specs, path, &table, &mut errors),
+            Err(e) => {
+                errors.push(e);
+                Vec::new()
+            }
+        },
+        None => Vec::new(),
+    };
+
+    // Each setting alone, so that a clap error can name its variable or key.
+    for setting in env_layer.iter().chain(file_layer.iter()) {
+        let mut argv = vec![prog.clone()];
+        argv.extend(setting.argv(&specs[setting.spec]));
+        if let Err(e) = cmd.try_get_matches_from_mut(argv) {
+            errors.push(ConfigError(format!(
+                "{}: {}",
+                setting.label,
+                clap_message(&e)
+            )));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ParseError::Sources(errors));
+    }
+
+    // The winner of each option not on the command line: environment, else file.
+    let mut winners: Vec<Option<&Setting>> = vec![None; specs.len()];
+    for setting in file_layer.iter().chain(env_layer.iter()) {
+        if !on_command_line[setting.spec] {
+            winners[setting.spec] = Some(setting);
+        }
+    }
+    let mut argv = vec![prog];
+    let mut positional = Vec::new();
+    for (spec, setting) in specs.iter().zip(&winners) {
+        if let Some(setting) = setting {
+            match spec.kind {
+                Kind::Positional => positional.extend(setting.values.iter().cloned()),
+                _ => argv.extend(setting.argv(spec)),
+            }
+        }
+    }
+    let user_args = args.get(1..).unwrap_or_default();
+    let has_separator = user_args.iter().any(|a| a == "--");
+    argv.extend(user_args.iter().cloned());
+    if !positional.is_empty() && !has_separator {
+        argv.push("--".into());
+    }
+    argv.extend(positional);
+
+    let merged = cmd
+        .try_get_matches_from_mut(argv)
+        .map_err(ParseError::Usage)?;
+    let cli = Cli::from_arg_matches(&merged).map_err(ParseError::Usage)?;
+
+    let options = specs
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| Effective {
+            name: spec.name.clone(),
+            kind: spec.kind,
+            numeric: spec.numeric,
+            source: if on_command_line[i] {
+                Source::CommandLine
+            } else {
+                winners[i].map_or(Source::Default, |s| s.source.clone())
+            },
+            values: raw_values(&merged, spec),
+            in_file: spec.in_file,
+            value_name: spec.value_name.clone(),
+        })
+        .collect();
+    Ok((
+        cli,
+        Sources {
+            options,
+            config_file,
+        },
+    ))
+}
+
+/// A clap error as one line, without `error: ` and the `--help` hint.
+fn clap_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let mut parts = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.starts_with("Usage:") || line.starts_with("For more information") {
+            break;
+        }
+        if !line.is_empty() {
+            parts.push(line.strip_prefix("error: ").unwrap_or(line));
+        }
+    }
+    parts.join(" ")
+}
+
+// ===== Options, from clap =====
+
+/// One option of [`Cli`] as the layers see it.
+#[derive(Debug, Clone)]
+struct Spec {
+    /// clap's id (`pid_file`), for [`ArgMatches`].
+    id: String,
+    /// Long name (`pid`), or the id for the positional (`app`).
+    name: String,
+    kind: Kind,
+    numeric: bool,
+    value_name: String,
+    /// Other long names clap accepts (`error-logfile`); the file accepts them too.
+    aliases: Vec<String>,
+    /// clap's own `env` fallback (`VIRTUAL_ENV`), ranked below `RWSGI_*`.
+    clap_env: Option<OsString>,
+    /// May come from the file (everything but `config` and `print-config`).
+    in_file: bool,
+    /// May come from the environment (everything but `print-config`).
+    in_env: bool,
+}
+
+impl Spec {
+    fn env_var(&self) -> String {
+        format!(
+            "{ENV_PREFIX}{}",
+            self.name.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+}
+
+/// The options of a built [`Command`]: everything but help and version. `original`
+/// still has clap's `env` fallbacks, which `cmd` has shed.
+fn specs(cmd: &Command, original: &Command) -> Vec<Spec> {
+    cmd.get_arguments()
+        .filter_map(|arg| {
+            let kind = if arg.is_positional() {
+                Kind::Positional
+            } else {
+                match arg.get_action() {
+                    ArgAction::SetTrue => Kind::Flag,
+                    ArgAction::Set => Kind::Single,
+                    ArgAction::Append => Kind::Multi,
+                    // Help, version, and actions Cli does not use (a test checks).
+                    _ => return None,
+                }
+            };
+            let id = arg.get_id().as_str().to_string();
+            let name = arg.get_long().map_or_else(|| id.clone(), str::to_string);
+            let value_name = arg
+                .get_value_names()
+                .and_then(|v| v.first())
+                .map_or_else(|| id.to_ascii_uppercase(), |v| v.to_string());
+            Some(Spec {
+                numeric: kind != Kind::Flag && is_numeric(arg),
+                aliases: arg
+                    .get_all_aliases()
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect(),
+                clap_env: original
+                    .get_arguments()
+                    .find(|a| a.get_id() == arg.get_id())
+                    .and_then(|a| a.get_env().map(OsStr::to_os_string)),
+                in_file: name != CONFIG && name != PRINT_CONFIG,
+                in_env: name != PRINT_CONFIG,
+                id,
+                name,
+                kind,
+                value_name,
+            })
+        })
+        .collect()
+}
+
+fn is_numeric(arg: &clap::Arg) -> bool {
+    let t = arg.get_value_parser().type_id();
+    [
+        TypeId::of::<u8>(),
+        TypeId::of::<u16>(),
+        TypeId::of::<u32>(),
+        TypeId::of::<u64>(),
+        TypeId::of::<usize>(),
+        TypeId::of::<i8>(),
+        TypeId::of::<i16>(),
+        TypeId::of::<i32>(),
+        TypeId::of::<i64>(),
+        TypeId::of::<isize>(),
+        TypeId::of::<f32>(),
+        TypeId::of::<f64>(),
+    ]
+    .iter()
+    .any(|id| t == *id)
+}
+
+fn raw_values(m: &ArgMatches, spec: &Spec) -> Vec<String> {
+    if spec.kind == Kind::Flag {
+        return vec![m.get_flag(&spec.id).to_string()];
+    }
+    m.get_raw(&spec.id)
+        .map(|vals| vals.map(|v| v.to_string_lossy().into_owned()).collect())
+        .unwrap_or_default()
+}
+
+// ===== Layers =====
+
+/// One option set by the environment or the file.
+#[derive(Debug, Clone)]
+struct Setting {
+    /// Index into the specs.
+    spec: usize,
+    source: Source,
+    /// `environment RWSGI_THREADS` or `config file F: key 'threads'`, for errors.
+    label: String,
+    /// The values; a flag has none when off and one (unused) when on.
+    values: Vec<OsString>,
+}
+
+impl Setting {
+    /// The setting as argv after the program name.
+    fn argv(&self, spec: &Spec) -> Vec<OsString> {
+        match spec.kind {
+            Kind::Positional => {
+                let mut v = vec![OsString::from("--")];
+                v.extend(self.values.iter().cloned());
+                v
+            }
+            Kind::Flag if self.values.is_empty() => Vec::new(),
+            Kind::Flag => vec![format!("--{}", spec.name).into()],
+            // `--name=value` keeps a value that starts with `-` a value.
+            Kind::Single | Kind::Multi => self
+                .values
+                .iter()
+                .map(|v| {
+                    let mut arg = OsString::from(format!("--{}=", spec.name));
+                    arg.push(v);
+                    arg
+                })
+                .collect(),
+        }
+    }
+}
+
+fn env_layer(
+    specs: &[Spec],
+    env: &HashMap<OsString, OsString>,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Setting> {
+    let mut settings = Vec::new();
+    for (i, spec) in specs.iter().enumerate().filter(|(_, s)| s.in_env) {
+        let ours = OsString::from(spec.env_var());
+        let found = [Some(&ours), spec.clap_env.as_ref()]
+            .into_iter()
+            .flatten()
+            .find_map(|var| {
+                env.get(var)
+                    .filter(|v| !v.is_empty())
+                    .map(|v| (var.to_string_lossy().into_owned(), v))
+            });
+        let Some((var, value)) = found else { continue };
+        let label = format!("environment {var}");
+        let values = match spec.kind {
+            Kind::Positional | Kind::Single => vec![value.clone()],
+            Kind::Flag => match value.to_str().and_then(parse_bool) {
+                Some(true) => vec![OsString::from("true")],
+                Some(false) => Vec::new(),
+                None => {
+                    errors.push(ConfigError(format!(
+                        "{label}: invalid value '{}' for '--{}': expected 1, true, yes, on, \
+                         0, false, no or off",
+                        value.to_string_lossy(),
+                        spec.name
+                    )));
+                    continue;
+                }
+            },
+            Kind::Multi => match value.to_str() {
+                Some(list) => list
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|v| !v.is_empty())
+                    .map(OsString::from)
+                    .collect(),
+                None => {
+                    errors.push(ConfigError(format!(
+                        "{label}: '--{}' list is not valid UTF-8",
+                        spec.name
+                    )));
+                    continue;
+                }
+            },
+        };
+        settings.push(Setting {
+            spec: i,
+            source: Source::Env(var),
+            label,
+            values,
+        });
+    }
+    settings
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Some(true),
+        "0" | "false" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
+/// The file named by `--config` on the command line, else by `RWSGI_CONFIG`.
+fn config_path(
+    specs: &[Spec],
+    cli: &ArgMatches,
+    on_command_line: &[bool],
+    env: &HashMap<OsString, OsString>,
+) -> Option<(PathBuf, Source)> {
+    let i = specs.iter().position(|s| s.name == CONFIG)?;
+    if on_command_line[i] {
+        let path = cli.get_raw(&specs[i].id)?.next_back()?;
+        return Some((PathBuf::from(path), Source::CommandLine));
+    }
+    let var = specs[i].env_var();
+    env.get(OsStr::new(&var))
+        .filter(|v| !v.is_empty())
+        .map(|v| (PathBuf::from(v), Source::Env(var)))
+}
+
+fn read_file(path: &Path, named_by: &Source) -> Result<toml::Table, ConfigError> {
+    let origin = match named_by {
+        Source::Env(var) => format!(" (from {var})"),
+        _ => String::new(),
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigError(format!(
+            "--{CONFIG} {}{origin}: cannot read: {e}",
+            path.display()
+        ))
+    })?;
+    text.parse::<toml::Table>().map_err(|e| {
+        let detail = e.to_string();
+        ConfigError(format!(
+            "config file {}{origin}: not valid TOML: {}",
+            path.display(),
+            detail.trim_end()
+        ))
+    })
+}
+
+fn file_layer(
+    specs: &[Spec],
+    path: &Path,
+    table: &toml::Table,
+    errors: &mut Vec<ConfigError>,
+) -> Vec<Setting> {
+    let file = path.display();
+    // Every spelling of every key: `foo-bar`, clap aliases; `_` is folded to `-` below.
+    let mut keys: BTreeMap<String, usize> = BTreeMap::new();
+    for (i, spec) in specs.iter().enumerate() {
+        keys.insert(spec.name.clone(), i);
+        for alias in &spec.aliases {
+            keys.insert(alias.clone(), i);
+        }
+    }
+    let mut seen: HashMap<usize, &str> = HashMap::new();
+    let mut settings = Vec::new();
+    for (key, value) in table {
+        let label = format!("config file {file}: key '{key}'");
+        let normal = key.replace('_', "-");
+        let Some(&i) = keys.get(&normal) else {
+            let hint = closest(&normal, keys.keys().filter(|k| specs[keys[*k]].in_file))
+                .map(|k| format!("; did you mean '{k}'?"))
+                .unwrap_or_default();
+            errors.push(ConfigError(format!(
+                "config file {file}: unknown key '{key}'{hint}"
+            )));
+            continue;
+        };
+        let spec = &specs[i];
+        if !spec.in_file {
+            errors.push(ConfigError(format!(
+                "{label}: --{} is not allowed in a config file; give it on the command line",
+                spec.name
+            )));
+            continue;
+        }
+        if let Some(other) = seen.insert(i, key) {
+            errors.push(ConfigError(format!(
+                "{label}: '{other}' already sets --{}",
+                spec.name
+            )));
+            continue;
+        }
+        match file_values(spec, value) {
+            Ok(values) => settings.push(Setting {
+                spec: i,
+                source: Source::File(path.to_path_buf()),
+                label,
+                values,
+            }),
+            Err(expected) => errors.push(ConfigError(format!(
+                "{label}: expected {expected} for '--{}', found {}",
+                spec.name,
+                describe_toml(value)
+            ))),
+        }
+    }
+    settings
+}
+
+/// A file value as values for clap; `Err` says what the option expects instead.
+fn file_values(spec: &Spec, value: &toml::Value) -> Result<Vec<OsString>, &'static str> {
+    let scalar_kind = if spec.numeric { "a number" } else { "a string" };
+    match spec.kind {
+        Kind::Flag => match value {
+            toml::Value::Boolean(true) => Ok(vec![OsString::from("true")]),
+            toml::Value::Boolean(false) => Ok(Vec::new()),
+            _ => Err("true or false"),
+        },
+        Kind::Positional | Kind::Single => scalar(value).map(|v| vec![v]).ok_or(scalar_kind),
+        Kind::Multi => {
+            let expected = if spec.numeric {
+                "an array of numbers"
+            } else {
+                "an array of strings"
+            };
+            match value {
+                toml::Value::Array(items) => items
+                    .iter()
+                    .map(scalar)
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or(expected),
+                other => scalar(other).map(|v| vec![v]).ok_or(expected),
+            }
+        }
+    }
+}
+
+/// Strings and numbers as clap would read them from argv. A float keeps its `.0`, so
+/// that `threads = 2.0` stays an error for an integer option.
+fn scalar(value: &toml::Value) -> Option<OsString> {
+    match value {
+        toml::Value::String(s) => Some(s.into()),
+        toml::Value::Integer(i) => Some(i.to_string().into()),
+        toml::Value::Float(f) => Some(format!("{f:?}").into()),
+        _ => None,
+    }
+}
+
+fn describe_toml(value: &toml::Value) -> String {
+    let a = |v: &toml::Value| match v.type_str() {
+        t @ ("array" | "integer") => format!("an {t}"),
+        t => format!("a {t}"),
+    };
+    match value {
+        toml::Value::Array(items) => match items.iter().find(|v| scalar(v).is_none()) {
+            Some(bad) => format!("an array holding {}", a(bad)),
+            None => a(value),
+        },
+        other => a(other),
+    }
+}
+
+/// The known key nearest to an unknown one, if it is near enough to be a typo.
+fn closest<'a>(key: &str, known: impl Iterator<Item = &'a String>) -> Option<&'a String> {
+    known
+        .map(|k| (levenshtein(key, k), k))
+        .filter(|(d, k)| *d <= 2.max(k.len() / 4) || k.starts_with(key) || key.starts_with(*k))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests;
