@@ -5,8 +5,11 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use super::layers::{levenshtein, specs};
 use super::*;
 use crate::config::Config;
+use clap::ArgAction;
+use std::ffi::OsStr;
 
 fn parse(args: &[&str], env: &[(&str, &str)]) -> Result<(Cli, Sources), ParseError> {
     let args = args.iter().map(OsString::from).collect();
