@@ -244,16 +244,22 @@ pub fn parse_layered(
 ) -> Result<(Cli, Sources), ParseError> {
     let prog = args.first().cloned().unwrap_or_else(|| "rwsgi".into());
 
-    // The command line alone: its errors, --help and --version are clap's business.
-    let original = Cli::command().after_long_help(AFTER_HELP);
-    let cli_matches = original
+    // clap's env fallbacks are stripped: they are ours to rank, and read from `env`
+    // (where an empty variable counts as unset) rather than the process environment.
+    let original = Cli::command();
+    let mut cmd = original
         .clone()
-        .try_get_matches_from(&args)
-        .map_err(ParseError::Usage)?;
-
-    // Layers get clap's env fallbacks stripped: they are ours to rank, and from `env`.
-    let mut cmd = original.clone().mut_args(|a| a.env(None::<&'static str>));
+        .mut_args(|a| a.env(None::<&'static str>))
+        .after_help(
+            "Options also come from RWSGI_<OPTION> variables and a -c TOML file (see --help).",
+        )
+        .after_long_help(AFTER_HELP);
     cmd.build();
+
+    // The command line alone: its errors, --help and --version are clap's business.
+    let cli_matches = cmd
+        .try_get_matches_from_mut(&args)
+        .map_err(ParseError::Usage)?;
     let specs = specs(&cmd, &original);
     let on_command_line: Vec<bool> = specs
         .iter()

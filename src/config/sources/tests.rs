@@ -278,8 +278,9 @@ fn clap_env_fallback_ranks_as_environment() {
     );
     assert_eq!(cli.python.venv, Some(PathBuf::from("/from/rwsgi")));
 
-    // The process's own environment is not read behind the caller's back.
-    let (cli, _) = ok(&["rwsgi", "-c", c], &[]);
+    // The process's own environment is not read behind the caller's back, and an empty
+    // variable is unset rather than an empty path.
+    let (cli, _) = ok(&["rwsgi", "-c", c], &[("VIRTUAL_ENV", "")]);
     assert_eq!(cli.python.venv, Some(PathBuf::from("/from/file")));
 }
 
