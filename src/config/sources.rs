@@ -154,13 +154,9 @@ impl Sources {
     /// option it is about (`--threads 0: …`, `APP 'x' …`), when the value came from the
     /// environment or the file; a command-line value needs no pointer.
     pub fn annotate(&self, err: &ConfigError) -> ConfigError {
-        match self.subject(&err.0).map(|o| &o.source) {
-            Some(Source::Env(_) | Source::File(_)) => {
-                let name = self
-                    .subject(&err.0)
-                    .map(|o| o.name.clone())
-                    .unwrap_or_default();
-                ConfigError(format!("{} ({})", err.0, self.describe(&name)))
+        match self.subject(&err.0) {
+            Some(o) if matches!(o.source, Source::Env(_) | Source::File(_)) => {
+                ConfigError(format!("{} ({})", err.0, self.describe(&o.name)))
             }
             _ => err.clone(),
         }
