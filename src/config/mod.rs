@@ -5,6 +5,8 @@
 //! that names the option, never later as a panic inside a worker.
 
 pub mod bind;
+pub mod print;
+pub mod sources;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -12,9 +12,6 @@ pub mod supervisor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::Parser;
-
-use crate::cli::Cli;
 use crate::config::Config;
 use crate::control::{CONTROL_FD_ENV, WORKER_ID_ENV};
 
@@ -29,22 +26,30 @@ pub mod exit {
 
 /// Runs rwsgi (master or worker) and returns the process exit code.
 pub fn main() -> i32 {
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => {
-            let code = if e.use_stderr() {
-                exit::USAGE
-            } else {
-                exit::OK
-            };
-            let _ = e.print();
-            return code;
-        }
+    // Command line > RWSGI_* environment > --config file > default; see config::sources.
+    let (cli, sources) = match crate::config::sources::parse_layered(
+        std::env::args_os().collect(),
+        &std::env::vars_os().collect(),
+    ) {
+        Ok(parsed) => parsed,
+        Err(e) => return e.report(),
     };
+    if cli.print_config {
+        return match crate::config::print::render(&cli, &sources) {
+            Ok(toml) => {
+                print!("{toml}");
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("rwsgi: error: {e}");
+                exit::USAGE
+            }
+        };
+    }
     let config = match Config::from_cli(&cli) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("rwsgi: error: {e}");
+            eprintln!("rwsgi: error: {}", sources.annotate(&e));
             return exit::USAGE;
         }
     };
