@@ -354,6 +354,7 @@ mod tests {
         let env = [
             ("RWSGI_WORKERS", "3"),
             ("RWSGI_NOTIFY", "log,statsd"),
+            ("RWSGI_STATSD_HOST", "127.0.0.1:8125"),
             ("RWSGI_ACCESS_LOG_FORMAT", "%(h)s \"%(r)s\" \\ %(s)s"),
             ("RWSGI_REDIS_URL", "redis://cache:6379/2"),
         ];

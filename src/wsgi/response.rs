@@ -51,6 +51,15 @@ impl Outcome {
     }
 }
 
+/// What the access log wants kept from a request beyond its status and size.
+#[derive(Clone, Copy, Default)]
+pub struct LogNeeds<'a> {
+    /// Keep the response headers (`%({name}o)s`).
+    pub keep_headers: bool,
+    /// Keep these environ values (`%({key}e)s`), lower-cased keys.
+    pub env_keys: &'a [String],
+}
+
 /// The parts of a job that outlive the app call (for the log line).
 pub struct RequestLine {
     pub method: Method,
@@ -75,9 +84,12 @@ pub fn handle(
     facts: &RequestFacts<'_>,
     shared: &EnvironShared,
     handle: &tokio::runtime::Handle,
-    keep_headers: bool,
-    env_keys: &[String],
+    log: LogNeeds<'_>,
 ) -> Outcome {
+    let LogNeeds {
+        keep_headers,
+        env_keys,
+    } = log;
     let body = job.body.take();
     let (reply_tx, reply_placeholder) = tokio::sync::oneshot::channel();
     let reply = std::mem::replace(&mut job.reply, reply_tx);

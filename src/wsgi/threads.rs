@@ -138,16 +138,11 @@ fn run_one(
             .as_ref()
             .map(AccessLog::environ_keys)
             .unwrap_or(&[]);
-        let outcome = response::handle(
-            py,
-            app,
-            job,
-            &facts,
-            env,
-            &shared.handle,
+        let needs = response::LogNeeds {
             keep_headers,
             env_keys,
-        );
+        };
+        let outcome = response::handle(py, app, job, &facts, env, &shared.handle, needs);
         shared
             .recorder
             .record_finish(dispatched.elapsed(), outcome.status);
