@@ -177,7 +177,7 @@ access-log-format = '%(h)s "%(r)s" %(s)s'
     )
     first, _, out = print_config(
         ["-c", cfg, "-b", "127.0.0.1:9201", "--pythonpath", "a,b", "m.wsgi:app"],
-        env={"RWSGI_WORKERS": "2", "RWSGI_NOTIFY": "log,statsd"},
+        env={"RWSGI_WORKERS": "2", "RWSGI_NOTIFY": "log,statsd", "RWSGI_STATSD_HOST": "127.0.0.1:8125"},
     )
     again = write_toml(tmp_path / "out.toml", out)
     second, src, _ = print_config(["-c", again])

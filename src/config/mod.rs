@@ -5,6 +5,7 @@
 //! that names the option, never later as a panic inside a worker.
 
 pub mod bind;
+pub mod django;
 pub mod print;
 pub mod sources;
 

@@ -12,6 +12,7 @@ pub mod supervisor;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::sources::Sources;
 use crate::config::Config;
 use crate::control::{CONTROL_FD_ENV, WORKER_ID_ENV};
 
@@ -61,7 +62,34 @@ pub fn main() -> i32 {
     if let Some(worker) = worker_env() {
         return crate::worker::main(config, worker.0, worker.1);
     }
-    run_master(config)
+    run_master(config, &cli, &sources)
+}
+
+/// The notifier configuration, with request-time-tracker's Django settings (from the
+/// first worker) filling options nobody set.
+fn notify_config(
+    config: &Config,
+    cli: &crate::cli::Cli,
+    sources: &Sources,
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<crate::notify::NotifyConfig, String> {
+    if settings.is_empty() || !config.python.read_django_settings {
+        return Ok(config.notify.clone());
+    }
+    let applied = crate::config::django::apply(cli, sources, settings);
+    for used in &applied.used {
+        tracing::info!("Django settings: {used}");
+    }
+    let mut notify = crate::notify::NotifyConfig::from_args(
+        &applied.cli.notify,
+        applied.cli.tracker.queue_header.is_some(),
+        config.log.format,
+    )
+    .map_err(|e| format!("{e} (with QUEUE_TIME_TRACKER_* settings from Django)"))?;
+    if let Some(keys) = applied.aws_keys {
+        notify.set_aws_keys(keys);
+    }
+    Ok(notify)
 }
 
 /// `(id, control fd)` when this process is a worker; the variables are removed so
@@ -75,7 +103,7 @@ fn worker_env() -> Option<(u32, i32)> {
     Some((id, fd))
 }
 
-fn run_master(config: Arc<Config>) -> i32 {
+fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -101,19 +129,32 @@ fn run_master(config: Arc<Config>) -> i32 {
         std::process::id()
     );
     let code = runtime.block_on(async {
-        let notifier = if config.notify.sinks().is_empty() {
+        let mut sup = supervisor::Supervisor::new(config.clone());
+        let settings = match sup.boot().await {
+            Ok(settings) => settings,
+            Err(code) => return code,
+        };
+        let notify = match notify_config(&config, cli, sources, &settings) {
+            Ok(n) => n,
+            Err(e) => {
+                eprintln!("rwsgi: error: {e}");
+                sup.abort();
+                return exit::USAGE;
+            }
+        };
+        let notifier = if notify.sinks().is_empty() {
             None
         } else {
-            match crate::notify::Notifier::start(config.notify.clone()).await {
+            match crate::notify::Notifier::start(notify.clone()).await {
                 Ok(n) => Some(n),
                 Err(e) => {
                     eprintln!("rwsgi: error: {e}");
+                    sup.abort();
                     return exit::USAGE;
                 }
             }
         };
-        let mut aggregator = aggregate::Aggregator::new(config.notify.interval(), notifier);
-        let sup = supervisor::Supervisor::new(config.clone());
+        let mut aggregator = aggregate::Aggregator::new(notify.interval(), notifier);
         let code = sup.run(&mut aggregator).await;
         aggregator
             .finish(config.process.graceful_timeout.min(Duration::from_secs(10)))

@@ -83,6 +83,10 @@ pub struct Supervisor {
     backoff: Duration,
     next_spawn: Instant,
     settings_seen: bool,
+    /// The first ready worker's Django settings, until [`Supervisor::boot`] takes them.
+    django: Option<BTreeMap<String, String>>,
+    /// [`Supervisor::boot`]: leave the loop once a worker is ready.
+    stop_at_ready: bool,
     /// Control-socket reader tasks still running.
     readers: usize,
 }
@@ -104,6 +108,8 @@ impl Supervisor {
             backoff: Duration::ZERO,
             next_spawn: Instant::now(),
             settings_seen: false,
+            django: None,
+            stop_at_ready: false,
             readers: 0,
         }
     }
@@ -114,6 +120,30 @@ impl Supervisor {
     }
 
     /// Runs until shutdown; returns the exit code.
+    /// Starts the workers and runs until the first one is ready (sockets bound and
+    /// handed over): `Ok(settings)` with its Django QUEUE_TIME_TRACKER_* values, or
+    /// `Err(exit code)` when booting failed or a signal stopped the master first.
+    pub async fn boot(&mut self) -> Result<BTreeMap<String, String>, i32> {
+        struct Booting;
+        impl Collector for Booting {
+            fn snapshot(&mut self, _: u32, _: u64, _: Vec<u8>) {}
+            fn tick(&mut self, _: &mut dyn FnMut(u64) -> usize, _: usize) {}
+        }
+        self.stop_at_ready = true;
+        let code = self.serve(&mut Booting).await;
+        self.stop_at_ready = false;
+        if self.ever_ready && self.shutdown.is_none() {
+            return Ok(self.django.take().unwrap_or_default());
+        }
+        self.kill_all(Signal::SIGKILL);
+        Err(code)
+    }
+
+    /// Stops every worker at once (a start-up error after booting).
+    pub fn abort(&mut self) {
+        self.kill_all(Signal::SIGKILL);
+    }
+
     pub async fn run(mut self, collector: &mut dyn Collector) -> i32 {
         let code = self.serve(collector).await;
         // Final snapshots written by workers just before they exited may still sit
@@ -196,6 +226,9 @@ impl Supervisor {
                     }
                 }
                 _ = tick.tick() => {
+                    if self.stop_at_ready && (self.ever_ready || self.shutdown.is_some()) {
+                        return exit::OK;
+                    }
                     if let Some(code) = self.reap() {
                         self.kill_all(Signal::SIGKILL);
                         return code;
@@ -548,6 +581,7 @@ impl Supervisor {
                 if !self.settings_seen {
                     self.settings_seen = true;
                     collector.django_settings(&django);
+                    self.django = Some(django);
                 }
                 if self.listeners.is_none() {
                     match self.bind() {

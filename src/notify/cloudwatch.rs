@@ -76,6 +76,9 @@ pub struct CloudWatchConfig {
     pub unit: TimeUnit,
     /// `--notify-interval`: decides the storage resolution.
     pub interval: Duration,
+    /// Keys from request-time-tracker's Django settings, used instead of the AWS
+    /// chain when present; never from an option.
+    pub aws_keys: Option<crate::config::django::AwsKeys>,
 }
 
 impl CloudWatchConfig {
@@ -121,13 +124,23 @@ impl CloudWatchConfig {
             )?,
             unit: TimeUnit::parse(&args.cloudwatch_unit)?,
             interval: interval(args.notify_interval)?,
+            aws_keys: None,
         })
     }
 
     /// Loads the AWS configuration (region and credential chain) and makes the
     /// client. No request is sent here; credentials are resolved on first use.
     pub async fn build(&self) -> Result<CloudWatchSink, String> {
-        self.build_with(None).await
+        let keys = self.aws_keys.as_ref().map(|k| {
+            Credentials::new(
+                k.access_key_id.clone(),
+                k.secret_access_key.clone(),
+                None,
+                None,
+                "django-settings",
+            )
+        });
+        self.build_with(keys).await
     }
 
     /// [`CloudWatchConfig::build`] with fixed credentials instead of the chain, so

@@ -178,6 +178,15 @@ impl NotifyConfig {
     }
 
     /// Time between reports (`--notify-interval`): the master's timer period.
+    /// Hands AWS keys from Django settings to the CloudWatch sink, if configured.
+    pub fn set_aws_keys(&mut self, keys: crate::config::django::AwsKeys) {
+        for sink in &mut self.sinks {
+            if let SinkConfig::CloudWatch(c) = sink {
+                c.aws_keys = Some(keys.clone());
+            }
+        }
+    }
+
     pub fn interval(&self) -> Duration {
         self.interval
     }
