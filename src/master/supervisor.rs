@@ -195,9 +195,18 @@ impl Supervisor {
                     if let Event::Closed(_) = ev {
                         self.readers -= 1;
                     }
+                    let changes_pool = matches!(
+                        ev,
+                        Event::Msg(_, ToMaster::Ready { .. } | ToMaster::Recycle)
+                    );
                     if let Some(code) = self.on_event(ev, collector) {
                         self.kill_all(Signal::SIGKILL);
                         return code;
+                    }
+                    // A recycle request or a ready replacement acts now, not at the
+                    // next tick: the retiring worker overshoots --max-requests less.
+                    if changes_pool && self.shutdown.is_none() && !self.stop_at_ready {
+                        self.maintain();
                     }
                 }
                 _ = term.recv() => self.begin_shutdown(Stop::Graceful, "term"),
