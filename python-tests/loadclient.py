@@ -2,7 +2,8 @@
 
 ``Load`` runs ``conns`` client threads; each keeps one keep-alive connection and
 sends GET requests in a loop, reconnecting only after the server closed the
-connection (``Connection: close``) or after a failure. Every request is recorded as
+connection (``Connection: close``) or after a failure (or, with ``reuse=False``,
+opens a new connection for every request). Every request is recorded as
 a ``Result``: when it was issued, which connection carried it, which worker pid
 answered (the test apps answer with ``os.getpid()``), or what went wrong.
 
@@ -73,6 +74,8 @@ class Load:
     conns: int = 4
     path: object = "/pid"  # str, or callable(conn, seq) -> str
     pace: float = 0.01
+    #: False: a new connection for every request (closed after the response)
+    reuse: bool = True
     timeout: float = SOCK_TIMEOUT
     results: list = field(default_factory=list)
     #: connection id -> pid of the worker holding it right now (None: not connected)
@@ -174,7 +177,8 @@ class Load:
                 else:
                     r.pid = pid_of(resp.body)
                     prev = r.pid
-                if (resp.header("Connection") or "").lower() == "close" or resp.version == "HTTP/1.0":
+                if (not self.reuse or (resp.header("Connection") or "").lower() == "close"
+                        or resp.version == "HTTP/1.0"):
                     conn.close()
                     conn = None
             except Exception as e:  # noqa: BLE001 - every failure is recorded
