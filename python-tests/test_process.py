@@ -267,6 +267,18 @@ def test_graceful_timeout_short_request_finishes_long_one_is_cut(start_server):
     assert exited < 6
 
 
+def test_term_right_after_start_is_still_graceful(start_server):
+    """TERM within the master's first tick after the first worker became ready once
+    made the master SIGKILL its workers, cutting requests they had taken."""
+    srv = start_server(APP, "-w", "2", "--threads", "2")
+    req = background(lambda: exchange(srv, "GET", "/sleep?s=0.5&tag=early", timeout=20))
+    wait_sleeping(srv, "early")
+    srv.signal(signal.SIGTERM)
+    req["thread"].join(10)
+    assert srv.wait(10) == 0
+    assert "result" in req and req["result"].status == 200, f"request cut by TERM: {req}"
+
+
 # ---------------------------------------------------------------------------
 # --max-requests
 # ---------------------------------------------------------------------------
