@@ -257,8 +257,10 @@ def launch(
     chdir: str | Path | None = TESTS_DIR,
     wait: bool = True,
     ready_timeout: float = READY_TIMEOUT,
+    pass_fds: tuple = (),
 ) -> Server:
-    """Start rwsgi; retry on a port clash. bind="auto" picks a free port on host."""
+    """Start rwsgi; retry on a port clash. bind="auto" picks a free port on host.
+    pass_fds: file descriptors the server inherits (socket activation, fd://N)."""
     last_err = None
     for attempt in range(4):
         port = free_port(host) if bind == "auto" else None
@@ -283,6 +285,7 @@ def launch(
             proc = subprocess.Popen(
                 argv, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=e,
                 cwd=str(cwd) if cwd else None, start_new_session=True,
+                pass_fds=tuple(pass_fds),
             )
         srv = Server(proc, host, port or 0, argv, logdir, state, _stdout_path=out_p, _stderr_path=err_p)
         _ACTIVE_SERVERS.append(srv)

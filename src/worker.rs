@@ -235,28 +235,41 @@ async fn read_loop(
     }
 }
 
+/// How often the worker compares its served count with `--max-requests`: the
+/// replacement should start right after the limit, not up to a heartbeat later
+/// (a busy worker serves hundreds of requests per heartbeat).
+const RECYCLE_POLL: Duration = Duration::from_millis(20);
+
 async fn heartbeat_loop(
     shared: Arc<WorkerShared>,
     out: mpsc::Sender<ToMaster>,
     limit: Option<u64>,
 ) {
     let mut asked = false;
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut beat = tokio::time::interval(Duration::from_millis(500));
+    let mut poll = tokio::time::interval(RECYCLE_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
-        let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
-        let beat = ToMaster::Heartbeat {
-            served,
-            oldest: shared.oldest_busy(),
-        };
-        if out.send(beat).await.is_err() {
-            return;
-        }
-        if let Some(limit) = limit {
-            if served >= limit && !asked {
-                asked = true;
-                tracing::info!(served, "max requests reached; asking to be replaced");
-                let _ = out.send(ToMaster::Recycle).await;
+        tokio::select! {
+            _ = beat.tick() => {
+                let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
+                let beat = ToMaster::Heartbeat {
+                    served,
+                    oldest: shared.oldest_busy(),
+                };
+                if out.send(beat).await.is_err() {
+                    return;
+                }
+            }
+            _ = poll.tick(), if limit.is_some() && !asked => {
+                let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
+                if limit.is_some_and(|limit| served >= limit) {
+                    asked = true;
+                    tracing::info!(served, "max requests reached; asking to be replaced");
+                    if out.send(ToMaster::Recycle).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     }

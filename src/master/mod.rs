@@ -166,7 +166,12 @@ fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> 
     }
     for spec in &config.server.binds {
         if let crate::config::BindSpec::Unix(path) = spec {
-            if code != exit::BOOT {
+            // Only a socket file: when binding failed because the path is some other
+            // file, that file is the user's and stays.
+            use std::os::unix::fs::FileTypeExt;
+            let is_socket =
+                std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket());
+            if code != exit::BOOT && is_socket {
                 let _ = std::fs::remove_file(path);
             }
         }

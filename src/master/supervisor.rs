@@ -119,10 +119,10 @@ impl Supervisor {
         self.workers.values().map(|w| w.pid.as_raw()).collect()
     }
 
-    /// Runs until shutdown; returns the exit code.
     /// Starts the workers and runs until the first one is ready (sockets bound and
     /// handed over): `Ok(settings)` with its Django QUEUE_TIME_TRACKER_* values, or
-    /// `Err(exit code)` when booting failed or a signal stopped the master first.
+    /// `Err(exit code)` when booting failed or a signal stopped the master before any
+    /// worker was ready.
     pub async fn boot(&mut self) -> Result<BTreeMap<String, String>, i32> {
         struct Booting;
         impl Collector for Booting {
@@ -132,7 +132,10 @@ impl Supervisor {
         self.stop_at_ready = true;
         let code = self.serve(&mut Booting).await;
         self.stop_at_ready = false;
-        if self.ever_ready && self.shutdown.is_none() {
+        // Once a worker serves, a TERM that came in the same moment is a graceful
+        // stop like any other: `run` drains the workers. Killing them here would
+        // cut requests they already took.
+        if self.ever_ready && code == exit::OK {
             return Ok(self.django.take().unwrap_or_default());
         }
         self.kill_all(Signal::SIGKILL);
@@ -144,6 +147,7 @@ impl Supervisor {
         self.kill_all(Signal::SIGKILL);
     }
 
+    /// Runs until shutdown; returns the exit code.
     pub async fn run(mut self, collector: &mut dyn Collector) -> i32 {
         let code = self.serve(collector).await;
         // Final snapshots written by workers just before they exited may still sit
@@ -195,9 +199,18 @@ impl Supervisor {
                     if let Event::Closed(_) = ev {
                         self.readers -= 1;
                     }
+                    let changes_pool = matches!(
+                        ev,
+                        Event::Msg(_, ToMaster::Ready { .. } | ToMaster::Recycle)
+                    );
                     if let Some(code) = self.on_event(ev, collector) {
                         self.kill_all(Signal::SIGKILL);
                         return code;
+                    }
+                    // A recycle request or a ready replacement acts now, not at the
+                    // next tick: the retiring worker overshoots --max-requests less.
+                    if changes_pool && self.shutdown.is_none() && !self.stop_at_ready {
+                        self.maintain();
                     }
                 }
                 _ = term.recv() => self.begin_shutdown(Stop::Graceful, "term"),

@@ -1,13 +1,17 @@
 //! Accept loops and per-connection HTTP/1.1 on hyper: keep-alive with an idle
 //! timeout, pipelining, the header-read timeout, and graceful shutdown.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
@@ -185,6 +189,61 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
+/// How long a keep-alive connection must have been quiet (no request bytes, nothing
+/// in flight) before a draining worker closes it. Closing an idle connection the
+/// moment the worker is told to stop races the client's next request, which may
+/// already be on the wire, and that request would be lost. A client in the middle of
+/// a conversation sends its next request within this window, gets it answered with
+/// `Connection: close` ([`CloseWhenDraining`]) and reconnects to another worker; a
+/// connection quiet for this long is as idle as one the keep-alive timer closes.
+const DRAIN_QUIET: Duration = Duration::from_millis(250);
+/// How often a draining connection looks for the above.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+/// The request service of one connection, answering with `Connection: close` once
+/// the worker drains, so hyper closes the connection right after that response.
+struct CloseWhenDraining {
+    inner: RequestService,
+    stop: watch::Receiver<Stop>,
+}
+
+impl Service<Request<Incoming>> for CloseWhenDraining {
+    type Response = <RequestService as Service<Request<Incoming>>>::Response;
+    type Error = <RequestService as Service<Request<Incoming>>>::Error;
+    type Future = CloseWhenDrainingFuture;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        CloseWhenDrainingFuture {
+            inner: self.inner.call(req),
+            stop: self.stop.clone(),
+        }
+    }
+}
+
+type InnerFuture = <RequestService as Service<Request<Incoming>>>::Future;
+
+struct CloseWhenDrainingFuture {
+    inner: InnerFuture,
+    stop: watch::Receiver<Stop>,
+}
+
+impl Future for CloseWhenDrainingFuture {
+    type Output = <InnerFuture as Future>::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut out = std::task::ready!(self.inner.as_mut().poll(cx));
+        if let Ok(resp) = &mut out {
+            if *self.stop.borrow() != Stop::Running {
+                resp.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
+        }
+        Poll::Ready(out)
+    }
+}
+
 async fn serve<S>(stream: S, svc: RequestService, ctx: &AcceptCtx)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -196,16 +255,26 @@ where
         inner: stream,
         activity: activity.clone(),
     });
+    let svc = CloseWhenDraining {
+        inner: svc,
+        stop: ctx.stop.clone(),
+    };
     let conn = ctx.http.builder.serve_connection(io, svc);
     tokio::pin!(conn);
     let mut stop = ctx.stop.clone();
-    let mut shutting_down = *stop.borrow() != Stop::Running;
-    if shutting_down {
-        conn.as_mut().graceful_shutdown();
-    }
     let idle = ctx.http.keep_alive.unwrap_or(Duration::from_secs(3600));
     let mut seen = activity.load(Ordering::Relaxed);
     let mut idle_timer = Box::pin(tokio::time::sleep(idle));
+    // `draining`: the worker stops; since when this connection has been quiet.
+    // `closing`: hyper was told to finish and close.
+    let mut draining: Option<tokio::time::Instant> = None;
+    let mut closing = false;
+    if *stop.borrow() != Stop::Running {
+        draining = Some(tokio::time::Instant::now());
+        idle_timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + DRAIN_POLL);
+    }
     loop {
         tokio::select! {
             res = conn.as_mut() => {
@@ -214,19 +283,34 @@ where
                 }
                 break;
             }
-            _ = stop.changed(), if !shutting_down => {
-                shutting_down = true;
-                conn.as_mut().graceful_shutdown();
+            _ = stop.changed(), if draining.is_none() && !closing => {
+                draining = Some(tokio::time::Instant::now());
+                seen = activity.load(Ordering::Relaxed);
+                idle_timer.as_mut().reset(tokio::time::Instant::now() + DRAIN_POLL);
             }
-            _ = &mut idle_timer => {
+            _ = &mut idle_timer, if !closing => {
                 let now = activity.load(Ordering::Relaxed);
-                if now == seen && in_flight.load(Ordering::Acquire) == 0 {
-                    conn.as_mut().graceful_shutdown();
-                    shutting_down = true;
-                    idle_timer.as_mut().reset(tokio::time::Instant::now() + Duration::from_secs(3600));
-                } else {
-                    seen = now;
-                    idle_timer.as_mut().reset(tokio::time::Instant::now() + idle);
+                let busy = in_flight.load(Ordering::Acquire) > 0;
+                let t = tokio::time::Instant::now();
+                match draining {
+                    Some(_) if now != seen || busy => {
+                        seen = now;
+                        draining = Some(t);
+                        idle_timer.as_mut().reset(t + DRAIN_POLL);
+                    }
+                    Some(quiet_since) if t.duration_since(quiet_since) < DRAIN_QUIET => {
+                        idle_timer.as_mut().reset(t + DRAIN_POLL);
+                    }
+                    // Quiet while draining, or idle past --keep-alive: close. (hyper
+                    // lets a response still being written finish first.)
+                    Some(_) | None if now == seen && !busy => {
+                        conn.as_mut().graceful_shutdown();
+                        closing = true;
+                    }
+                    _ => {
+                        seen = now;
+                        idle_timer.as_mut().reset(t + idle);
+                    }
                 }
             }
         }

@@ -122,14 +122,26 @@ pub fn bind(spec: &BindSpec, backlog: u32, unix_mode: u32) -> anyhow::Result<Lis
             Ok(Listener::Unix(OwnedFd::from(sock).into()))
         }
         BindSpec::Fd(fd) => {
-            // SAFETY: the user told us this fd is an open listening socket given to
-            // this process (socket activation); we check it is a socket below.
+            // Taking ownership of a number that is not an open fd would make its
+            // eventual close an IO-safety abort; ask the kernel first.
+            // SAFETY: F_GETFD only reads the descriptor flags of any fd number.
+            if unsafe { libc::fcntl(*fd, libc::F_GETFD) } < 0 {
+                anyhow::bail!(
+                    "--bind fd://{fd}: not an open file descriptor: {}",
+                    std::io::Error::last_os_error()
+                );
+            }
+            // SAFETY: the fd is open, and the user gave it to this process to serve
+            // (socket activation); it is checked to be a listening socket below.
             let owned = unsafe { OwnedFd::from_raw_fd(*fd) };
             let sock = Socket::from(owned);
-            let is_listening = sock.r#type().is_ok() && sock.local_addr().is_ok();
-            if !is_listening {
-                anyhow::bail!("--bind fd://{fd}: not an open socket");
+            if sock.local_addr().is_err() || !sock.is_listener().unwrap_or(false) {
+                // Not ours to close: it was not a listening socket after all.
+                let _ = std::os::fd::IntoRawFd::into_raw_fd(OwnedFd::from(sock));
+                anyhow::bail!("--bind fd://{fd}: not a listening socket");
             }
+            // Workers get it over the control socket; later ones need not inherit it.
+            sock.set_cloexec(true)?;
             Listener::from_fd(OwnedFd::from(sock)).map_err(Into::into)
         }
     }
