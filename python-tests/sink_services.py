@@ -15,7 +15,8 @@ Fixtures (registered in conftest.py):
 A backend that cannot start fails the test loudly; nothing here skips.
 
 Helpers: ``msec_stamp()`` (nginx ``$msec``), ``drive()`` (concurrent keep-alive load,
-optionally stamped), ``scrape()`` (prometheus text → dict), ``poll()``.
+optionally stamped), ``scrape()`` (prometheus text → dict), ``poll()``, ``by_metric()`` and
+``totals()`` (what the Azure fake accepted), ``HungListener`` (a black-holed port).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,6 +405,26 @@ class AzureFake:
 
     def configure(self, **conf):
         get_json(self.url + "/_config", "POST", conf)
+
+
+def by_metric(received):
+    """Accepted posts grouped by metric name."""
+    out = defaultdict(list)
+    for post in received:
+        base = post["body"]["data"]["baseData"]
+        out[base["metric"]].append(post)
+    return out
+
+
+def totals(posts):
+    """count/sum/min/max over every series of some posts, as Azure would aggregate them."""
+    series = [s for p in posts for s in p["body"]["data"]["baseData"]["series"]]
+    return {
+        "count": sum(s["count"] for s in series),
+        "sum": sum(s["sum"] for s in series),
+        "min": min(s["min"] for s in series),
+        "max": max(s["max"] for s in series),
+    }
 
 
 @pytest.fixture

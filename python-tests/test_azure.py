@@ -11,10 +11,9 @@ import math
 import re
 import signal
 import time
-from collections import defaultdict
 
 from conftest import free_port
-from sink_services import IDENTITY_HEADER, drive, poll, requests_total, scrape
+from sink_services import IDENTITY_HEADER, by_metric, drive, poll, requests_total, scrape, totals
 
 APP = "apps.wsgi_rules:application"
 SUB = "00000000-1111-2222-3333-444444444444"
@@ -25,24 +24,6 @@ METRICS = {"TimeInQueue", "ServerWait", "AppTime", "RequestCount", "ShedCount", 
 def azure_args(fake, *extra):
     return ["--notify", "azure", "--azure-region", "West Europe", "--azure-endpoint", fake.url,
             "--notify-interval", "1", "--queue-header", "X-RequestTime", *extra]
-
-
-def by_metric(received):
-    out = defaultdict(list)
-    for post in received:
-        base = post["body"]["data"]["baseData"]
-        out[base["metric"]].append(post)
-    return out
-
-
-def totals(posts):
-    series = [s for p in posts for s in p["body"]["data"]["baseData"]["series"]]
-    return {
-        "count": sum(s["count"] for s in series),
-        "sum": sum(s["sum"] for s in series),
-        "min": min(s["min"] for s in series),
-        "max": max(s["max"] for s in series),
-    }
 
 
 def test_every_metric_arrives_with_exact_aggregates(start_server, azure_fake):

@@ -5,7 +5,8 @@ TimeInQueue's SampleCount is the number of stamped requests, its Sum the sum of 
 times rwsgi reported (cross-checked with the prometheus sink running alongside and with
 the Values/Counts the adapter saw), RequestCount adds up to the requests sent, and
 Utilization, ServerWait and AppTime arrive with their units at storage resolution 1. The
-last partial interval is flushed on TERM; AWS_ENDPOINT_URL works instead of the flag."""
+last partial interval is flushed on TERM (even one that lands during start-up);
+AWS_ENDPOINT_URL works instead of the flag; a 503 is retried within the interval."""
 
 import datetime
 import math
@@ -14,7 +15,8 @@ import time
 import uuid
 
 from conftest import free_port
-from sink_services import aws_env, drive, poll, requests_total, scrape
+from sink_services import (FAKES, Adapter, aws_env, dead_port, drive, poll, requests_total, scrape,
+                           start_ready_script, stop_proc)
 
 APP = "apps.wsgi_rules:application"
 
@@ -179,3 +181,33 @@ def test_credentials_never_reach_the_logs(start_server, cw_adapter):
     poll(lambda: cw_adapter.datums(ns, "TimeInQueue"), 10, what="a report")
     srv.stop()
     assert secret not in srv.logs()
+
+
+def test_service_errors_are_retried_within_the_interval(start_server, tmp_path):
+    # An adapter whose moto is gone answers every call 503 ServiceUnavailable, the
+    # way CloudWatch does when it is in trouble.
+    proc, port = start_ready_script(FAKES / "cbor_moto_adapter.py", ["--moto", f"http://127.0.0.1:{dead_port()}"],
+                                    tmp_path / "adapter-503.log", "CBOR adapter (503)")
+    try:
+        adapter = Adapter(port, proc)
+        ns = namespace("retry")
+        srv = start_server(
+            APP, "--notify", "cloudwatch", "--cloudwatch-namespace", ns, "--cloudwatch-region", "us-east-1",
+            "--cloudwatch-endpoint", adapter.url, "--notify-interval", "1", "--queue-header", "X-RequestTime",
+            env=aws_env(),
+        )
+        t0 = time.monotonic()
+        assert drive(srv, 20, concurrency=2, path="/hello").failures == []
+        poll(lambda: len(adapter.requests(ns)) >= 6, 10, what="several attempts")
+        srv.stop()
+        elapsed = time.monotonic() - t0
+        attempts = adapter.requests(ns)
+        warned = [l for l in srv.logs().splitlines() if "report not delivered" in l and "cloudwatch" in l]
+        reports = len({d["Timestamp"] for p in attempts for d in p["MetricData"]})
+        # Every report was tried more than once (503 is retryable), the same datums
+        # each time, and each failed report cost at most one line per interval.
+        assert len(attempts) >= 2 * reports, (len(attempts), reports)
+        assert warned and len(warned) <= elapsed + 2, (len(warned), elapsed)
+        assert "ServiceUnavailable" in warned[0] or "503" in warned[0], warned[0]
+    finally:
+        stop_proc(proc)

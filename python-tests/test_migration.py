@@ -2,8 +2,10 @@
 middleware's QUEUE_TIME_TRACKER_* settings (apps/tracker_settings.py), reports queue
 time to CloudWatch (moto, through the CBOR adapter) with no rwsgi option beyond the app:
 the header, the interval, the namespace, the region and the AWS keys all come from the
-settings, and only the endpoint comes from AWS_ENDPOINT_URL. The command line and the
-environment still win over the settings, and --ignore-django-settings turns them off."""
+settings, and only the endpoint comes from AWS_ENDPOINT_URL. The Azure flavour of the
+settings (resource in parts) reports to the Azure fakes the same way. The command line
+and the environment still win over the settings, and --ignore-django-settings turns
+them off."""
 
 import statistics
 import time
@@ -12,7 +14,7 @@ import uuid
 import pytest
 
 from conftest import EXAMPLES, TESTS_DIR
-from sink_services import aws_env, drive, poll
+from sink_services import aws_env, by_metric, drive, poll, totals
 
 DJANGO_DIR = EXAMPLES / "django_project"
 APP = "mysite.wsgi:application"
@@ -92,3 +94,20 @@ def test_ignore_django_settings(start_server, cw_adapter, django_env):
     time.sleep(2.5)  # more than two intervals of the settings' NOTIFY_EVERY_SECONDS
     assert cw_adapter.requests(ns) == []
     assert "QUEUE_TIME_TRACKER_" not in srv.logs()
+
+
+def test_azure_settings_report_to_azure_monitor(start_server, azure_fake, tmp_path):
+    fake = azure_fake()
+    env = dict(fake.env(), DJANGO_SETTINGS_MODULE="apps.tracker_settings_azure", PYTHONPATH=str(TESTS_DIR),
+               DJANGO_DB_DIR=str(tmp_path), RWSGI_AZURE_ENDPOINT=fake.url)
+    srv = start_server(APP, chdir=DJANGO_DIR, env=env)
+    assert drive(srv, 12, concurrency=2, path="/", header="X-RequestTime").failures == []
+    poll(lambda: (q := by_metric(fake.received())["TimeInQueue"]) and totals(q)["count"] == 12,
+         10, what="12 TimeInQueue samples at the Azure fake")
+    resource = ("/subscriptions/00000000-1111-2222-3333-444444444444/resourceGroups/main"
+                "/providers/Microsoft.ContainerService/managedClusters/example-cluster")
+    posts = fake.received()
+    assert {p["path"] for p in posts} == {resource + "/metrics"}
+    assert {p["body"]["data"]["baseData"]["namespace"] for p in posts} == {"queue-time"}
+    assert fake.rejected() == []
+    assert "--notify azure from QUEUE_TIME_TRACKER_AZURE_REGION" in srv.logs()
