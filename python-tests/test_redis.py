@@ -118,3 +118,29 @@ def test_redis_down_costs_no_request_and_reporting_resumes(start_server, redis_s
     assert after > before
     poll(lambda: "sink recovered" in srv.logs(), 5, what="a recovery log line")
     assert REDIS_PASSWORD not in srv.logs()
+
+
+def test_wrong_password_is_not_hammered(start_server, redis_server):
+    """A refused password repeats on every retry: one attempt per interval, a clear
+    line, and neither password in the logs."""
+    interval = 0.5
+    wrong = "wrong-Pw-91c2"
+    url = f"redis://:{wrong}@127.0.0.1:{redis_server.port}/0"
+    r = redis_server.client()
+    before = int(r.info("stats")["total_connections_received"])
+    t0 = time.monotonic()
+    srv = start_server(APP, "--notify", "redis", "--redis-url", url, "--notify-interval", str(interval),
+                       "--queue-header", "X-RequestTime")
+    assert drive(srv, 10, concurrency=2, path="/hello").failures == []
+    poll(lambda: "report not delivered" in srv.logs(), 5, what="a warning")
+    time.sleep(4 * interval)
+    srv.stop()
+    elapsed = time.monotonic() - t0
+    # Our own client's INFO connection counts once.
+    connections = int(redis_server.client().info("stats")["total_connections_received"]) - before - 1
+    reports = elapsed / interval + 1
+    assert connections <= reports + 1, f"{connections} connections for about {reports:.0f} reports"
+    logs = srv.logs()
+    warned = [l for l in logs.splitlines() if "report not delivered" in l and "redis" in l]
+    assert warned and "authentication" in warned[0].lower(), warned[:1]
+    assert wrong not in logs and REDIS_PASSWORD not in logs
