@@ -5,7 +5,8 @@ timestamp window. Under load, the accepted posts cover every metric with the rig
 count, sum, min and max (cross-checked with the prometheus sink); the resource is given
 whole or in parts; dimensions arrive as dimNames/dimValues. A 403 costs a log line that
 names the Monitoring Metrics Publisher role, never a request, and never shows a token;
-a short-lived token is refreshed while requests keep flowing."""
+a short-lived token is refreshed while requests keep flowing; a refused identity (401 from
+the identity endpoint) costs a log line, never a request, and never shows the header."""
 
 import math
 import re
@@ -148,3 +149,17 @@ def test_short_lived_token_is_refreshed(start_server, azure_fake):
     poll(lambda: totals(by_metric(fake.received())["TimeInQueue"])["count"] == total, 10,
          what=f"{total} TimeInQueue samples")
     assert "fake-token-" not in srv.logs()
+
+
+def test_refused_identity_costs_a_line_not_a_request(start_server, azure_fake):
+    fake = azure_fake()
+    wrong = "wrong-identity-header-5d1"
+    srv = start_server(APP, *azure_args(fake, "--azure-resource-id", RESOURCE),
+                       env=dict(fake.env(), IDENTITY_HEADER=wrong))
+    assert drive(srv, 20, concurrency=2, path="/hello").failures == []
+    poll(lambda: "token endpoint answered HTTP 401" in srv.logs(), 10, what="the identity refusal in the log")
+    assert drive(srv, 10, concurrency=2, path="/hello").failures == []
+    srv.stop()
+    assert fake.received() == [] and fake.state()["tokens_issued"] == 0
+    logs = srv.logs()
+    assert wrong not in logs and IDENTITY_HEADER not in logs
