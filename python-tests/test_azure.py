@@ -2,16 +2,20 @@
 an App Service style identity endpoint (IDENTITY_ENDPOINT / IDENTITY_HEADER) and an
 ingestion endpoint that checks every body field by field, the bearer token and the
 timestamp window. Under load, the accepted posts cover every metric with the right
-count, sum, min and max (cross-checked with the prometheus sink); the resource is given
+count, sum, min and max (cross-checked with the prometheus sink, and interval by interval
+with the log sink's JSON lines); the resource is given
 whole or in parts; dimensions arrive as dimNames/dimValues. A 403 costs a log line that
 names the Monitoring Metrics Publisher role, never a request, and never shows a token;
 a short-lived token is refreshed while requests keep flowing; a refused identity (401 from
 the identity endpoint) costs a log line, never a request, and never shows the header."""
 
+import json
 import math
 import re
 import signal
 import time
+
+import pytest
 
 from conftest import free_port
 from sink_services import IDENTITY_HEADER, by_metric, drive, poll, requests_total, scrape, totals
@@ -35,6 +39,7 @@ def test_every_metric_arrives_with_exact_aggregates(start_server, azure_fake):
         *azure_args(fake, "--azure-resource-id", RESOURCE,
                     "--azure-dimension", "Env=test", "--azure-dimension", "Role=web"),
         "--notify", "prometheus", "--metrics-bind", metrics_addr,
+        "--notify", "log", "--log-format", "json",
         env=fake.env(),
     )
     stamped = drive(srv, 160, concurrency=8, path="/sleep?s=0.002")
@@ -77,6 +82,22 @@ def test_every_metric_arrives_with_exact_aggregates(start_server, azure_fake):
     assert totals(posts["ShedCount"])["sum"] == 0
     util = totals(posts["Utilization"])
     assert 0 <= util["min"] <= util["max"] <= 100 and util["max"] > 0
+
+    # Interval by interval, each post carries what the log sink printed for the same
+    # report (the sinks get the same reports, in the same order).
+    reports = [json.loads(l) for l in srv.stderr_text().splitlines()
+               if l.startswith("{") and '"queue time report"' in l]
+    assert len(reports) == len(posts["RequestCount"])
+
+    def series(name):
+        return [p["body"]["data"]["baseData"]["series"][0] for p in posts[name]]
+
+    for name, field in (("TimeInQueue", "queue_time"), ("ServerWait", "server_wait"), ("AppTime", "app_time")):
+        logged = [(r[f"{field}_count"], r[f"{field}_max"]) for r in reports if r[f"{field}_count"] > 0]
+        assert [(s["count"], s["max"]) for s in series(name)] == logged, name
+    assert [s["sum"] for s in series("RequestCount")] == [r["requests"] for r in reports]
+    assert [s["sum"] for s in series("Utilization")] == pytest.approx(
+        [min(100.0, r["utilization"] * 100) for r in reports], rel=1e-12)
 
 
 def test_resource_in_parts_and_custom_namespace(start_server, azure_fake):
