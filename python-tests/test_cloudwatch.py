@@ -4,11 +4,13 @@ boto3's GetMetricStatistics reads straight from moto must equal what rwsgi measu
 TimeInQueue's SampleCount is the number of stamped requests, its Sum the sum of the queue
 times rwsgi reported (cross-checked with the prometheus sink running alongside and with
 the Values/Counts the adapter saw), RequestCount adds up to the requests sent, and
-Utilization, ServerWait and AppTime arrive with their units at storage resolution 1. The
+Utilization, ServerWait and AppTime arrive with their units at storage resolution 1, and
+each call matches the log sink's line for the same interval. The
 last partial interval is flushed on TERM (even one that lands during start-up);
 AWS_ENDPOINT_URL works instead of the flag; a 503 is retried within the interval."""
 
 import datetime
+import json
 import math
 import signal
 import time
@@ -73,6 +75,7 @@ def test_statistics_in_moto_equal_what_rwsgi_measured(start_server, cw_adapter, 
         "--cloudwatch-namespace", ns, "--cloudwatch-region", "us-east-1",
         "--cloudwatch-endpoint", cw_adapter.url, "--cloudwatch-dimension", "Service=web",
         "--notify-interval", "1", "--queue-header", "X-RequestTime",
+        "--notify", "log", "--log-format", "json",
         env=aws_env(),
     )
     stamped = drive(srv, 240, concurrency=8, path="/sleep?s=0.002")
@@ -130,6 +133,21 @@ def test_statistics_in_moto_equal_what_rwsgi_measured(start_server, cw_adapter, 
     assert util["Units"] == {"Percent"}
     assert 0 <= util["Minimum"] <= util["Maximum"] <= 100 and util["Maximum"] > 0
     assert statistics(cw, ns, "ShedCount", dims, t0)["Sum"] == 0
+
+    # Interval by interval, each call carries what the log sink printed for the same
+    # report: the sample count, and the exact extremes pinned into Values.
+    reports = [json.loads(l) for l in srv.stderr_text().splitlines()
+               if l.startswith("{") and '"queue time report"' in l]
+    assert len(reports) == len(sent)
+    for report, call in zip(reports, sent):
+        by_name = {d["MetricName"]: d for d in call["MetricData"]}
+        assert by_name["RequestCount"]["Value"] == report["requests"]
+        for name, field in (("TimeInQueue", "queue_time"), ("ServerWait", "server_wait"), ("AppTime", "app_time")):
+            if report[f"{field}_count"] == 0:
+                assert name not in by_name, "an empty interval must not send SampleCount 0"
+                continue
+            d = by_name[name]
+            assert (sum(d["Counts"]), max(d["Values"])) == (report[f"{field}_count"], report[f"{field}_max"]), name
 
 
 def test_last_partial_interval_is_flushed_on_term(start_server, cw_adapter, moto):
