@@ -9,6 +9,8 @@
 * ``RawConn``        – raw-socket HTTP/1.x client that frames responses itself
                        (Content-Length, chunked, close-delimited) and can tell a closed
                        connection from an idle one.
+* ``moto``, ``cw_adapter``, ``azure_fake``, ``redis_server`` – real sink backends on free
+                       ports, from sink_services.py.
 
 The logs of every server a failing test used are attached to the failure report.
 """
@@ -646,3 +648,10 @@ def wait_close_record(server, ident, timeout=5.0):
     raise AssertionError(f"close() of iterable {ident!r} was not called within {timeout}s")
 
 
+
+
+# ---------------------------------------------------------------------------
+# sink backends (moto + CBOR adapter, Azure fakes, redis-server): see sink_services.py
+# ---------------------------------------------------------------------------
+
+from sink_services import azure_fake, cw_adapter, moto, redis_server  # noqa: E402,F401

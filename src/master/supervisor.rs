@@ -87,6 +87,10 @@ pub struct Supervisor {
     django: Option<BTreeMap<String, String>>,
     /// [`Supervisor::boot`]: leave the loop once a worker is ready.
     stop_at_ready: bool,
+    /// Snapshots that arrived during [`Supervisor::boot`] (a worker that stopped
+    /// early sends its final one), handed to the collector when [`Supervisor::run`]
+    /// starts, so that no request served during start-up goes unreported.
+    boot_snapshots: Vec<(u32, u64, Vec<u8>)>,
     /// Control-socket reader tasks still running.
     readers: usize,
 }
@@ -110,6 +114,7 @@ impl Supervisor {
             settings_seen: false,
             django: None,
             stop_at_ready: false,
+            boot_snapshots: Vec::new(),
             readers: 0,
         }
     }
@@ -122,19 +127,30 @@ impl Supervisor {
     /// Starts the workers and runs until the first one is ready (sockets bound and
     /// handed over): `Ok(settings)` with its Django QUEUE_TIME_TRACKER_* values, or
     /// `Err(exit code)` when booting failed or a signal stopped the master before any
-    /// worker was ready.
+    /// worker served.
+    ///
+    /// A TERM or INT that arrives once a worker serves does not end the boot early:
+    /// the shutdown is under way, and [`Supervisor::run`] (with the notifier started)
+    /// finishes it, so workers drain instead of being killed and the requests they
+    /// served are reported.
     pub async fn boot(&mut self) -> Result<BTreeMap<String, String>, i32> {
-        struct Booting;
+        /// Keeps snapshots for [`Supervisor::run`]; nothing is collected yet.
+        #[derive(Default)]
+        struct Booting(Vec<(u32, u64, Vec<u8>)>);
         impl Collector for Booting {
-            fn snapshot(&mut self, _: u32, _: u64, _: Vec<u8>) {}
+            fn snapshot(&mut self, worker: u32, seq: u64, data: Vec<u8>) {
+                self.0.push((worker, seq, data));
+            }
             fn tick(&mut self, _: &mut dyn FnMut(u64) -> usize, _: usize) {}
         }
         self.stop_at_ready = true;
-        let code = self.serve(&mut Booting).await;
+        let mut booting = Booting::default();
+        let code = self.serve(&mut booting).await;
         self.stop_at_ready = false;
         // Once a worker serves, a TERM that came in the same moment is a graceful
         // stop like any other: `run` drains the workers. Killing them here would
         // cut requests they already took.
+        self.boot_snapshots = booting.0;
         if self.ever_ready && code == exit::OK {
             return Ok(self.django.take().unwrap_or_default());
         }
@@ -149,6 +165,9 @@ impl Supervisor {
 
     /// Runs until shutdown; returns the exit code.
     pub async fn run(mut self, collector: &mut dyn Collector) -> i32 {
+        for (id, seq, data) in std::mem::take(&mut self.boot_snapshots) {
+            collector.snapshot(id, seq, data);
+        }
         let code = self.serve(collector).await;
         // Final snapshots written by workers just before they exited may still sit
         // in the control sockets: read them all (each reader ends with `Closed`).

@@ -343,6 +343,10 @@ impl AzureSink {
 }
 
 /// The error for a non-2xx answer of the ingestion endpoint.
+///
+/// Only the service's `detail` is cut short: on a 401/403 the part an operator acts
+/// on (which role, for which identity, on which resource) comes first and whole, so
+/// that a long Azure message can never truncate the resource id away.
 pub(crate) fn answer_error(
     status: u16,
     metric: &str,
@@ -350,12 +354,13 @@ pub(crate) fn answer_error(
     credential: &str,
     resource: &str,
 ) -> SinkError {
+    let detail = truncate(detail.to_string(), MAX_MESSAGE);
     let (retryable, message) = match status {
         401 | 403 => (
             false,
             format!(
-                "azure: HTTP {status} for {metric} ({detail}): the {credential} needs the \
-                 '{ROLE}' role on {resource}"
+                "azure: HTTP {status} for {metric}: the {credential} needs the '{ROLE}' \
+                 role on {resource} ({detail})"
             ),
         ),
         408 | 429 => (
@@ -368,10 +373,7 @@ pub(crate) fn answer_error(
             format!("azure: HTTP {status} for {metric} rejected: {detail}"),
         ),
     };
-    SinkError {
-        retryable,
-        message: truncate(message, MAX_MESSAGE),
-    }
+    SinkError { retryable, message }
 }
 
 /// `code: message` out of Azure's `{"error": {"code", "message"}}` (either case of

@@ -270,11 +270,21 @@ impl RedisSink {
     fn error(&self, e: &redis::RedisError) -> SinkError {
         let secrets: Vec<&str> = self.password.iter().map(String::as_str).collect();
         SinkError {
-            // Refused, reset, timed out, LOADING, failover: all pass with time.
-            retryable: e.is_io_error() || !matches!(e.retry_method(), RetryMethod::NoRetry),
+            retryable: is_retryable(e),
             message: truncate(scrub(&format!("redis: {e}"), &secrets), MAX_MESSAGE),
         }
     }
+}
+
+/// Refused, reset, timed out, LOADING, failover: all pass with time. A refused
+/// password does not: the redis crate files it under "reconnect", but retrying it
+/// only repeats the refusal (and makes the server's auth-failure log noisy), so it
+/// costs one attempt per interval, like any other permanent error.
+pub(crate) fn is_retryable(e: &redis::RedisError) -> bool {
+    if e.kind() == redis::ErrorKind::AuthenticationFailed {
+        return false;
+    }
+    e.is_io_error() || !matches!(e.retry_method(), RetryMethod::NoRetry)
 }
 
 /// The hash fields of the module docs.

@@ -110,6 +110,16 @@ fn answers_map_to_retryable_or_not() {
             .contains("'Monitoring Metrics Publisher' role on /subscriptions/"),
         "{e:?}"
     );
+    // A long service message never cuts the resource id (what to fix) away.
+    let long = "AuthorizationFailed: ".to_string() + &"x".repeat(2000);
+    let e = answer_error(403, "TimeInQueue", &long, "client secret", RESOURCE);
+    assert!(
+        e.message.contains(&format!(
+            "'Monitoring Metrics Publisher' role on {RESOURCE}"
+        )),
+        "{e:?}"
+    );
+    assert!(e.message.len() < 700, "{}", e.message.len());
     assert!(!answer_error(401, "m", "", "client secret", RESOURCE).retryable);
     assert!(answer_error(429, "m", "", "c", RESOURCE).retryable);
     assert!(answer_error(503, "m", "", "c", RESOURCE).retryable);

@@ -215,4 +215,6 @@ async fn wrong_password_is_reported_without_it() {
     let mut sink = sink(&url, &[]).await;
     let err = sink.send(&sample_report()).await.unwrap_err();
     assert!(!err.message.contains(PASSWORD), "{err:?}");
+    // Retrying a refused password only repeats the refusal.
+    assert!(!err.retryable, "{err:?}");
 }
