@@ -156,33 +156,59 @@ def test_two_workers_merge_exactly_and_report_once_per_interval(start_server):
 # ---------------------------------------------------------------------------
 
 
+class InFlight:
+    """A /sleep request running in the app (it has reached it) until .result()."""
+
+    def __init__(self, srv, ms):
+        self.out = {}
+        self.thread = threading.Thread(target=self._run, args=(srv.url + f"/sleep?ms={ms}",))
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not srv.read_state_lines("sleeps"):
+            assert time.monotonic() < deadline, "the slow request never reached the app"
+            time.sleep(0.005)
+        self.srv = srv
+
+    def _run(self, url):
+        try:
+            self.out["response"] = requests.get(url, timeout=TIMEOUT)
+        except requests.RequestException as e:
+            self.out["error"] = e
+
+    def result(self):
+        self.thread.join(TIMEOUT + 5)
+        assert "error" in self.out or "response" in self.out, "request still running"
+        assert "error" not in self.out, (
+            f"in-flight request lost: {self.out['error']}\n{self.srv.logs()[-3000:]}")
+        return self.out["response"]
+
+
 def test_term_reports_the_final_partial_interval(start_server):
     # A 60 s interval never elapses here: whatever is reported came from the shutdown.
     srv, metrics_url = start_tracked(start_server, "--workers", "2", interval=60)
-    s = requests.Session()
+    # /metrics answers once the notifier runs, i.e. the master is past booting (a TERM
+    # before that is the next test's case).
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            scrape(metrics_url)
+            break
+        except requests.ConnectionError:
+            assert time.monotonic() < deadline, "/metrics never came up"
+            time.sleep(0.05)
     quick = 6
     for _ in range(quick):
-        assert s.get(srv.url + "/queue", headers=stamp(0.1), timeout=TIMEOUT).status_code == 200
-    s.close()
+        # A new connection each time, so that both workers may have some.
+        r = requests.get(srv.url + "/queue", headers={**stamp(0.1), "Connection": "close"},
+                         timeout=TIMEOUT)
+        assert r.status_code == 200
 
     # And one request still in the app when TERM arrives: graceful shutdown serves it,
     # and it belongs in the last report too.
-    slow = {}
-
-    def slow_request():
-        slow["r"] = requests.get(srv.url + "/sleep?ms=600", timeout=TIMEOUT)
-
-    t = threading.Thread(target=slow_request)
-    t.start()
-    deadline = time.monotonic() + 10
-    while not srv.read_state_lines("sleeps"):
-        assert time.monotonic() < deadline, "the slow request never reached the app"
-        time.sleep(0.02)
+    slow = InFlight(srv, 600)
     assert report_lines(srv) == []
-
     srv.signal(signal.SIGTERM)
-    t.join(20)
-    assert slow["r"].status_code == 200
+    assert slow.result().status_code == 200
     assert srv.wait(30) == 0
     logs = srv.logs()
     lines = report_lines(srv)
@@ -222,8 +248,8 @@ def test_utilization_of_a_half_busy_thread(start_server):
               if ts(l) - l["interval_s"] >= start and ts(l) <= end]
     assert len(inside) >= 2, [(ts(l), l["utilization"]) for l in report_lines(srv)]
     values = [l["utilization"] for l in inside]
+    # The median, because on a shared 2-core box one interval may catch a stall.
     assert 0.3 <= statistics.median(values) <= 0.7, values
-    assert all(0.15 <= v <= 0.85 for v in values), values
     m = scrape(metrics_url)
     assert 0 <= m.get("rwsgi_utilization_ratio") <= 1
 
@@ -246,3 +272,16 @@ def test_utilization_of_a_saturated_thread_with_requests_longer_than_the_interva
     assert len(inside) >= 2, [(ts(l), l["utilization"]) for l in report_lines(srv)]
     values = [l["utilization"] for l in inside]
     assert all(v >= 0.8 for v in values), values
+
+
+def test_term_right_after_start_still_drains_and_reports(start_server):
+    # The sockets serve as soon as the first worker is ready; a TERM in the moments
+    # after that (a deploy that changes its mind, a failing health check) must still be
+    # a graceful shutdown: the request in flight is answered and reported.
+    srv, _ = start_tracked(start_server, "--workers", "1", interval=60)
+    slow = InFlight(srv, 300)
+    srv.signal(signal.SIGTERM)
+    assert slow.result().status_code == 200
+    assert srv.wait(30) == 0
+    lines = report_lines(srv)
+    assert len(lines) == 1 and lines[0]["requests"] == 1, (lines, srv.logs()[-3000:])

@@ -10,9 +10,9 @@ Also: the app sees `environ["rwsgi.queue_time"]`; every stamp format counts as `
 garbage, pre-2000, too-old and future stamps are counted as `invalid`/`future` and never
 change the response; a stamp from an untrusted peer is ignored.
 
-Reports are read from the log sink's JSON lines (one per interval: count, p50, max)
-and from /metrics (cumulative count and sum). The burst is fired right after a report,
-with an interval three times its length, so one report holds it whole.
+Reports are read from the log sink's JSON lines (one per interval: count, sum, min,
+p50, max) and from /metrics (cumulative count and sum). The burst is fired right after
+a report, with an interval three times its length, so one report holds it whole.
 """
 
 import re
@@ -61,19 +61,6 @@ def within(got, want, rel):
     return abs(got - want) <= rel * want
 
 
-def burst_in_one_report(srv, host, port):
-    """Fires BURST concurrent /sleep requests right after a report line; returns
-    (the app's view of each request, the report line that covers the burst)."""
-    wait_next_report(srv)
-    n = len(report_lines(srv))
-    resps = preconnected_burst(host, port, [f"/sleep?ms={SLEEP_MS}"] * BURST)
-    assert [r.status for r in resps] == [200] * BURST, [r.text for r in resps]
-    seen = [r.json() for r in resps]
-    report = wait_reports(srv, n + 1)[n]
-    assert report["requests"] == BURST, ("the burst was split across reports", report)
-    return seen, report
-
-
 def wait_metric(metrics_url, name, want, timeout=10.0):
     """Polls /metrics until `name` reaches `want` (the prometheus task applies a
     report just after the log task prints it); returns the scrape."""
@@ -85,20 +72,63 @@ def wait_metric(metrics_url, name, want, timeout=10.0):
         time.sleep(0.1)
 
 
+def caught_up(srv, metrics_url, prefix, family):
+    """/metrics once prometheus has applied every report logged so far."""
+    want = sum(l[f"{prefix}_count"] for l in report_lines(srv))
+    return wait_metric(metrics_url, f"{family}_count", want)
+
+
+# A 100 ms sleep that took this long means the box, not rwsgi, set the queue.
+STALLED_APP_TIME = 1.5 * SLEEP_MS / 1000
+
+
+def burst_in_one_report(srv, host, port, metrics_url, prefix, family):
+    """Fires BURST concurrent /sleep requests right after a report line, so that the
+    next report holds them all. Returns the app's view of each request, that report,
+    and /metrics before and after.
+
+    The queue is only the one we caused if each request really took its 100 ms. On
+    this shared 2-core box another process can stall the app (one 100 ms sleep took
+    810 ms once, and every later request queued that much longer); the server's own
+    app_time shows it. Such an attempt, or one a stall pushed across a report
+    boundary, measured something else than we caused, and is fired again (at most
+    three times); the checks on the one that ran as planned stay strict.
+    """
+    attempts = []
+    for _ in range(3):
+        wait_next_report(srv)
+        n = len(report_lines(srv))
+        before = caught_up(srv, metrics_url, prefix, family)
+        resps = preconnected_burst(host, port, [f"/sleep?ms={SLEEP_MS}"] * BURST)
+        assert [r.status for r in resps] == [200] * BURST, [r.text for r in resps]
+        seen = [r.json() for r in resps]
+        report = wait_reports(srv, n + 1)[n]
+        after = caught_up(srv, metrics_url, prefix, family)
+        if report["requests"] == BURST and report["app_time_max"] <= STALLED_APP_TIME:
+            return seen, report, before, after
+        attempts.append(report)
+    pytest.fail(f"the box stalled the app in every attempt: {attempts}")
+
+
 def expected_waits():
     """The queue we cause: request k waits for the k before it, 100 ms each."""
     return [k * SLEEP_MS / 1000 for k in range(BURST)]
 
 
-def check_distribution(report, prefix, metrics, family, observed):
+def check_distribution(report, prefix, before, after, family, observed):
     """count, sum, p50 and max of one metric against what we caused (within 10%) and
     against what the app saw of each request (exactly, or within HDR's 1%)."""
     caused = expected_waits()
     assert report[f"{prefix}_count"] == BURST, report
-    assert metrics.get(f"{family}_count") == BURST
-    total = metrics.get(f"{family}_sum")
+    count = after.get(f"{family}_count") - before.get(f"{family}_count")
+    total = after.get(f"{family}_sum") - before.get(f"{family}_sum")
+    assert count == BURST, (before.text, after.text)
     assert within(total, sum(caused), 0.10), (total, sorted(observed))
     assert abs(total - sum(observed)) < 1e-6, (total, observed)
+    # The interval's line has the same exact sum, and the first request hardly waited.
+    assert abs(report[f"{prefix}_sum"] - total) < 1e-6, report
+    assert 0 <= report[f"{prefix}_min"] < 0.05, report
+    assert abs(report[f"{prefix}_min"] - min(observed)) < 1e-6, (report, observed)
 
     p50, mx = report[f"{prefix}_p50"], report[f"{prefix}_max"]
     assert within(p50, nearest_rank(caused, 0.5), 0.10), (p50, sorted(observed))
@@ -119,32 +149,32 @@ def test_nginx_burst_gives_the_queue_time_distribution(start_server, nginx_proxy
     srv, metrics_url = start_tracked(start_server, "--workers", "1", "--threads", "1", interval=3)
     ng = nginx_proxy(srv.port)
 
-    seen, report = burst_in_one_report(srv, "127.0.0.1", ng.port)
+    family = "rwsgi_queue_time_seconds"
+    seen, report, before, after = burst_in_one_report(
+        srv, "127.0.0.1", ng.port, metrics_url, "queue_time", family)
     observed = [s["queue_time"] for s in seen]
     assert all(isinstance(q, float) for q in observed), seen
-
-    m = wait_metric(metrics_url, "rwsgi_queue_time_seconds_count", BURST)
-    check_distribution(report, "queue_time", m, "rwsgi_queue_time_seconds", observed)
+    check_distribution(report, "queue_time", before, after, family, observed)
     assert report["stamps_ok"] == BURST and report["stamps_missing"] == 0, report
     assert report["requests"] == BURST and report["status_2xx"] == BURST
     assert report["workers"] == 1
     # Each request spent its 100 ms in the app.
     assert report["app_time_count"] == BURST
-    assert 0.09 <= report["app_time_p50"] <= 0.2, report
+    assert 0.099 <= report["app_time_p50"] <= STALLED_APP_TIME, report
 
 
 def test_direct_burst_gives_the_server_wait_distribution(start_server):
     srv, metrics_url = start_tracked(start_server, "--workers", "1", "--threads", "1", interval=3)
 
-    seen, report = burst_in_one_report(srv, srv.host, srv.port)
+    family = "rwsgi_server_wait_seconds"
+    seen, report, before, after = burst_in_one_report(
+        srv, srv.host, srv.port, metrics_url, "server_wait", family)
     observed = [s["server_wait"] for s in seen]
     assert all(s["queue_time"] is None for s in seen), seen
-
-    m = wait_metric(metrics_url, "rwsgi_server_wait_seconds_count", BURST)
-    check_distribution(report, "server_wait", m, "rwsgi_server_wait_seconds", observed)
+    check_distribution(report, "server_wait", before, after, family, observed)
     # No proxy, no stamp: nothing in queue_time, every request counted as missing.
     assert report["queue_time_count"] == 0 and report["stamps_missing"] == BURST, report
-    assert m.get("rwsgi_queue_time_seconds_count") == 0
+    assert after.get("rwsgi_queue_time_seconds_count") == 0
 
 
 # ---------------------------------------------------------------------------
@@ -300,3 +330,17 @@ def test_forged_stamp_from_untrusted_peer_is_ignored(start_server, trust):
     assert m.get("rwsgi_queue_time_seconds_count") == 0
     assert m.get("rwsgi_shed_total") == 0
     assert m.get("rwsgi_server_wait_seconds_count") == 3
+
+
+def test_with_two_stamps_the_last_one_counts(start_server):
+    # A proxy that appends its stamp (HAProxy add-header, Apache RequestHeader add)
+    # leaves the client's forged one first: the proxy's, the last, must be used.
+    srv = start_server(APP, "--queue-header", HEADER)
+    forged = f"{time.time() - 30:.3f}"
+    real = f"{time.time() - 0.2:.3f}"
+    with srv.raw() as c:
+        c.send(request_bytes("GET", "/queue", [(HEADER, forged), (HEADER, real)]))
+        r = c.read_response()
+    assert r.status == 200, r.text
+    q = r.json()["queue_time"]
+    assert 0.15 <= q < 2, q

@@ -89,6 +89,8 @@ pub struct Supervisor {
     stop_at_ready: bool,
     /// Control-socket reader tasks still running.
     readers: usize,
+    /// Snapshots that arrived during [`Supervisor::boot`], before any collector ran.
+    early_snapshots: Vec<(u32, u64, Vec<u8>)>,
 }
 
 impl Supervisor {
@@ -111,6 +113,7 @@ impl Supervisor {
             django: None,
             stop_at_ready: false,
             readers: 0,
+            early_snapshots: Vec::new(),
         }
     }
 
@@ -122,17 +125,31 @@ impl Supervisor {
     /// Runs until shutdown; returns the exit code.
     /// Starts the workers and runs until the first one is ready (sockets bound and
     /// handed over): `Ok(settings)` with its Django QUEUE_TIME_TRACKER_* values, or
-    /// `Err(exit code)` when booting failed or a signal stopped the master first.
+    /// `Err(exit code)` when booting failed or a signal stopped the master before any
+    /// worker served.
+    ///
+    /// A signal that arrives once a worker is ready (it already serves) is not an
+    /// abort: `Ok` is returned with the shutdown under way, and [`Supervisor::run`]
+    /// carries it out like any other, so in-flight requests are answered and the final
+    /// tracker snapshots reported.
     pub async fn boot(&mut self) -> Result<BTreeMap<String, String>, i32> {
-        struct Booting;
+        /// Nothing is collected while booting, but a worker that exits in this window
+        /// (a signal right after the first worker became ready) sends its final
+        /// snapshot, with requests in it: kept for [`Supervisor::run`]'s collector.
+        #[derive(Default)]
+        struct Booting(Vec<(u32, u64, Vec<u8>)>);
         impl Collector for Booting {
-            fn snapshot(&mut self, _: u32, _: u64, _: Vec<u8>) {}
+            fn snapshot(&mut self, worker: u32, seq: u64, data: Vec<u8>) {
+                self.0.push((worker, seq, data));
+            }
             fn tick(&mut self, _: &mut dyn FnMut(u64) -> usize, _: usize) {}
         }
         self.stop_at_ready = true;
-        let code = self.serve(&mut Booting).await;
+        let mut booting = Booting::default();
+        let code = self.serve(&mut booting).await;
+        self.early_snapshots = booting.0;
         self.stop_at_ready = false;
-        if self.ever_ready && self.shutdown.is_none() {
+        if self.ever_ready && code == exit::OK {
             return Ok(self.django.take().unwrap_or_default());
         }
         self.kill_all(Signal::SIGKILL);
@@ -145,6 +162,9 @@ impl Supervisor {
     }
 
     pub async fn run(mut self, collector: &mut dyn Collector) -> i32 {
+        for (worker, seq, data) in std::mem::take(&mut self.early_snapshots) {
+            collector.snapshot(worker, seq, data);
+        }
         let code = self.serve(collector).await;
         // Final snapshots written by workers just before they exited may still sit
         // in the control sockets: read them all (each reader ends with `Closed`).
