@@ -6,7 +6,9 @@
 //! memory (no allocation, nothing that can block or panic), and everything that can
 //! be computed before taking the lock is. Measured in release on the 2-core dev box:
 //! dispatch + finish cost 40–70 ns per request uncontended, 150–250 ns with two
-//! threads doing nothing but record; a hello-world WSGI request costs tens of µs. The GIL
+//! threads doing nothing but record (measured before busy time became an integral,
+//! which added one vDSO clock read, some 20 ns, outside the lock to dispatch and to
+//! finish); a hello-world WSGI request costs tens of µs. The GIL
 //! already serializes the Python threads, so contention is rare and a sharded or
 //! lock-free design is not worth its complexity unless the bench says otherwise.
 //!
@@ -282,10 +284,12 @@ mod tests {
         let third = r.take();
         assert_eq!(third.app_time.count(), 1);
         assert!(third.busy >= ms(20), "{:?}", third.busy);
+        // Idle for at least the last 20 ms of the interval (one thread of two).
         assert!(
-            third.busy < ms(40),
-            "idle after the finish: {:?}",
-            third.busy
+            third.busy + ms(19) <= third.capacity / 2,
+            "idle after the finish: {:?} of {:?}",
+            third.busy,
+            third.capacity
         );
 
         thread::sleep(ms(10));
@@ -299,16 +303,20 @@ mod tests {
         r.record_dispatch(&Stamp::Missing, ms(0));
         thread::sleep(ms(30));
         let s = r.take();
-        assert!(s.utilization() > 0.9, "{}", s.utilization());
+        // One thread alone could not exceed 0.5.
+        assert!(s.utilization() > 0.5, "{}", s.utilization());
         r.record_finish(ms(30), 200);
         r.record_finish(ms(30), 200);
         // A finish without a dispatch (never happens) cannot make busy time negative.
         r.record_finish(ms(30), 200);
         thread::sleep(ms(10));
-        let idle = r.take().busy;
+        let idle = r.take();
+        // Two threads × the moments before the finishes, but not the 10 ms after.
         assert!(
-            idle < ms(5),
-            "only the moments before the finishes: {idle:?}"
+            idle.busy + ms(19) <= idle.capacity,
+            "{:?} of {:?}",
+            idle.busy,
+            idle.capacity
         );
         thread::sleep(ms(10));
         assert_eq!(r.take().busy, Duration::ZERO);
