@@ -655,3 +655,177 @@ def wait_close_record(server, ident, timeout=5.0):
 # ---------------------------------------------------------------------------
 
 from sink_services import azure_fake, cw_adapter, moto, redis_server  # noqa: E402,F401
+
+
+# ---------------------------------------------------------------------------
+# queue time: report lines, /metrics, nginx in front
+# ---------------------------------------------------------------------------
+
+REPORT_MESSAGE = "queue time report"
+
+
+def report_lines(server: Server) -> list:
+    """The log sink's JSON report lines (``--log-format json``), oldest first."""
+    out = []
+    for line in server.logs().splitlines():
+        if REPORT_MESSAGE not in line:
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        fields = rec.get("fields", rec)
+        if fields.get("message") == REPORT_MESSAGE:
+            out.append({**fields, "timestamp": rec.get("timestamp")})
+    return out
+
+
+def wait_reports(server: Server, count: int, timeout: float = 15.0) -> list:
+    """Polls until at least ``count`` report lines were logged; returns them all."""
+    deadline = time.monotonic() + timeout
+    while True:
+        lines = report_lines(server)
+        if len(lines) >= count:
+            return lines
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"{len(lines)} of {count} report lines after {timeout}s:\n{server.logs()[-3000:]}")
+        time.sleep(0.05)
+
+
+def wait_next_report(server: Server, timeout: float = 15.0) -> dict:
+    """Waits for the next report line logged from now on and returns it."""
+    n = len(report_lines(server))
+    return wait_reports(server, n + 1, timeout)[n]
+
+
+class Metrics:
+    """One parsed scrape of ``/metrics`` (prometheus_client's own text parser)."""
+
+    def __init__(self, text: str):
+        from prometheus_client.parser import text_string_to_metric_families
+
+        self.text = text
+        self.families = {f.name: f for f in text_string_to_metric_families(text)}
+        self.samples = {}
+        for fam in self.families.values():
+            for s in fam.samples:
+                self.samples[(s.name, self._key(s.labels))] = s.value
+
+    @staticmethod
+    def _key(labels: dict) -> tuple:
+        # Bucket bounds are numbers: le="1" and le="1.0" are the same bucket.
+        return tuple(sorted((k, float(v) if k == "le" else v) for k, v in labels.items()))
+
+    def get(self, name: str, **labels) -> float:
+        key = (name, self._key(labels))
+        assert key in self.samples, f"no sample {name}{labels} in /metrics:\n{self.text}"
+        return self.samples[key]
+
+    def total(self, name: str) -> float:
+        """Sum of a sample over all its label values (e.g. every status class)."""
+        return sum(v for (n, _), v in self.samples.items() if n == name)
+
+
+def scrape(metrics_url: str) -> Metrics:
+    import requests
+
+    r = requests.get(metrics_url, timeout=SOCK_TIMEOUT)
+    assert r.status_code == 200, r.text
+    return Metrics(r.text)
+
+
+def settled_metrics(server: Server, metrics_url: str, intervals: int = 3) -> Metrics:
+    """Scrapes /metrics after ``intervals`` more reports, so that every request
+    answered before this call is counted (one interval to be taken, one for a late
+    snapshot, one so the prometheus task has surely applied it)."""
+    n = len(report_lines(server))
+    wait_reports(server, n + intervals)
+    return scrape(metrics_url)
+
+
+@dataclass
+class Nginx:
+    proc: subprocess.Popen
+    port: int
+    prefix: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+def launch_nginx(prefix: Path, upstream_port: int) -> Nginx:
+    """nginx with examples/nginx.conf (``proxy_set_header X-RequestTime $msec;``) in
+    front of ``127.0.0.1:upstream_port``, on a free port, prefix dir ``prefix``."""
+    import shutil
+
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    assert os.path.exists(nginx), "nginx is not installed"
+    conf = (EXAMPLES / "nginx.conf").read_text()
+    assert "127.0.0.1:8000" in conf and "127.0.0.1:8080" in conf
+    assert "proxy_set_header X-RequestTime $msec;" in conf
+    for _ in range(4):
+        port = free_port()
+        text = conf.replace("127.0.0.1:8000", f"127.0.0.1:{upstream_port}").replace(
+            "127.0.0.1:8080", f"127.0.0.1:{port}")
+        if os.geteuid() == 0:
+            # nginx's workers would drop to "nobody", who cannot enter pytest's 0700 temp dirs.
+            text = "user root;\n" + text
+        prefix.mkdir(parents=True, exist_ok=True)
+        (prefix / "nginx.conf").write_text(text)
+        with open(prefix / "nginx.stderr", "wb") as err:
+            proc = subprocess.Popen(
+                [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-e", str(prefix / "error.log")],
+                stdout=err, stderr=err, stdin=subprocess.DEVNULL)
+        ng = Nginx(proc, port, prefix)
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            with socket.socket() as s:
+                s.settimeout(1)
+                if s.connect_ex(("127.0.0.1", port)) == 0:
+                    return ng
+            time.sleep(0.05)
+        ng.stop()
+        log = (prefix / "nginx.stderr").read_text()
+        if "in use" not in log:
+            raise AssertionError(f"nginx did not start:\n{log}")
+    raise AssertionError("nginx: no free port after 4 attempts")
+
+
+@pytest.fixture
+def nginx_proxy(tmp_path):
+    """Factory: nginx_proxy(upstream_port) -> Nginx, stopped at teardown."""
+    started = []
+
+    def _start(upstream_port: int) -> Nginx:
+        ng = launch_nginx(tmp_path / f"nginx-{len(started)}", upstream_port)
+        started.append(ng)
+        return ng
+
+    yield _start
+    for ng in started:
+        ng.stop()
+
+
+def preconnected_burst(host: str, port: int, paths: list, headers=None, timeout: float = 20.0) -> list:
+    """Opens one connection per path first, then sends every request back to back, so
+    they arrive together; returns the responses in order."""
+    conns = [RawConn(host, port, timeout=timeout) for _ in paths]
+    try:
+        for c, p in zip(conns, paths):
+            hs = headers(p) if callable(headers) else headers
+            c.send(request_bytes("GET", p, hs, host=f"{host}:{port}"))
+        return [c.read_response() for c in conns]
+    finally:
+        for c in conns:
+            c.close()

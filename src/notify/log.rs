@@ -3,7 +3,8 @@
 //! It is the default sink when `--queue-header` is given, so it is what most people
 //! see first. In human mode the line is a compact sentence with adaptive units; in
 //! JSON mode (`--log-format json`) the same numbers are flat structured fields, in
-//! seconds, so a log shipper can graph them without parsing text.
+//! seconds, so a log shipper can graph them without parsing text; they include each
+//! metric's sum and min, so that the interval's exact mean is in the line too.
 
 use std::fmt::{self, Write as _};
 
@@ -75,11 +76,14 @@ impl LogSink {
                     workers = r.workers,
                     requests = r.requests(),
                     status_1xx = s1, status_2xx = s2, status_3xx = s3, status_4xx = s4, status_5xx = s5,
-                    queue_time_count = q.count, queue_time_p50 = q.p50, queue_time_p90 = q.p90,
+                    queue_time_count = q.count, queue_time_sum = q.sum, queue_time_min = q.min,
+                    queue_time_p50 = q.p50, queue_time_p90 = q.p90,
                     queue_time_p99 = q.p99, queue_time_max = q.max,
-                    server_wait_count = w.count, server_wait_p50 = w.p50, server_wait_p90 = w.p90,
+                    server_wait_count = w.count, server_wait_sum = w.sum, server_wait_min = w.min,
+                    server_wait_p50 = w.p50, server_wait_p90 = w.p90,
                     server_wait_p99 = w.p99, server_wait_max = w.max,
-                    app_time_count = a.count, app_time_p50 = a.p50, app_time_p90 = a.p90,
+                    app_time_count = a.count, app_time_sum = a.sum, app_time_min = a.min,
+                    app_time_p50 = a.p50, app_time_p90 = a.p90,
                     app_time_p99 = a.p99, app_time_max = a.max,
                     stamps_ok = r.stamps.ok, stamps_missing = r.stamps.missing,
                     stamps_invalid = r.stamps.invalid, stamps_future = r.stamps.future,
@@ -225,6 +229,10 @@ mod tests {
         assert_eq!(f["workers"], report.workers);
         assert_eq!(f["queue_time_count"], report.queue_time.count);
         assert_eq!(f["queue_time_p99"], report.queue_time.p99);
+        assert_eq!(f["queue_time_sum"], report.queue_time.sum);
+        assert_eq!(f["queue_time_min"], report.queue_time.min);
+        assert_eq!(f["server_wait_sum"], report.server_wait.sum);
+        assert_eq!(f["app_time_min"], report.app_time.min);
         assert_eq!(f["server_wait_max"], report.server_wait.max);
         assert_eq!(f["app_time_p50"], report.app_time.p50);
         assert_eq!(f["stamps_invalid"], report.stamps.invalid);

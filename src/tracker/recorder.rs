@@ -6,12 +6,20 @@
 //! memory (no allocation, nothing that can block or panic), and everything that can
 //! be computed before taking the lock is. Measured in release on the 2-core dev box:
 //! dispatch + finish cost 40–70 ns per request uncontended, 150–250 ns with two
-//! threads doing nothing but record; a hello-world WSGI request costs tens of µs. The GIL
+//! threads doing nothing but record (measured before busy time became an integral,
+//! which added one vDSO clock read, some 20 ns, outside the lock to dispatch and to
+//! finish); a hello-world WSGI request costs tens of µs. The GIL
 //! already serializes the Python threads, so contention is rare and a sharded or
 //! lock-free design is not worth its complexity unless the bench says otherwise.
 //!
 //! [`Recorder::take`] allocates the next interval's empty histograms *before* taking
 //! the lock and swaps them in, so the notifier timer never stalls a request either.
+//!
+//! Busy time (for `utilization`) is the integral of busy Python threads over time: each
+//! dispatch, finish and take first adds `threads in flight × time since the last event`
+//! to the open interval. A request therefore counts in every interval it spans, not
+//! only in the one where it finishes: a thread stuck in a 30 s request reads as busy in
+//! each of the intervals it is stuck in, instead of 0% until the request ends.
 
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -37,16 +45,38 @@ struct Current {
     snapshot: Snapshot,
     /// Monotonic start of the interval, so a wall-clock step cannot skew utilization.
     started: Instant,
+    /// Requests dispatched and not finished yet: the Python threads busy right now.
+    in_flight: u32,
+    /// Until when `snapshot.busy` holds the busy time of the requests in flight.
+    busy_until: Instant,
+}
+
+impl Current {
+    /// Adds the busy time of the requests in flight from `busy_until` up to `now`.
+    ///
+    /// `now` is read before the lock, so two threads may arrive out of order; the later
+    /// one then adds nothing rather than moving `busy_until` back, which loses only the
+    /// nanoseconds between their clock reads.
+    fn accrue(&mut self, now: Instant) {
+        if let Some(elapsed) = now.checked_duration_since(self.busy_until) {
+            let busy = elapsed.saturating_mul(self.in_flight);
+            self.snapshot.busy = self.snapshot.busy.saturating_add(busy);
+            self.busy_until = now;
+        }
+    }
 }
 
 impl Recorder {
     /// A recorder for a worker with `threads` Python threads (at least 1 is assumed).
     pub fn new(threads: usize) -> Recorder {
+        let now = Instant::now();
         Recorder {
             threads: u32::try_from(threads.max(1)).unwrap_or(u32::MAX),
             current: Mutex::new(Current {
                 snapshot: Snapshot::new(),
-                started: Instant::now(),
+                started: now,
+                in_flight: 0,
+                busy_until: now,
             }),
         }
     }
@@ -58,22 +88,28 @@ impl Recorder {
 
     /// Records a request at dispatch, the moment a Python thread takes it: its stamp
     /// outcome, its `queue_time` (`Ok` → the value, `Future` → 0) and its `server_wait`.
+    /// From now until [`Recorder::record_finish`], one thread counts as busy.
     pub fn record_dispatch(&self, stamp: &Stamp, server_wait: Duration) {
         let waits = Waits::new(stamp, server_wait);
+        let now = Instant::now();
         let mut current = self.lock();
+        current.accrue(now);
+        current.in_flight = current.in_flight.saturating_add(1);
         waits.add_to(&mut current.snapshot, stamp);
     }
 
-    /// Records a request whose response has been sent (or abandoned): its `app_time`,
-    /// its status class, and its share of busy thread time.
+    /// Records a request whose response has been sent (or abandoned): its `app_time`
+    /// and its status class; its thread stops counting as busy.
     pub fn record_finish(&self, app_time: Duration, status: u16) {
         let sample = Sample::new(app_time);
         let class = status_class(status);
+        let now = Instant::now();
         let mut current = self.lock();
+        current.accrue(now);
+        current.in_flight = current.in_flight.saturating_sub(1);
         let snapshot = &mut current.snapshot;
         snapshot.app_time.add(&sample);
         snapshot.status_classes[class] = snapshot.status_classes[class].saturating_add(1);
-        snapshot.busy = snapshot.busy.saturating_add(app_time);
     }
 
     /// Records a request answered 503 by `--max-queue-time` without calling the app.
@@ -100,6 +136,9 @@ impl Recorder {
             // Read the clock under the lock, so that the instant that ends this interval
             // is the one that starts the next and no request falls between them.
             let now = Instant::now();
+            // Requests still running were busy until now; from now on they are the
+            // next interval's busy time.
+            current.accrue(now);
             std::mem::swap(&mut current.snapshot, &mut snapshot);
             (std::mem::replace(&mut current.started, now), now)
         };
@@ -211,7 +250,76 @@ mod tests {
         assert_eq!(s.app_time.sum(), ms(40));
         assert_eq!(s.shed, 2);
         assert_eq!(s.status_classes, [1, 1, 1, 1, 2]);
-        assert_eq!(s.busy, ms(40));
+        // Busy time is the time threads were really busy (here: microseconds between
+        // each dispatch and finish), never the app_time the caller reports.
+        assert!(s.busy < ms(40), "{:?}", s.busy);
+        assert!(s.busy <= s.capacity, "{:?} of {:?}", s.busy, s.capacity);
+    }
+
+    #[test]
+    fn a_request_counts_as_busy_in_every_interval_it_spans() {
+        let r = Recorder::new(2);
+        r.record_dispatch(&Stamp::Missing, ms(0));
+        thread::sleep(ms(40));
+        let first = r.take();
+        assert_eq!(first.app_time.count(), 0, "not finished yet");
+        assert!(first.busy >= ms(40), "{:?}", first.busy);
+        assert!(
+            first.busy <= first.capacity / 2 + ms(1),
+            "one thread of two"
+        );
+
+        thread::sleep(ms(30));
+        let second = r.take();
+        assert!(second.busy >= ms(30), "still running: {:?}", second.busy);
+        assert!(
+            (second.utilization() - 0.5).abs() < 0.05,
+            "{}",
+            second.utilization()
+        );
+
+        thread::sleep(ms(20));
+        r.record_finish(ms(90), 200);
+        thread::sleep(ms(20));
+        let third = r.take();
+        assert_eq!(third.app_time.count(), 1);
+        assert!(third.busy >= ms(20), "{:?}", third.busy);
+        // Idle for at least the last 20 ms of the interval (one thread of two).
+        assert!(
+            third.busy + ms(19) <= third.capacity / 2,
+            "idle after the finish: {:?} of {:?}",
+            third.busy,
+            third.capacity
+        );
+
+        thread::sleep(ms(10));
+        assert_eq!(r.take().busy, Duration::ZERO, "nothing in flight");
+    }
+
+    #[test]
+    fn two_threads_in_flight_count_twice() {
+        let r = Recorder::new(2);
+        r.record_dispatch(&Stamp::Missing, ms(0));
+        r.record_dispatch(&Stamp::Missing, ms(0));
+        thread::sleep(ms(30));
+        let s = r.take();
+        // One thread alone could not exceed 0.5.
+        assert!(s.utilization() > 0.5, "{}", s.utilization());
+        r.record_finish(ms(30), 200);
+        r.record_finish(ms(30), 200);
+        // A finish without a dispatch (never happens) cannot make busy time negative.
+        r.record_finish(ms(30), 200);
+        thread::sleep(ms(10));
+        let idle = r.take();
+        // Two threads × the moments before the finishes, but not the 10 ms after.
+        assert!(
+            idle.busy + ms(19) <= idle.capacity,
+            "{:?} of {:?}",
+            idle.busy,
+            idle.capacity
+        );
+        thread::sleep(ms(10));
+        assert_eq!(r.take().busy, Duration::ZERO);
     }
 
     #[test]

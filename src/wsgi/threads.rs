@@ -120,8 +120,14 @@ fn run_one(
     };
     let stamp = match &cfg.tracker.queue_header {
         None => Stamp::Missing,
+        // The last one: a proxy that appends its stamp (rather than replacing it) puts
+        // it after any the client sent, and the client's must not be the one believed.
         Some(name) => classify(
-            job.headers.get(name).map(|v| v.as_bytes()),
+            job.headers
+                .get_all(name)
+                .iter()
+                .next_back()
+                .map(|v| v.as_bytes()),
             peer_ip.is_none_or(|ip| cfg.tracker.trusted.contains(ip)),
             SystemTime::now(),
             cfg.tracker.max_age,
@@ -138,7 +144,11 @@ fn run_one(
             job.headers.clone(),
         )
     });
-    let waited = stamp.queue_time().unwrap_or(server_wait);
+    // The request waited at least its server_wait (monotonic, certain), whatever a
+    // skewed proxy clock says: a `future` stamp (queue_time 0) must not exempt it.
+    let waited = stamp
+        .queue_time()
+        .map_or(server_wait, |queue_time| queue_time.max(server_wait));
     let outcome = if cfg.tracker.max_queue_time.is_some_and(|max| waited > max) {
         shared.recorder.record_shed(server_wait, &stamp);
         shed(job, cfg.tracker.max_queue_time.unwrap_or_default())
