@@ -164,7 +164,12 @@ def test_usr1_reopens_error_log_and_access_log(start_server, tmp_path):
         assert time.monotonic() < deadline, \
             {p: sorted(rotated & _open_files(p)) for p in [srv.pid] + workers}
         time.sleep(0.02)
-    assert all({str(err_log), str(acc_log)} <= _open_files(p) for p in workers)
+    # One scan can miss both fds (listed before the new one opened, read after the
+    # old one closed), so wait for the new files the same way.
+    fresh = {str(err_log), str(acc_log)}
+    while not all(fresh <= _open_files(p) for p in workers):
+        assert time.monotonic() < deadline, {p: sorted(_open_files(p)) for p in workers}
+        time.sleep(0.02)
 
     old_err = (tmp_path / "error.log.1").read_text()
     old_acc = (tmp_path / "access.log.1").read_text()
