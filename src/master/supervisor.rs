@@ -58,6 +58,33 @@ enum Event {
     Closed(u32),
 }
 
+/// The master's signal streams.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+    ttin: tokio::signal::unix::Signal,
+    ttou: tokio::signal::unix::Signal,
+    usr1: tokio::signal::unix::Signal,
+    chld: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
+            hup: signal(SignalKind::hangup())?,
+            ttin: signal(SignalKind::from_raw(libc::SIGTTIN))?,
+            ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
+            usr1: signal(SignalKind::user_defined1())?,
+            chld: signal(SignalKind::child())?,
+        })
+    }
+}
+
 /// The notifier side of the master, driven by the supervisor's loop.
 pub trait Collector {
     /// An interval snapshot (or a final one) from a worker.
@@ -93,6 +120,8 @@ pub struct Supervisor {
     boot_snapshots: Vec<(u32, u64, Vec<u8>)>,
     /// Control-socket reader tasks still running.
     readers: usize,
+    /// Installed at the first `serve`, kept for the next.
+    signals: Option<Signals>,
 }
 
 impl Supervisor {
@@ -116,6 +145,7 @@ impl Supervisor {
             stop_at_ready: false,
             boot_snapshots: Vec::new(),
             readers: 0,
+            signals: None,
         }
     }
 
@@ -187,29 +217,34 @@ impl Supervisor {
     }
 
     async fn serve(&mut self, collector: &mut dyn Collector) -> i32 {
-        let (
-            Ok(mut term),
-            Ok(mut int),
-            Ok(mut quit),
-            Ok(mut hup),
-            Ok(mut ttin),
-            Ok(mut ttou),
-            Ok(mut usr1),
-            Ok(mut chld),
-        ) = (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::quit()),
-            signal(SignalKind::hangup()),
-            signal(SignalKind::from_raw(libc::SIGTTIN)),
-            signal(SignalKind::from_raw(libc::SIGTTOU)),
-            signal(SignalKind::user_defined1()),
-            signal(SignalKind::child()),
-        )
-        else {
-            eprintln!("rwsgi: error: cannot install signal handlers");
-            return exit::RUNTIME;
+        // Installed once and kept across boot() and run(): a signal that arrives
+        // between them (while the notifier starts) waits in its stream, not lost.
+        let mut signals = match self.signals.take() {
+            Some(s) => s,
+            None => match Signals::install() {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("rwsgi: error: cannot install signal handlers: {e}");
+                    return exit::RUNTIME;
+                }
+            },
         };
+        let code = self.serve_with(collector, &mut signals).await;
+        self.signals = Some(signals);
+        code
+    }
+
+    async fn serve_with(&mut self, collector: &mut dyn Collector, sig: &mut Signals) -> i32 {
+        let Signals {
+            term,
+            int,
+            quit,
+            hup,
+            ttin,
+            ttou,
+            usr1,
+            chld,
+        } = sig;
         let mut tick = tokio::time::interval(Duration::from_millis(100));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
