@@ -85,6 +85,18 @@ pub fn frame_len(header: [u8; 4]) -> std::io::Result<usize> {
     Ok(n)
 }
 
+/// Reads one frame body from an async stream. `None` at end of stream or on a broken
+/// frame (the peer is gone or confused: either way the channel is done).
+pub async fn read_frame<R: tokio::io::AsyncRead + Unpin>(r: &mut R) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut header = [0u8; 4];
+    r.read_exact(&mut header).await.ok()?;
+    let n = frame_len(header).ok()?;
+    let mut body = vec![0u8; n];
+    r.read_exact(&mut body).await.ok()?;
+    Some(body)
+}
+
 /// Blocking write of one frame.
 pub fn send_blocking<T: Serialize>(s: &mut UnixStream, msg: &T) -> std::io::Result<()> {
     s.write_all(&encode(msg)?)

@@ -10,7 +10,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
@@ -207,18 +207,7 @@ async fn read_loop(
     stop: watch::Sender<Stop>,
     shared: Arc<WorkerShared>,
 ) {
-    loop {
-        let mut header = [0u8; 4];
-        if r.read_exact(&mut header).await.is_err() {
-            break;
-        }
-        let Ok(n) = control::frame_len(header) else {
-            break;
-        };
-        let mut body = vec![0u8; n];
-        if r.read_exact(&mut body).await.is_err() {
-            break;
-        }
+    while let Some(body) = control::read_frame(&mut r).await {
         match control::decode::<ToWorker>(&body) {
             Ok(ToWorker::Collect { seq }) => {
                 let data = shared.recorder.take().encode();

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use tokio::io::AsyncReadExt;
 use tokio::io::AsyncWriteExt;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
@@ -484,18 +483,7 @@ impl Supervisor {
         let events = self.events_tx.clone();
         self.readers += 1;
         tokio::spawn(async move {
-            loop {
-                let mut header = [0u8; 4];
-                if r.read_exact(&mut header).await.is_err() {
-                    break;
-                }
-                let Ok(n) = control::frame_len(header) else {
-                    break;
-                };
-                let mut body = vec![0u8; n];
-                if r.read_exact(&mut body).await.is_err() {
-                    break;
-                }
+            while let Some(body) = control::read_frame(&mut r).await {
                 match control::decode::<ToMaster>(&body) {
                     Ok(msg) => {
                         if events.send(Event::Msg(id, msg)).is_err() {

@@ -70,69 +70,57 @@ pub struct AcceptCtx {
 /// Accepts until aborted; each connection runs in its own task.
 pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
     let local = listener.local();
-    match listener {
-        Listener::Tcp(l) => {
-            let l = match tokio::net::TcpListener::from_std(l) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot register listener");
-                    return;
-                }
-            };
-            loop {
-                let Ok(permit) = ctx.permits.clone().acquire_owned().await else {
-                    return;
-                };
-                match l.accept().await {
-                    Ok((stream, addr)) => {
-                        let _ = stream.set_nodelay(true);
-                        let ctx = ctx.clone();
-                        let svc = RequestService::new(
-                            ctx.jobs.clone(),
-                            Peer::Tcp(addr),
-                            local.clone(),
-                            ctx.config.clone(),
-                        );
-                        tokio::spawn(async move {
-                            serve(stream, svc, &ctx).await;
-                            drop(permit);
-                        });
-                    }
-                    Err(e) => accept_error(e).await,
-                }
-            }
+    let registered = match listener {
+        Listener::Tcp(l) => tokio::net::TcpListener::from_std(l).map(Accept::Tcp),
+        Listener::Unix(l) => tokio::net::UnixListener::from_std(l).map(Accept::Unix),
+    };
+    let listener = match registered {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register listener");
+            return;
         }
-        Listener::Unix(l) => {
-            let l = match tokio::net::UnixListener::from_std(l) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot register listener");
-                    return;
-                }
-            };
-            loop {
-                let Ok(permit) = ctx.permits.clone().acquire_owned().await else {
-                    return;
-                };
-                match l.accept().await {
-                    Ok((stream, _)) => {
-                        let ctx = ctx.clone();
-                        let svc = RequestService::new(
-                            ctx.jobs.clone(),
-                            Peer::Unix,
-                            local.clone(),
-                            ctx.config.clone(),
-                        );
-                        tokio::spawn(async move {
-                            serve(stream, svc, &ctx).await;
-                            drop(permit);
-                        });
+    };
+    loop {
+        let Ok(permit) = ctx.permits.clone().acquire_owned().await else {
+            return;
+        };
+        let accepted = match &listener {
+            Accept::Tcp(l) => l.accept().await.map(|(stream, addr)| {
+                let _ = stream.set_nodelay(true);
+                (Conn::Tcp(stream), Peer::Tcp(addr))
+            }),
+            Accept::Unix(l) => l
+                .accept()
+                .await
+                .map(|(stream, _)| (Conn::Unix(stream), Peer::Unix)),
+        };
+        match accepted {
+            Ok((conn, peer)) => {
+                let ctx = ctx.clone();
+                let svc =
+                    RequestService::new(ctx.jobs.clone(), peer, local.clone(), ctx.config.clone());
+                tokio::spawn(async move {
+                    match conn {
+                        Conn::Tcp(s) => serve(s, svc, &ctx).await,
+                        Conn::Unix(s) => serve(s, svc, &ctx).await,
                     }
-                    Err(e) => accept_error(e).await,
-                }
+                    drop(permit);
+                });
             }
+            Err(e) => accept_error(e).await,
         }
     }
+}
+
+enum Accept {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+enum Conn {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
 }
 
 async fn accept_error(e: std::io::Error) {
