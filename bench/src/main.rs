@@ -9,16 +9,24 @@
 //! - [`stamp`]: nginx `$msec` stamps, so the generator stands in for the proxy.
 //! - [`report`]: a run's summary, human and JSON.
 //! - [`hello`]: the plain hyper server used as the fastest reference.
+//! - [`http_get`]: a blocking GET for readiness probes and metrics scrapes.
+//! - [`font`]: the TrueType font the PNGs are drawn with.
 //! - [`wrk`]: running wrk and reading its numbers; [`vs_wrk`] the comparison.
 //! - [`runner`]: the peers, the apps, process control, medians, table and chart.
 //! - [`scenario`]: the autoscaling ramp and its plot.
 
 mod cli;
+mod font;
 mod hello;
+mod http_get;
 mod load;
 mod report;
+mod runner;
+mod scenario;
 mod schedule;
 mod stamp;
+mod vs_wrk;
+mod wrk;
 
 use std::process::ExitCode;
 
@@ -58,6 +66,19 @@ fn run(cli: Cli) -> Result<()> {
                 .with_context(|| format!("invalid --bind {:?}", args.bind))?;
             hello::serve(addr, args.threads)
         }
-        _ => anyhow::bail!("not yet"),
+        Command::VsWrk(args) => vs_wrk::run(&args),
+        Command::Compare(args) => runner::compare::run(&args),
+        Command::Scenario(args) => scenario::run(&args),
+        Command::Render(args) => {
+            let env = runner::servers::Env::from_paths(&args.paths)?;
+            let path = args.json.unwrap_or_else(|| env.out.join("latest.json"));
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            let mut c: runner::results::Comparison = serde_json::from_str(&text)
+                .with_context(|| format!("parsing {}", path.display()))?;
+            c.summarise();
+            let out = path.parent().map_or(env.out.clone(), |p| p.to_path_buf());
+            runner::compare::write_outputs(&c, &out)
+        }
     }
 }

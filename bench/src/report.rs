@@ -131,8 +131,16 @@ mod tests {
         assert_eq!(r.body_bytes_per_s, 1000.0);
         assert_eq!(r.errors, 1);
         assert_eq!(r.errors_by_kind["status_5xx"], 1);
-        assert!((r.latency_ms.p50 - 5.0).abs() < 0.01, "{}", r.latency_ms.p50);
-        assert!((r.latency_ms.p99 - 9.9).abs() < 0.02, "{}", r.latency_ms.p99);
+        assert!(
+            (r.latency_ms.p50 - 5.0).abs() < 0.01,
+            "{}",
+            r.latency_ms.p50
+        );
+        assert!(
+            (r.latency_ms.p99 - 9.9).abs() < 0.02,
+            "{}",
+            r.latency_ms.p99
+        );
         assert!((r.latency_ms.max - 10.0).abs() < 0.02);
         let text = r.human();
         assert!(text.contains("500 req/s"));

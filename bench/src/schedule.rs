@@ -36,7 +36,11 @@ impl Schedule {
         let steps: Vec<Step> = steps
             .into_iter()
             .map(|s| Step {
-                rate: if s.rate.is_finite() && s.rate > 0.0 { s.rate } else { 0.0 },
+                rate: if s.rate.is_finite() && s.rate > 0.0 {
+                    s.rate
+                } else {
+                    0.0
+                },
                 duration: s.duration,
             })
             .collect();
@@ -46,6 +50,7 @@ impl Schedule {
     }
 
     /// The steps, as given.
+    #[cfg(test)]
     pub fn step_list(&self) -> &[Step] {
         &self.steps
     }
@@ -65,6 +70,7 @@ impl Schedule {
     }
 
     /// Offset from the start at which request `k` is due, or `None` past the end.
+    #[cfg(test)]
     pub fn due(&self, k: u64) -> Option<Duration> {
         self.lane(0, 1).skip_to(k)
     }
@@ -101,6 +107,7 @@ pub struct Cursor {
 }
 
 impl Cursor {
+    #[cfg(test)]
     fn skip_to(mut self, k: u64) -> Option<Duration> {
         self.next = k;
         self.next_due()

@@ -102,9 +102,18 @@ mod tests {
 
     #[test]
     fn formats_like_nginx_msec() {
-        assert_eq!(fmt(Duration::from_millis(1_700_000_000_123)), "1700000000.123");
-        assert_eq!(fmt(Duration::from_millis(1_700_000_000_005)), "1700000000.005");
-        assert_eq!(fmt(Duration::from_millis(1_700_000_000_050)), "1700000000.050");
+        assert_eq!(
+            fmt(Duration::from_millis(1_700_000_000_123)),
+            "1700000000.123"
+        );
+        assert_eq!(
+            fmt(Duration::from_millis(1_700_000_000_005)),
+            "1700000000.005"
+        );
+        assert_eq!(
+            fmt(Duration::from_millis(1_700_000_000_050)),
+            "1700000000.050"
+        );
         assert_eq!(fmt(Duration::ZERO), "0.000");
     }
 
@@ -123,9 +132,15 @@ mod tests {
     fn wall_clock_follows_the_monotonic_clock() {
         let clock = WallClock::now();
         let later = clock.base_instant + Duration::from_millis(1500);
-        assert_eq!(clock.wall(later) - clock.base_wall, Duration::from_millis(1500));
+        assert_eq!(
+            clock.wall(later) - clock.base_wall,
+            Duration::from_millis(1500)
+        );
         let earlier = clock.base_instant - Duration::from_millis(10);
-        assert_eq!(clock.base_wall - clock.wall(earlier), Duration::from_millis(10));
+        assert_eq!(
+            clock.base_wall - clock.wall(earlier),
+            Duration::from_millis(10)
+        );
     }
 
     #[test]
@@ -133,7 +148,7 @@ mod tests {
         let clock = WallClock::now();
         let sys = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
         let ours = clock.wall(Instant::now());
-        let diff = if sys > ours { sys - ours } else { ours - sys };
+        let diff = sys.abs_diff(ours);
         assert!(diff < Duration::from_millis(50), "{diff:?}");
     }
 }

@@ -113,7 +113,9 @@ mod tests {
 
     #[test]
     fn requests_select_a_counted_closed_loop() {
-        let cfg = shape(&["-n", "10"]).to_config("http://127.0.0.1:1/").unwrap();
+        let cfg = shape(&["-n", "10"])
+            .to_config("http://127.0.0.1:1/")
+            .unwrap();
         assert!(matches!(
             cfg.model,
             Model::Closed {
@@ -127,7 +129,7 @@ mod tests {
         let bad = |a: &[&str]| shape(a).to_config("http://127.0.0.1:1/").is_err();
         assert!(bad(&["-c", "0"]));
         assert!(bad(&["--rate", "0"]));
-        assert!(bad(&["-d", "-1"]));
+        assert!(bad(&["--duration=-1"]));
         assert!(bad(&["--timeout", "0"]));
         assert!(bad(&["--stamp-header", "bad header"]));
     }

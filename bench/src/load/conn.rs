@@ -35,10 +35,7 @@ struct Answer {
 pub async fn run(lane: Rc<Lane>) {
     // A slot taken but not yet sent because the connection went away while waiting.
     let mut pending: Option<Slot> = None;
-    loop {
-        let Some(first) = pending.take().or_else(|| lane.next_slot()) else {
-            break;
-        };
+    while let Some(first) = pending.take().or_else(|| lane.next_slot()) {
         let (mut sender, conn) = match connect(&lane).await {
             Ok(c) => c,
             Err(kind) => {

@@ -150,9 +150,7 @@ fn slots_for(cfg: &LoadConfig, start: Instant, t: usize, threads: usize) -> Slot
             },
             Stop::Requests(n) => Slots::Closed {
                 deadline: None,
-                remaining: Some(Cell::new(
-                    share(*n as usize, threads, t) as u64,
-                )),
+                remaining: Some(Cell::new(share(*n as usize, threads, t) as u64)),
             },
         },
         Model::Open { schedule } => Slots::Open {

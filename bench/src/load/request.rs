@@ -30,7 +30,9 @@ impl Target {
     /// Parses `http://HOST[:PORT]/PATH`. Only loopback hosts are accepted: this tool
     /// generates load, and load is only ever meant for the local machine.
     pub fn parse(url: &str) -> Result<Self> {
-        let uri: Uri = url.parse().with_context(|| format!("invalid URL {url:?}"))?;
+        let uri: Uri = url
+            .parse()
+            .with_context(|| format!("invalid URL {url:?}"))?;
         match uri.scheme_str() {
             Some("http") => {}
             Some(other) => bail!("only http:// is supported, not {other}://"),
@@ -41,7 +43,10 @@ impl Target {
             .with_context(|| format!("URL {url:?} has no host"))?
             .clone();
         let port = authority.port_u16().unwrap_or(80);
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let addr = (host, port)
             .to_socket_addrs()
             .with_context(|| format!("cannot resolve {host}"))?

@@ -62,14 +62,6 @@ impl ErrorKind {
         }
     }
 
-    /// Whether the connection can carry on after this error (the server answered).
-    pub fn keeps_connection(self) -> bool {
-        matches!(
-            self,
-            ErrorKind::Status4xx | ErrorKind::Status5xx | ErrorKind::StatusOther
-        )
-    }
-
     fn index(self) -> usize {
         self as usize
     }
@@ -260,12 +252,5 @@ mod tests {
         s.record_latency(0);
         s.record_latency(u64::MAX);
         assert_eq!(s.latency.len(), 2);
-    }
-
-    #[test]
-    fn only_status_errors_keep_the_connection() {
-        assert!(ErrorKind::Status5xx.keeps_connection());
-        assert!(!ErrorKind::Closed.keeps_connection());
-        assert!(!ErrorKind::Timeout.keeps_connection());
     }
 }
