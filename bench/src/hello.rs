@@ -21,16 +21,21 @@ const BODY: &[u8] = b"Hello, World!";
 
 /// Serves until killed. `threads` is the number of tokio worker threads.
 pub fn serve(addr: SocketAddr, threads: usize) -> Result<()> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("binding {addr}"))?;
+    eprintln!("serve-hello listening on {}", listener.local_addr()?);
+    serve_on(listener, threads)
+}
+
+/// Serves on an already bound listener until killed (tests bind port 0 first).
+pub fn serve_on(listener: std::net::TcpListener, threads: usize) -> Result<()> {
+    listener.set_nonblocking(true)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .enable_all()
         .build()
         .context("building the tokio runtime")?;
     rt.block_on(async move {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("binding {addr}"))?;
-        eprintln!("serve-hello listening on {}", listener.local_addr()?);
+        let listener = TcpListener::from_std(listener)?;
         loop {
             let (stream, _) = match listener.accept().await {
                 Ok(s) => s,

@@ -11,11 +11,13 @@
 //! - [`hello`]: the plain hyper server used as the fastest reference.
 //! - [`http_get`]: a blocking GET for readiness probes and metrics scrapes.
 //! - [`font`]: the TrueType font the PNGs are drawn with.
+//! - [`cpu`]: CPU time from getrusage, to compare clients' cost per request.
 //! - [`wrk`]: running wrk and reading its numbers; [`vs_wrk`] the comparison.
 //! - [`runner`]: the peers, the apps, process control, medians, table and chart.
 //! - [`scenario`]: the autoscaling ramp and its plot.
 
 mod cli;
+mod cpu;
 mod font;
 mod hello;
 mod http_get;

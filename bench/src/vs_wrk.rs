@@ -32,6 +32,10 @@ pub struct VsWrkRow {
     pub ratio: f64,
     pub gen_errors: u64,
     pub wrk_errors: u64,
+    /// CPU µs per request, median over rounds: what each client costs the machine
+    /// (both share the cores with the server), insensitive to other load.
+    pub wrk_cpu_us_per_req: f64,
+    pub gen_cpu_us_per_req: f64,
 }
 
 /// Runs the comparison, prints it, writes results/vs-wrk.{md,json}.
@@ -49,8 +53,8 @@ pub fn run(args: &VsWrkArgs) -> Result<()> {
             }
         };
         eprintln!(
-            "{name}: wrk {:.0} req/s, generator {:.0} req/s, ratio {:.3}",
-            row.wrk_median, row.gen_median, row.ratio
+            "{name}: wrk {:.0} req/s, generator {:.0} req/s, ratio {:.3}; CPU µs/request wrk {:.1}, generator {:.1}",
+            row.wrk_median, row.gen_median, row.ratio, row.wrk_cpu_us_per_req, row.gen_cpu_us_per_req
         );
         rows.push(row);
     }
@@ -119,7 +123,11 @@ fn one_server(env: &Env, args: &VsWrkArgs, name: &str, secs: u64) -> Result<VsWr
         ratio: 0.0,
         gen_errors: 0,
         wrk_errors: 0,
+        wrk_cpu_us_per_req: 0.0,
+        gen_cpu_us_per_req: 0.0,
     };
+    let (mut wrk_cpu, mut gen_cpu) = (Vec::new(), Vec::new());
+    let per_req = |cpu_s: f64, n: u64| if n > 0 { cpu_s * 1e6 / n as f64 } else { 0.0 };
     for round in 0..args.rounds.max(1) {
         // Alternate which goes first, so neither always gets the warmer server.
         for first_wrk in [round % 2 == 0, round % 2 == 1] {
@@ -128,14 +136,21 @@ fn one_server(env: &Env, args: &VsWrkArgs, name: &str, secs: u64) -> Result<VsWr
                 eprintln!("  round {} wrk       {:>9.0} req/s", round + 1, w.rps);
                 row.wrk_rps.push(w.rps);
                 row.wrk_errors += w.errors;
+                wrk_cpu.push(per_req(w.cpu_s, w.requests));
             } else {
-                let r = LoadReport::from_outcome(&crate::load::run(&cfg)?);
+                let before = crate::cpu::self_cpu_s();
+                let o = crate::load::run(&cfg)?;
+                let cpu = crate::cpu::self_cpu_s() - before;
+                gen_cpu.push(per_req(cpu, o.stats.ok + o.stats.errors.total()));
+                let r = LoadReport::from_outcome(&o);
                 eprintln!("  round {} generator {:>9.0} req/s", round + 1, r.rps);
                 row.gen_rps.push(r.rps);
                 row.gen_errors += r.errors;
             }
         }
     }
+    row.wrk_cpu_us_per_req = median(wrk_cpu.into_iter());
+    row.gen_cpu_us_per_req = median(gen_cpu.into_iter());
     row.wrk_median = median(row.wrk_rps.iter().copied());
     row.gen_median = median(row.gen_rps.iter().copied());
     row.ratio = if row.wrk_median > 0.0 {
@@ -170,17 +185,19 @@ fn render(rows: &[VsWrkRow], args: &VsWrkArgs, secs: u64) -> String {
     );
     let _ = writeln!(
         out,
-        "| server | wrk req/s | generator req/s | generator ÷ wrk |\n|---|---:|---:|---:|"
+        "| server | wrk req/s | generator req/s | generator ÷ wrk | CPU µs/request wrk | CPU µs/request generator |\n|---|---:|---:|---:|---:|---:|"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} {} |",
+            "| {} | {} | {} | {:.2} {} | {:.1} | {:.1} |",
             r.server,
             crate::runner::table::thousands(r.wrk_median),
             crate::runner::table::thousands(r.gen_median),
             r.ratio,
-            if r.ratio >= 0.9 { "✅" } else { "❌" }
+            if r.ratio >= 0.9 { "✅" } else { "❌" },
+            r.wrk_cpu_us_per_req,
+            r.gen_cpu_us_per_req
         );
     }
     out

@@ -11,10 +11,15 @@ pub struct WrkResult {
     pub rps: f64,
     /// Non-2xx/3xx answers plus socket errors.
     pub errors: u64,
+    /// Requests completed (`N requests in …`).
+    pub requests: u64,
+    /// CPU seconds (user + system) wrk itself used.
+    pub cpu_s: f64,
 }
 
 /// Runs `wrk -t threads -c connections -d secs url`.
 pub fn run(url: &str, threads: usize, connections: usize, secs: u64) -> Result<WrkResult> {
+    let before = crate::cpu::children_cpu_s();
     let out = Command::new("wrk")
         .args([
             "-t",
@@ -35,16 +40,21 @@ pub fn run(url: &str, threads: usize, connections: usize, secs: u64) -> Result<W
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    parse(&text)
+    let mut r = parse(&text)?;
+    r.cpu_s = crate::cpu::children_cpu_s() - before;
+    Ok(r)
 }
 
 /// Reads wrk's summary.
 pub fn parse(text: &str) -> Result<WrkResult> {
     let mut rps = None;
     let mut errors = 0u64;
+    let mut requests = 0u64;
     for line in text.lines() {
         let line = line.trim();
-        if let Some(v) = line.strip_prefix("Requests/sec:") {
+        if let Some((n, _)) = line.split_once(" requests in ") {
+            requests = n.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("Requests/sec:") {
             rps = v.trim().parse::<f64>().ok();
         } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
             errors += v.trim().parse::<u64>().unwrap_or(0);
@@ -57,7 +67,12 @@ pub fn parse(text: &str) -> Result<WrkResult> {
         }
     }
     match rps {
-        Some(rps) => Ok(WrkResult { rps, errors }),
+        Some(rps) => Ok(WrkResult {
+            rps,
+            errors,
+            requests,
+            cpu_s: 0.0,
+        }),
         None => bail!("no Requests/sec in wrk output:\n{text}"),
     }
 }
@@ -75,6 +90,7 @@ mod tests {
         let r = parse(text).unwrap();
         assert_eq!(r.rps, 76388.35);
         assert_eq!(r.errors, 12);
+        assert_eq!(r.requests, 385620);
         assert!(parse("garbage").is_err());
     }
 }

@@ -162,6 +162,76 @@ fn slots_for(cfg: &LoadConfig, start: Instant, t: usize, threads: usize) -> Slot
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cli::LoadShape;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct T {
+        #[command(flatten)]
+        shape: LoadShape,
+    }
+
+    /// A hello server on a free port, serving for the rest of the test process.
+    fn hello() -> String {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        std::thread::spawn(move || crate::hello::serve_on(l, 1));
+        format!("http://{addr}/")
+    }
+
+    fn run_with(url: &str, args: &[&str]) -> LoadOutcome {
+        let shape = T::parse_from(std::iter::once("t").chain(args.iter().copied())).shape;
+        run(&shape.to_config(url).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_counted_closed_loop_sends_exactly_that_many() {
+        let url = hello();
+        let o = run_with(&url, &["-n", "301", "-c", "4", "-t", "2"]);
+        assert_eq!(o.stats.ok, 301);
+        assert_eq!(o.stats.errors.total(), 0);
+        assert_eq!(o.stats.body_bytes, 301 * 13);
+        let offered: u64 = o.stats.series.iter().map(|s| s.offered).sum();
+        assert_eq!(offered, 301);
+    }
+
+    #[test]
+    fn keep_alive_off_opens_a_connection_per_request() {
+        let url = hello();
+        let o = run_with(&url, &["-n", "50", "-c", "2", "--no-keep-alive"]);
+        assert_eq!(o.stats.ok, 50);
+        assert_eq!(o.stats.errors.total(), 0);
+    }
+
+    #[test]
+    fn the_open_model_keeps_its_rate() {
+        let url = hello();
+        let o = run_with(&url, &["--rate", "200", "-d", "1", "-c", "8", "-t", "2"]);
+        assert_eq!(o.stats.ok, 200);
+        let offered: u64 = o.stats.series.iter().map(|s| s.offered).sum();
+        assert_eq!(offered, 200);
+        // The last request is due at 0.995 s: the run cannot end much earlier.
+        assert!(o.window >= Duration::from_millis(990), "{:?}", o.window);
+        assert!(o.window < Duration::from_millis(1500), "{:?}", o.window);
+    }
+
+    #[test]
+    fn a_closed_port_counts_connect_errors() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let o = run_with(
+            &format!("http://127.0.0.1:{port}/"),
+            &["-d", "0.2", "-c", "2", "-t", "1"],
+        );
+        assert_eq!(o.stats.ok, 0);
+        assert!(o.stats.errors.get(stats::ErrorKind::Connect) > 0);
+        assert_eq!(
+            o.stats.errors.total(),
+            o.stats.errors.get(stats::ErrorKind::Connect)
+        );
+    }
 
     #[test]
     fn shares_add_up() {

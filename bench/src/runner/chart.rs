@@ -71,7 +71,7 @@ pub fn draw(c: &Comparison, path: &Path) -> Result<()> {
             .margin(12)
             .x_label_area_size(30)
             .y_label_area_size(60)
-            .build_cartesian_2d((0..n).into_segmented(), 0f64..max)
+            .build_cartesian_2d((0..n - 1).into_segmented(), 0f64..max)
             .map_err(e)?;
         let labels: Vec<&str> = bars.iter().map(|b| short(b.0)).collect();
         chart
