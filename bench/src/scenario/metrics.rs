@@ -80,9 +80,10 @@ fn split_sample(line: &str) -> Option<(&str, &str)> {
     Some((name, value))
 }
 
-/// Scrapes `addr` every second (from `start`) until `stop` is set.
+/// Scrapes `path` on `addr` every second (from `start`) until `stop` is set.
 pub fn scrape_loop(
     addr: SocketAddr,
+    path: &str,
     family: &str,
     start: Instant,
     stop: &AtomicBool,
@@ -98,7 +99,7 @@ pub fn scrape_loop(
         }
         tick += 1;
         let t = start.elapsed().as_secs_f64();
-        let (sum, count) = match http_get::get(addr, "/metrics", Duration::from_millis(800)) {
+        let (sum, count) = match http_get::get(addr, path, Duration::from_millis(800)) {
             Ok(a) if a.status == 200 => read_family(&String::from_utf8_lossy(&a.body), family),
             _ => (None, None),
         };

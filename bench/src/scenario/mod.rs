@@ -12,7 +12,6 @@ pub mod plot;
 pub mod ramp;
 
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Instant;
@@ -64,7 +63,10 @@ pub fn run(args: &ScenarioArgs) -> Result<()> {
     let (url, metrics_addr, server_name) = match &args.url {
         Some(url) => {
             let m = match &args.metrics_url {
-                Some(u) => Some(Target::parse(u)?.addr),
+                Some(u) => {
+                    let t = Target::parse(u)?;
+                    Some((t.addr, t.path.to_string()))
+                }
                 None => None,
             };
             (url.clone(), m, "external".to_string())
@@ -87,7 +89,7 @@ pub fn run(args: &ScenarioArgs) -> Result<()> {
             );
             let s = session::start(&env, server, &app, args.workers, 1.0, "scenario")?;
             let url = format!("http://{}/", s.addr);
-            let m = s.metrics;
+            let m = s.metrics.map(|a| (a, "/metrics".to_string()));
             _started = Some(s);
             (url, m, server.name().to_string())
         }
@@ -113,8 +115,9 @@ pub fn run(args: &ScenarioArgs) -> Result<()> {
         Some(_) => bail!("--capacity must be positive"),
         None => {
             let mut probe = shape.clone();
+            // Enough connections to keep every Python thread busy several times over.
             probe.connections =
-                (args.workers * app.threads * 2).clamp(16, args.connections.max(16));
+                (args.workers * app.threads * 8).clamp(32, args.connections.max(32));
             let r = LoadReport::from_outcome(&load::run(&probe.to_config(&url)?)?);
             eprintln!(
                 "capacity (closed loop, {} connections): {:.0} req/s",
@@ -144,9 +147,9 @@ pub fn run(args: &ScenarioArgs) -> Result<()> {
     let stop = AtomicBool::new(false);
     let start = Instant::now();
     let outcome = std::thread::scope(|s| {
-        if let Some(addr) = metrics_addr {
+        if let Some((addr, path)) = &metrics_addr {
             let (scrapes, stop, metric) = (&scrapes, &stop, args.metric.as_str());
-            s.spawn(move || metrics::scrape_loop(addr, metric, start, stop, scrapes));
+            s.spawn(move || metrics::scrape_loop(*addr, path, metric, start, stop, scrapes));
         }
         let r = load::run(&cfg);
         stop.store(true, Ordering::Relaxed);
@@ -161,7 +164,9 @@ pub fn run(args: &ScenarioArgs) -> Result<()> {
         Some(ms) => ms / 1000.0,
         None => ramp::service_time(series, step_whole),
     };
-    let rows = ramp::rows(series, service, &metrics::interval_means(&scrapes));
+    let mut rows = ramp::rows(series, service, &metrics::interval_means(&scrapes));
+    // Answers after the last due second are the run's tail, not a level of the ramp.
+    rows.truncate((args.levels.len() as f64 * args.step_secs).ceil() as usize);
     let agreement = ramp::agreement(&rows);
     let out = Output {
         server: server_name.clone(),
@@ -177,10 +182,10 @@ pub fn run(args: &ScenarioArgs) -> Result<()> {
         rows,
         scrapes,
     };
-    write(&env, &out, metrics_addr)
+    write(&env, &out, metrics_addr.is_some())
 }
 
-fn write(env: &Env, out: &Output, metrics: Option<SocketAddr>) -> Result<()> {
+fn write(env: &Env, out: &Output, metrics: bool) -> Result<()> {
     std::fs::create_dir_all(&env.out)?;
     std::fs::write(
         env.out.join("scenario.json"),
@@ -208,17 +213,17 @@ fn write(env: &Env, out: &Output, metrics: Option<SocketAddr>) -> Result<()> {
         out.totals.latency_ms.p99
     );
     match (metrics, out.agreement) {
-        (None, _) => {
+        (false, _) => {
             let _ = writeln!(md, "No metrics endpoint: client curve only.\n");
         }
-        (Some(_), None) => {
+        (true, None) => {
             let _ = writeln!(
                 md,
                 "Metrics endpoint gave too few samples to compare ({} scrapes).\n",
                 out.scrapes.len()
             );
         }
-        (Some(_), Some((r, mad))) => {
+        (true, Some((r, mad))) => {
             let _ = writeln!(
                 md,
                 "Client vs. rwsgi queue time: correlation {r:.3}, mean absolute difference {:.1} ms.\n",

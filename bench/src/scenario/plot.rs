@@ -32,7 +32,9 @@ pub fn draw(rows: &[Row], title: &str, path: &Path) -> Result<()> {
     chart
         .configure_mesh()
         .x_desc("seconds")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("requests / s")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(e)?;
@@ -79,7 +81,9 @@ pub fn draw(rows: &[Row], title: &str, path: &Path) -> Result<()> {
     chart
         .configure_mesh()
         .x_desc("seconds")
+        .x_label_formatter(&|v| format!("{v:.0}"))
         .y_desc("mean queue time (ms)")
+        .y_label_formatter(&|v| format!("{v:.0}"))
         .label_style(("sans-serif", 15))
         .draw()
         .map_err(e)?;

@@ -53,7 +53,12 @@ pub struct Row {
 /// Joins the generator's series with rwsgi's interval means (by the second that holds
 /// each interval's midpoint).
 pub fn rows(series: &[Second], service: f64, server: &[(f64, f64)]) -> Vec<Row> {
-    series
+    // Trailing seconds with nothing due and nothing answered are the run's shutdown.
+    let len = series
+        .iter()
+        .rposition(|s| s.offered > 0 || s.ok > 0)
+        .map_or(0, |i| i + 1);
+    series[..len]
         .iter()
         .enumerate()
         .map(|(i, s)| Row {
@@ -129,8 +134,13 @@ mod tests {
 
     #[test]
     fn rows_join_client_and_server_curves() {
-        let series = [sec(10, 10), sec(10, 30), sec(0, 0)];
+        let idle = Second {
+            offered: 5,
+            ..Second::default()
+        };
+        let series = [sec(10, 10), sec(10, 30), idle, sec(0, 0)];
         let rows = rows(&series, 0.010, &[(1.5, 0.019)]);
+        assert_eq!(rows.len(), 3, "the empty tail is trimmed");
         assert_eq!(rows[0].client_queue, Some(0.0));
         assert!((rows[1].client_queue.unwrap() - 0.020).abs() < 1e-9);
         assert_eq!(rows[1].server_queue, Some(0.019));
