@@ -113,11 +113,12 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                     Ok(m) => {
                         let r = &m.report;
                         eprintln!(
-                            "{:>9.0} req/s  p99 {:>7.2} ms  rss {:>5.0} MiB  errors {}",
+                            "{:>9.0} req/s  p99 {:>7.2} ms  rss {:>5.0} MiB  errors {}  other CPU {:>3.0}%",
                             r.rps,
                             r.latency_ms.p99,
                             m.rss_peak_bytes as f64 / 1048576.0,
-                            r.errors
+                            r.errors,
+                            m.other_cpu * 100.0
                         );
                         c.runs.push(RunRecord {
                             round,
@@ -129,6 +130,7 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                             errors_by_kind: r.errors_by_kind.clone(),
                             rss_peak_bytes: m.rss_peak_bytes,
                             ready_s: m.ready_s,
+                            other_cpu: m.other_cpu,
                         });
                     }
                     Err(e) => {

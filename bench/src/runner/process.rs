@@ -142,6 +142,14 @@ fn parse_stat(stat: &str) -> Option<(char, i32)> {
     Some((state, pgrp))
 }
 
+/// CPU seconds used so far by the live processes of a group.
+pub fn group_cpu_s(pgid: i32) -> f64 {
+    group_pids(pgid)
+        .into_iter()
+        .map(crate::cpu::process_cpu_s)
+        .sum()
+}
+
 /// Resident memory of all processes in a group, bytes.
 pub fn group_rss(pgid: i32) -> u64 {
     // SAFETY: sysconf has no preconditions.

@@ -52,6 +52,9 @@ pub struct RunRecord {
     pub rss_peak_bytes: u64,
     /// Seconds from start to the first answer.
     pub ready_s: f64,
+    /// Share of all cores used by other processes during the load (noise).
+    #[serde(default)]
+    pub other_cpu: f64,
 }
 
 /// A server that did not run, or a run that failed.
@@ -76,6 +79,11 @@ pub struct Cell {
     pub rss_mib: f64,
     /// Errors summed over the rounds.
     pub errors: u64,
+    /// Lowest and highest req/s over the rounds: the spread behind the median.
+    #[serde(default)]
+    pub rps_min: f64,
+    #[serde(default)]
+    pub rps_max: f64,
 }
 
 /// A whole comparison, as written to latest.json.
@@ -106,10 +114,19 @@ impl Comparison {
                 p99_ms: median(runs.iter().map(|r| r.latency_ms.p99)),
                 rss_mib: median(runs.iter().map(|r| r.rss_peak_bytes as f64 / MIB)),
                 errors: runs.iter().map(|r| r.errors).sum(),
+                rps_min: runs.iter().map(|r| r.rps).fold(f64::INFINITY, f64::min),
+                rps_max: runs.iter().map(|r| r.rps).fold(0.0, f64::max),
                 app,
                 server,
             })
             .collect();
+    }
+
+    /// Median and largest share of the machine's CPU used by other processes
+    /// during the runs.
+    pub fn noise(&self) -> (f64, f64) {
+        let v = self.runs.iter().map(|r| r.other_cpu);
+        (median(v.clone()), v.fold(0.0, f64::max))
     }
 
     /// The cell of a server on an app.
@@ -202,6 +219,7 @@ mod tests {
         let r = c.cell("hello", "rwsgi").unwrap();
         assert_eq!((r.rounds, r.rps, r.rss_mib, r.errors), (3, 200.0, 20.0, 3));
         assert_eq!(r.p99_ms, 2.0);
+        assert_eq!((r.rps_min, r.rps_max), (100.0, 300.0));
         let g = c.cell("hello", "granian").unwrap();
         assert_eq!((g.rounds, g.rps, g.rss_mib), (2, 150.0, 60.0));
         assert_eq!(c.ratio("hello", "rwsgi", "granian"), Some(200.0 / 150.0));

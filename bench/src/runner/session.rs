@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use super::apps::App;
-use super::process::{free_port, group_rss, Running};
+use super::process::{free_port, group_cpu_s, group_rss, Running};
 use super::servers::{Env, Launch, Server, QUEUE_HEADER};
 use crate::cli::LoadShape;
 use crate::load::request::StampAt;
@@ -36,6 +36,9 @@ pub struct Measured {
     pub report: LoadReport,
     pub rss_peak_bytes: u64,
     pub ready_s: f64,
+    /// Share of the machine's CPU (0..1 of all cores) that neither the server nor the
+    /// generator used during the load: other people's work skewing the numbers.
+    pub other_cpu: f64,
 }
 
 /// The load shape for an app: every request carries the queue stamp, for every
@@ -137,6 +140,12 @@ pub fn measure(
     let pgid = started.pgid();
     let peak = AtomicU64::new(0);
     let done = AtomicBool::new(false);
+    let wall = std::time::Instant::now();
+    let (busy0, server0, self0) = (
+        crate::cpu::machine_busy_s(),
+        group_cpu_s(pgid),
+        crate::cpu::self_cpu_s(),
+    );
     let outcome = std::thread::scope(|s| {
         s.spawn(|| {
             while !done.load(Ordering::Relaxed) {
@@ -149,11 +158,16 @@ pub fn measure(
         r
     })
     .context("running the load")?;
+    let busy = crate::cpu::machine_busy_s() - busy0;
+    let ours = (group_cpu_s(pgid) - server0) + (crate::cpu::self_cpu_s() - self0);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    let other_cpu = ((busy - ours) / (wall.elapsed().as_secs_f64() * cores)).clamp(0.0, 1.0);
     let ready_s = started.ready_s;
     drop(started);
     Ok(Measured {
         report: LoadReport::from_outcome(&outcome),
         rss_peak_bytes: peak.load(Ordering::Relaxed),
         ready_s,
+        other_cpu,
     })
 }

@@ -99,6 +99,22 @@ pub fn render(c: &Comparison) -> String {
         m.loadavg_before
     );
 
+    if !c.runs.is_empty() {
+        let (med, max) = c.noise();
+        let _ = writeln!(
+            out,
+            "CPU used by other processes during the loads (share of all cores): median {:.0}%, \
+             max {:.0}%.{}\n",
+            med * 100.0,
+            max * 100.0,
+            if med > 0.10 {
+                " **The machine was busy with other work: treat the numbers as rough.**"
+            } else {
+                ""
+            }
+        );
+    }
+
     let servers: Vec<&str> = m
         .servers
         .iter()
