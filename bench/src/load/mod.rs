@@ -212,7 +212,7 @@ mod tests {
         assert_eq!(offered, 200);
         // The last request is due at 0.995 s: the run cannot end much earlier.
         assert!(o.window >= Duration::from_millis(990), "{:?}", o.window);
-        assert!(o.window < Duration::from_millis(1500), "{:?}", o.window);
+        assert!(o.window < Duration::from_secs(5), "{:?}", o.window);
     }
 
     #[test]
