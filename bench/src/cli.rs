@@ -181,6 +181,10 @@ pub struct CompareArgs {
     /// Generator threads.
     #[arg(long, default_value_t = 2)]
     pub client_threads: usize,
+    /// Measure a run again (once) when other processes used more than this share of
+    /// the machine's CPU during it, and keep the quieter attempt (1 = never).
+    #[arg(long, default_value_t = 0.25)]
+    pub retry_above: f64,
     #[command(flatten)]
     pub paths: Paths,
 }

@@ -176,6 +176,11 @@ pub fn render(c: &Comparison) -> String {
     }
     out.push('\n');
 
+    table(
+        &mut out,
+        "Spread over the rounds (req/s, min – max)",
+        &|x| format!("{} – {}", thousands(x.rps_min), thousands(x.rps_max)),
+    );
     table(&mut out, "Latency p99 (ms, median)", &|x| {
         format!("{:.1}", x.p99_ms)
     });
@@ -328,6 +333,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("- bjoern: not installed"), "{md}");
+        assert!(md.contains("## Spread over the rounds"), "{md}");
         // bjoern never ran, so it has no column.
         assert!(!md.contains("| bjoern |"), "{md}");
     }
