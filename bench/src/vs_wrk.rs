@@ -14,7 +14,7 @@ use crate::cli::{LoadShape, VsWrkArgs};
 use crate::load::request::StampAt;
 use crate::report::LoadReport;
 use crate::runner::apps;
-use crate::runner::process::{free_port, Running};
+use crate::runner::process::{free_port, group_cpu_s, Running};
 use crate::runner::results::median;
 use crate::runner::servers::{Env, Server};
 use crate::runner::session;
@@ -36,6 +36,38 @@ pub struct VsWrkRow {
     /// (both share the cores with the server), insensitive to other load.
     pub wrk_cpu_us_per_req: f64,
     pub gen_cpu_us_per_req: f64,
+    /// Median share of the machine used by other processes during the measurements.
+    pub other_cpu: f64,
+}
+
+/// Measurements are repeated while other processes use more than this share of CPU.
+const RETRY_ABOVE: f64 = 0.25;
+
+/// CPU used by everything but the server and the client during one measurement.
+struct Noise {
+    pgid: i32,
+    wall: std::time::Instant,
+    busy: f64,
+    server: f64,
+}
+
+impl Noise {
+    fn start(pgid: i32) -> Self {
+        Self {
+            pgid,
+            wall: std::time::Instant::now(),
+            busy: crate::cpu::machine_busy_s(),
+            server: group_cpu_s(pgid),
+        }
+    }
+
+    /// Share of all cores used by others, given the client's own CPU seconds.
+    fn other(&self, client_cpu: f64) -> f64 {
+        let busy = crate::cpu::machine_busy_s() - self.busy;
+        let server = group_cpu_s(self.pgid) - self.server;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        ((busy - server - client_cpu) / (self.wall.elapsed().as_secs_f64() * cores)).clamp(0.0, 1.0)
+    }
 }
 
 /// Runs the comparison, prints it, writes results/vs-wrk.{md,json}.
@@ -71,7 +103,7 @@ pub fn run(args: &VsWrkArgs) -> Result<()> {
 
 fn one_server(env: &Env, args: &VsWrkArgs, name: &str, secs: u64) -> Result<VsWrkRow> {
     // Keep whichever server we start alive for all rounds.
-    let (addr, _guard): (SocketAddr, Box<dyn std::any::Any>) = if name == "hello" {
+    let (addr, pgid, _guard): (SocketAddr, i32, Box<dyn std::any::Any>) = if name == "hello" {
         let port = free_port()?;
         let exe = std::env::current_exe().context("finding this binary")?;
         let mut cmd = Command::new(exe);
@@ -85,7 +117,7 @@ fn one_server(env: &Env, args: &VsWrkArgs, name: &str, secs: u64) -> Result<VsWr
         let mut r = Running::spawn(cmd, &env.out.join("tmp/vs-wrk-hello.log"))?;
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         r.wait_ready(addr, Duration::from_secs(10))?;
-        (addr, Box::new(StopOnDrop(Some(r))))
+        (addr, r.pgid(), Box::new(StopOnDrop(Some(r))))
     } else {
         let server = Server::parse(name)?;
         if let Some(why) = server.unavailable(env) {
@@ -93,7 +125,7 @@ fn one_server(env: &Env, args: &VsWrkArgs, name: &str, secs: u64) -> Result<VsWr
         }
         let app = apps::find("hello")?;
         let s = session::start(env, server, app, args.workers, 10.0, "vs-wrk")?;
-        (s.addr, Box::new(s))
+        (s.addr, s.pgid(), Box::new(s))
     };
     let url = format!("http://{addr}/");
     let shape = LoadShape {
@@ -125,30 +157,62 @@ fn one_server(env: &Env, args: &VsWrkArgs, name: &str, secs: u64) -> Result<VsWr
         wrk_errors: 0,
         wrk_cpu_us_per_req: 0.0,
         gen_cpu_us_per_req: 0.0,
+        other_cpu: 0.0,
     };
-    let (mut wrk_cpu, mut gen_cpu) = (Vec::new(), Vec::new());
+    let (mut wrk_cpu, mut gen_cpu, mut others) = (Vec::new(), Vec::new(), Vec::new());
     let per_req = |cpu_s: f64, n: u64| if n > 0 { cpu_s * 1e6 / n as f64 } else { 0.0 };
+    // One measurement of one client: (req/s, errors, CPU µs per request, other CPU).
+    let once = |use_wrk: bool| -> Result<(f64, u64, f64, f64)> {
+        let noise = Noise::start(pgid);
+        let (rps, errors, client_cpu, n) = if use_wrk {
+            let w = wrk::run(&url, args.threads, args.connections, secs)?;
+            (w.rps, w.errors, w.cpu_s, w.requests)
+        } else {
+            let before = crate::cpu::self_cpu_s();
+            let o = crate::load::run(&cfg)?;
+            let cpu = crate::cpu::self_cpu_s() - before;
+            let r = LoadReport::from_outcome(&o);
+            (r.rps, r.errors, cpu, o.stats.ok + o.stats.errors.total())
+        };
+        Ok((rps, errors, per_req(client_cpu, n), noise.other(client_cpu)))
+    };
     for round in 0..args.rounds.max(1) {
         // Alternate which goes first, so neither always gets the warmer server.
-        for first_wrk in [round % 2 == 0, round % 2 == 1] {
-            if first_wrk {
-                let w = wrk::run(&url, args.threads, args.connections, secs)?;
-                eprintln!("  round {} wrk       {:>9.0} req/s", round + 1, w.rps);
-                row.wrk_rps.push(w.rps);
-                row.wrk_errors += w.errors;
-                wrk_cpu.push(per_req(w.cpu_s, w.requests));
+        for use_wrk in [round % 2 == 0, round % 2 == 1] {
+            // On a shared machine, measure again (twice at most) while other work
+            // takes more than a quarter of the CPU, and keep the quietest attempt.
+            let mut best = once(use_wrk)?;
+            for _ in 0..2 {
+                if best.3 <= RETRY_ABOVE {
+                    break;
+                }
+                let next = once(use_wrk)?;
+                if next.3 < best.3 {
+                    best = next;
+                }
+            }
+            let (rps, errors, cpu, other) = best;
+            eprintln!(
+                "  round {} {:<9} {:>9.0} req/s  {:>5.1} µs CPU/request  other CPU {:>3.0}%",
+                round + 1,
+                if use_wrk { "wrk" } else { "generator" },
+                rps,
+                cpu,
+                other * 100.0
+            );
+            others.push(other);
+            if use_wrk {
+                row.wrk_rps.push(rps);
+                row.wrk_errors += errors;
+                wrk_cpu.push(cpu);
             } else {
-                let before = crate::cpu::self_cpu_s();
-                let o = crate::load::run(&cfg)?;
-                let cpu = crate::cpu::self_cpu_s() - before;
-                gen_cpu.push(per_req(cpu, o.stats.ok + o.stats.errors.total()));
-                let r = LoadReport::from_outcome(&o);
-                eprintln!("  round {} generator {:>9.0} req/s", round + 1, r.rps);
-                row.gen_rps.push(r.rps);
-                row.gen_errors += r.errors;
+                row.gen_rps.push(rps);
+                row.gen_errors += errors;
+                gen_cpu.push(cpu);
             }
         }
     }
+    row.other_cpu = median(others.into_iter());
     row.wrk_cpu_us_per_req = median(wrk_cpu.into_iter());
     row.gen_cpu_us_per_req = median(gen_cpu.into_iter());
     row.wrk_median = median(row.wrk_rps.iter().copied());
@@ -176,28 +240,31 @@ fn render(rows: &[VsWrkRow], args: &VsWrkArgs, secs: u64) -> String {
     let _ = writeln!(
         out,
         "# Generator vs wrk\n\n{} threads, {} connections, {} s per run, median of {} \
-         alternating rounds, keep-alive, GET /. Load average before: {}.\n",
+         alternating rounds, keep-alive, GET /; a measurement is repeated (twice at most) \
+         while other processes use more than {:.0}% of the CPU. Load average before: {}.\n",
         args.threads,
         args.connections,
         secs,
         args.rounds,
+        RETRY_ABOVE * 100.0,
         crate::runner::compare::loadavg()
     );
     let _ = writeln!(
         out,
-        "| server | wrk req/s | generator req/s | generator ÷ wrk | CPU µs/request wrk | CPU µs/request generator |\n|---|---:|---:|---:|---:|---:|"
+        "| server | wrk req/s | generator req/s | generator ÷ wrk | CPU µs/request wrk | CPU µs/request generator | other CPU |\n|---|---:|---:|---:|---:|---:|---:|"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {:.2} {} | {:.1} | {:.1} |",
+            "| {} | {} | {} | {:.2} {} | {:.1} | {:.1} | {:.0}% |",
             r.server,
             crate::runner::table::thousands(r.wrk_median),
             crate::runner::table::thousands(r.gen_median),
             r.ratio,
             if r.ratio >= 0.9 { "✅" } else { "❌" },
             r.wrk_cpu_us_per_req,
-            r.gen_cpu_us_per_req
+            r.gen_cpu_us_per_req,
+            r.other_cpu * 100.0
         );
     }
     out

@@ -45,13 +45,19 @@ pub async fn run(lane: Rc<Lane>) {
             }
         };
         let mut conn = pin!(conn);
+        // One timer per connection, pushed forward for each request: tokio extends a
+        // registered timer without touching its wheel, where a fresh `timeout` per
+        // request would insert and remove an entry every time.
+        let mut timer = pin!(tokio::time::sleep(lane.timeout));
         let mut next = Some(first);
         loop {
             let Some(slot) = next.take().or_else(|| lane.next_slot()) else {
                 lane.connection_done();
                 return;
             };
-            if slot.due > Instant::now() {
+            let sent = if slot.now {
+                slot.due
+            } else if slot.due > Instant::now() {
                 // Keep polling the connection while idle: a server that closes idle
                 // keep-alive connections is noticed here, before a request is lost.
                 let closed = tokio::select! {
@@ -63,13 +69,13 @@ pub async fn run(lane: Rc<Lane>) {
                     pending = Some(slot);
                     break;
                 }
-            }
-            let sent = Instant::now();
+                Instant::now()
+            } else {
+                Instant::now()
+            };
             let req = lane.build(slot, sent);
-            let mut exchange = pin!(tokio::time::timeout(
-                lane.timeout,
-                exchange(&mut sender, req)
-            ));
+            timer.as_mut().reset((sent + lane.timeout).into());
+            let mut exchange = pin!(exchange(&mut sender, req));
             let mut conn_done = false;
             let outcome = tokio::select! {
                 biased;
@@ -78,11 +84,16 @@ pub async fn run(lane: Rc<Lane>) {
                     // The connection ended; what it already delivered is still in the
                     // body channel, so finish reading that before judging.
                     conn_done = true;
-                    exchange.await
+                    tokio::select! {
+                        biased;
+                        r = &mut exchange => r,
+                        _ = &mut timer => Err(ErrorKind::Timeout),
+                    }
                 }
+                _ = &mut timer => Err(ErrorKind::Timeout),
             };
             let keep = match outcome {
-                Ok(Ok(answer)) => {
+                Ok(answer) => {
                     if (200..300).contains(&answer.status) {
                         lane.record_ok(slot, sent, answer.body_bytes);
                     } else {
@@ -90,12 +101,8 @@ pub async fn run(lane: Rc<Lane>) {
                     }
                     !answer.close
                 }
-                Ok(Err(kind)) => {
+                Err(kind) => {
                     lane.record_error(kind);
-                    false
-                }
-                Err(_elapsed) => {
-                    lane.record_error(ErrorKind::Timeout);
                     false
                 }
             };

@@ -33,6 +33,9 @@ pub enum Slots {
 #[derive(Debug, Clone, Copy)]
 pub struct Slot {
     pub due: Instant,
+    /// The due time was read from the clock just now (closed loop): the request
+    /// leaves at once and `due` doubles as its send time, saving a clock read.
+    pub now: bool,
 }
 
 /// State shared by all connections of one generator thread.
@@ -80,14 +83,17 @@ impl Lane {
                 }
                 let sec = self.second_of(now);
                 self.stats.borrow_mut().second(sec).offered += 1;
-                Some(Slot { due: now })
+                Some(Slot {
+                    due: now,
+                    now: true,
+                })
             }
             Slots::Open { cursor } => {
                 let offset = cursor.borrow_mut().next_due()?;
                 let due = self.start + offset;
                 let sec = self.second_of(due);
                 self.stats.borrow_mut().second(sec).offered += 1;
-                Some(Slot { due })
+                Some(Slot { due, now: false })
             }
         }
     }
