@@ -216,6 +216,27 @@ mod tests {
     }
 
     #[test]
+    fn a_silent_server_counts_timeouts() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // Accepts and holds connections, never answers.
+        std::thread::spawn(move || {
+            let mut held = Vec::new();
+            for s in l.incoming().flatten() {
+                held.push(s);
+            }
+        });
+        let start = std::time::Instant::now();
+        let o = run_with(
+            &format!("http://{addr}/"),
+            &["-n", "3", "-c", "1", "-t", "1", "--timeout", "0.2"],
+        );
+        assert_eq!(o.stats.ok, 0);
+        assert_eq!(o.stats.errors.get(stats::ErrorKind::Timeout), 3);
+        assert!(start.elapsed() >= Duration::from_millis(600));
+    }
+
+    #[test]
     fn a_closed_port_counts_connect_errors() {
         let port = {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
