@@ -1,0 +1,50 @@
+"""A single-file Django project: one view rendering a template with a loop.
+
+Settings are configured in code so the bench needs no project folder; the template
+sits in templates/ next to this file.
+"""
+
+import os
+
+from django.conf import settings
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+if not settings.configured:
+    settings.configure(
+        DEBUG=False,
+        SECRET_KEY="bench-only-not-secret",
+        ALLOWED_HOSTS=["*"],
+        ROOT_URLCONF=__name__,
+        MIDDLEWARE=[
+            "django.middleware.common.CommonMiddleware",
+        ],
+        INSTALLED_APPS=[],
+        TEMPLATES=[
+            {
+                "BACKEND": "django.template.backends.django.DjangoTemplates",
+                "DIRS": [os.path.join(HERE, "templates")],
+            }
+        ],
+        USE_TZ=True,
+    )
+
+import django  # noqa: E402
+
+django.setup()
+
+from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.shortcuts import render  # noqa: E402
+from django.urls import path  # noqa: E402
+
+ITEMS = [{"name": f"item {i}", "price": i * 1.5} for i in range(10)]
+
+
+def index(request):
+    return render(request, "index.html", {"title": "rwsgi bench", "items": ITEMS})
+
+
+urlpatterns = [path("", index)]
+
+application = get_wsgi_application()
+app = application

@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# The bench in one command: set up the peers, build, run.
+#
+#   bench/run.sh                 full comparison (3 rounds, ~20 min on 2 cores)
+#   bench/run.sh --quick         quick comparison (1 round, 2 s per load, < 3 min)
+#   bench/run.sh vs-wrk          generator vs wrk on serve-hello and granian
+#   bench/run.sh scenario        autoscaling ramp on rwsgi (tracker on)
+#   bench/run.sh MODE ARGS...    any rwsgi-bench subcommand (load, compare, render, …)
+#
+# Environment: PYTHON (interpreter for the venv; default python3, which must be the
+# one rwsgi was built against), RWSGI_BUILD=0 to skip building rwsgi, CARGO_TARGET_DIR.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+VENV="$ROOT/bench/.venv"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+PYTHON="${PYTHON:-python3}"
+
+mode=compare
+case "${1:-}" in
+  load|serve-hello|vs-wrk|compare|scenario|render) mode="$1"; shift ;;
+esac
+
+say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- system packages: libev for bjoern, a TrueType font for the charts, wrk --------
+missing=()
+for pkg in libev-dev fonts-dejavu-core wrk; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null
+  else
+    sudo apt-get update -qq && sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+fi
+
+# --- the venv with the peers --------------------------------------------------------
+stamp="$VENV/.installed"
+want="$(cat bench/requirements.txt bench/requirements-bjoern.txt)"
+if [ ! -x "$VENV/bin/python" ]; then
+  say "creating $VENV with $($PYTHON --version 2>&1)"
+  "$PYTHON" -m venv "$VENV"
+fi
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  say "installing the peers into $VENV"
+  "$VENV/bin/pip" install -q --upgrade pip
+  "$VENV/bin/pip" install -q -r bench/requirements.txt
+  if ! "$VENV/bin/pip" install -q -r bench/requirements-bjoern.txt; then
+    echo "bjoern did not build: it will be skipped (is libev-dev installed?)" >&2
+  fi
+  printf '%s' "$want" > "$stamp"
+fi
+
+# --- builds -----------------------------------------------------------------------
+say "building rwsgi-bench"
+cargo build --release -q -p rwsgi-bench
+if [ "${RWSGI_BUILD:-1}" != 0 ] && [ "$mode" != vs-wrk ] && [ "$mode" != render ]; then
+  say "building rwsgi"
+  if ! cargo build --release -q -p rwsgi; then
+    echo "rwsgi did not build: the comparison runs without it" >&2
+  fi
+fi
+if [ -x "$TARGET/release/rwsgi" ] && ! "$TARGET/release/rwsgi" --version >/dev/null 2>&1; then
+  echo "note: $TARGET/release/rwsgi does not run (--version failed); its runs will fail and be noted" >&2
+fi
+
+say "rwsgi-bench $mode $*"
+case "$mode" in
+  compare|vs-wrk|scenario|render)
+    exec "$TARGET/release/rwsgi-bench" "$mode" --venv "$VENV" --rwsgi "$TARGET/release/rwsgi" "$@" ;;
+  *)
+    exec "$TARGET/release/rwsgi-bench" "$mode" "$@" ;;
+esac

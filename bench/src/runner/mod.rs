@@ -1,0 +1,17 @@
+//! The comparison runner: each server on each app, the same load, several rounds.
+//!
+//! - [`apps`]: the apps and the load each gets.
+//! - [`servers`]: the peers and rwsgi, and their command lines.
+//! - [`process`]: start, readiness, RSS, stop.
+//! - [`session`]: one measured run of one server on one app.
+//! - [`compare`]: the rounds, alternation and output files.
+//! - [`results`], [`table`], [`chart`]: the data, latest.md and latest.png.
+
+pub mod apps;
+pub mod chart;
+pub mod compare;
+pub mod process;
+pub mod results;
+pub mod servers;
+pub mod session;
+pub mod table;
