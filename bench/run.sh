@@ -8,13 +8,15 @@
 #   bench/run.sh MODE ARGS...    any rwsgi-bench subcommand (load, compare, render, …)
 #
 # Environment: PYTHON (interpreter for the venv; default python3, which must be the
-# one rwsgi was built against), RWSGI_BUILD=0 to skip building rwsgi, CARGO_TARGET_DIR.
+# one rwsgi was built against), RWSGI_BIN (use this rwsgi binary; nothing is built),
+# RWSGI_BUILD=0 to skip building rwsgi, CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/bench/.venv"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+RWSGI="${RWSGI_BIN:-$TARGET/release/rwsgi}"
 PYTHON="${PYTHON:-python3}"
 
 mode=compare
@@ -58,20 +60,20 @@ fi
 # --- builds -----------------------------------------------------------------------
 say "building rwsgi-bench"
 cargo build --release -q -p rwsgi-bench
-if [ "${RWSGI_BUILD:-1}" != 0 ] && [ "$mode" != vs-wrk ] && [ "$mode" != render ]; then
+if [ -z "${RWSGI_BIN:-}" ] && [ "${RWSGI_BUILD:-1}" != 0 ] && [ "$mode" != vs-wrk ] && [ "$mode" != render ]; then
   say "building rwsgi"
   if ! cargo build --release -q -p rwsgi; then
     echo "rwsgi did not build: the comparison runs without it" >&2
   fi
 fi
-if [ -x "$TARGET/release/rwsgi" ] && ! "$TARGET/release/rwsgi" --version >/dev/null 2>&1; then
-  echo "note: $TARGET/release/rwsgi does not run (--version failed); its runs will fail and be noted" >&2
+if [ -x "$RWSGI" ] && ! "$RWSGI" --version >/dev/null 2>&1; then
+  echo "note: $RWSGI does not run (--version failed); its runs will fail and be noted" >&2
 fi
 
 say "rwsgi-bench $mode $*"
 case "$mode" in
   compare|vs-wrk|scenario|render)
-    exec "$TARGET/release/rwsgi-bench" "$mode" --venv "$VENV" --rwsgi "$TARGET/release/rwsgi" "$@" ;;
+    exec "$TARGET/release/rwsgi-bench" "$mode" --venv "$VENV" --rwsgi "$RWSGI" "$@" ;;
   *)
     exec "$TARGET/release/rwsgi-bench" "$mode" "$@" ;;
 esac
