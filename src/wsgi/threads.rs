@@ -72,7 +72,7 @@ fn run(
     Python::attach(|py| {
         let app = app.bind(py);
         loop {
-            let Some(job) = py.detach(|| next_job(&jobs)) else {
+            let Some(job) = py.detach(|| jobs.recv().ok()) else {
                 break;
             };
             slot.start(shared.epoch, job.method.as_str(), job.uri.path());
@@ -80,28 +80,6 @@ fn run(
             slot.finish();
         }
     });
-}
-
-/// How long a Python thread that just finished a request polls for the next one
-/// before parking. Under load the next request is usually parsed within a few
-/// microseconds; polling spares the runtime a futex wake and this thread a context
-/// switch per request. Idle workers park after this, so they cost nothing.
-const SPIN: Duration = Duration::from_micros(30);
-
-fn next_job(jobs: &Receiver<Job>) -> Option<Job> {
-    let start = Instant::now();
-    loop {
-        for _ in 0..32 {
-            match jobs.try_recv() {
-                Ok(job) => return Some(job),
-                Err(crossbeam_channel::TryRecvError::Disconnected) => return None,
-                Err(crossbeam_channel::TryRecvError::Empty) => std::hint::spin_loop(),
-            }
-        }
-        if start.elapsed() > SPIN {
-            return jobs.recv().ok();
-        }
-    }
 }
 
 fn run_one(
