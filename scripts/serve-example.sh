@@ -10,7 +10,7 @@ PY=$("$PY" -c 'import sys; print(sys.executable)')
 export PYO3_PYTHON="$PY"
 cargo build --release --bin rwsgi
 echo "serving examples/hello on http://127.0.0.1:8000 (Ctrl-C stops)" >&2
-exec target/release/rwsgi \
+exec "${CARGO_TARGET_DIR:-target}/release/rwsgi" \
     --chdir examples/hello \
     --bind 127.0.0.1:8000 \
     --workers 2 --threads 4 \
