@@ -192,29 +192,7 @@ mod tests {
             .unwrap_or_else(|| panic!("no line for {name} in\n{out}"))
     }
 
-    /// A temp file removed on drop.
-    struct TempToml(std::path::PathBuf);
-    impl TempToml {
-        fn new(text: &str) -> TempToml {
-            use std::sync::atomic::{AtomicUsize, Ordering};
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let path = std::env::temp_dir().join(format!(
-                "rwsgi-print-test-{}-{}.toml",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::write(&path, text).unwrap();
-            TempToml(path)
-        }
-        fn path(&self) -> &str {
-            self.0.to_str().unwrap()
-        }
-    }
-    impl Drop for TempToml {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
+    use crate::config::sources::tests::TempToml;
 
     #[test]
     fn url_passwords_are_masked() {

@@ -365,4 +365,4 @@ fn clap_message(e: &clap::Error) -> String {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -63,6 +63,16 @@ use runner::{Counters, Policy};
 /// tokio's broadcast ring rounds capacities up to a power of two; this one is exact.
 pub const BACKLOG: usize = 4;
 
+/// A metric value a cloud API accepts: NaN and infinities (which CloudWatch and Azure
+/// reject, failing the whole call) become 0.
+pub(crate) fn finite(v: f64) -> f64 {
+    if v.is_finite() {
+        v
+    } else {
+        0.0
+    }
+}
+
 /// Upper bound of one `send` attempt; an interval shorter than this bounds it instead.
 pub const MAX_SEND_TIMEOUT: Duration = Duration::from_secs(5);
 

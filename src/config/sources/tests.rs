@@ -35,10 +35,10 @@ fn source(sources: &Sources, name: &str) -> Source {
 }
 
 /// A TOML temp file, removed on drop.
-struct TempToml(PathBuf);
+pub(crate) struct TempToml(PathBuf);
 
 impl TempToml {
-    fn new(text: &str) -> TempToml {
+    pub(crate) fn new(text: &str) -> TempToml {
         use std::sync::atomic::{AtomicUsize, Ordering};
         static N: AtomicUsize = AtomicUsize::new(0);
         let path = std::env::temp_dir().join(format!(
@@ -50,7 +50,7 @@ impl TempToml {
         TempToml(path)
     }
 
-    fn path(&self) -> &str {
+    pub(crate) fn path(&self) -> &str {
         self.0.to_str().unwrap()
     }
 

@@ -20,6 +20,7 @@ use std::time::SystemTime;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{json, Value};
 
+use crate::notify::finite;
 use crate::notify::metric_names::{
     APP_TIME, REQUEST_COUNT, SERVER_WAIT, SHED_COUNT, TIME_IN_QUEUE, UTILIZATION,
 };
@@ -108,14 +109,6 @@ pub(crate) fn body(
 /// UTC, whole seconds, `Z` suffix: the form Azure's examples use.
 pub(crate) fn iso8601(t: SystemTime) -> String {
     DateTime::<Utc>::from(t).to_rfc3339_opts(SecondsFormat::Secs, true)
-}
-
-fn finite(v: f64) -> f64 {
-    if v.is_finite() {
-        v
-    } else {
-        0.0
-    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
 
+use crate::notify::finite;
 use crate::notify::metric_names::{
     APP_TIME, REQUEST_COUNT, SERVER_WAIT, SHED_COUNT, TIME_IN_QUEUE, UTILIZATION,
 };
@@ -272,14 +273,6 @@ fn merge_to(points: &[(f64, u64)], limit: usize) -> (Vec<f64>, Vec<f64>) {
             (weighted / count.max(1) as f64, count as f64)
         })
         .unzip()
-}
-
-fn finite(v: f64) -> f64 {
-    if v.is_finite() {
-        v
-    } else {
-        0.0
-    }
 }
 
 #[cfg(test)]
