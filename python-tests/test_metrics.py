@@ -109,6 +109,21 @@ def test_metrics_parse_with_prometheus_client(start_server):
 # ---------------------------------------------------------------------------
 
 
+def test_metrics_listen_before_the_app_port_accepts(start_server):
+    # A scraper (or a test) that starts as soon as the app port answers must find
+    # /metrics too: the master binds the app sockets only after every sink started,
+    # here with the statsd and log sinks built before prometheus.
+    for _ in range(3):
+        mport = free_port()
+        srv = start_server(
+            APP, "--queue-header", HEADER, "--workers", "2",
+            "--notify", "statsd", "--statsd-host", f"127.0.0.1:{free_port()}",
+            "--notify", "log", "--notify", "prometheus", "--metrics-bind", f"127.0.0.1:{mport}")
+        body = scrape(f"http://127.0.0.1:{mport}/metrics")
+        assert "rwsgi_workers" in body.families
+        srv.stop()
+
+
 def test_two_workers_merge_exactly_and_report_once_per_interval(start_server):
     srv, metrics_url = start_tracked(start_server, "--workers", "2", "--threads", "2")
     wait_reports(srv, 1)

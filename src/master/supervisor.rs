@@ -113,6 +113,10 @@ pub struct Supervisor {
     django: Option<BTreeMap<String, String>>,
     /// [`Supervisor::boot`]: leave the loop once a worker is ready.
     stop_at_ready: bool,
+    /// Workers that imported the app during [`Supervisor::boot`] and wait for their
+    /// sockets: the master binds only after the notifier started (so that
+    /// `--metrics-bind` listens before the app port accepts anything).
+    awaiting: Vec<u32>,
     /// Snapshots that arrived during [`Supervisor::boot`] (a worker that stopped
     /// early sends its final one), handed to the collector when [`Supervisor::run`]
     /// starts, so that no request served during start-up goes unreported.
@@ -142,6 +146,7 @@ impl Supervisor {
             settings_seen: false,
             django: None,
             stop_at_ready: false,
+            awaiting: Vec::new(),
             boot_snapshots: Vec::new(),
             readers: 0,
             signals: None,
@@ -153,8 +158,8 @@ impl Supervisor {
         self.workers.values().map(|w| w.pid.as_raw()).collect()
     }
 
-    /// Starts the workers and runs until the first one is ready (sockets bound and
-    /// handed over): `Ok(settings)` with its Django QUEUE_TIME_TRACKER_* values, or
+    /// Starts the workers and runs until the first one has imported the app (it waits
+    /// for its sockets, which [`Supervisor::run`] binds and hands over): `Ok(settings)` with its Django QUEUE_TIME_TRACKER_* values, or
     /// `Err(exit code)` when booting failed or a signal stopped the master before any
     /// worker served.
     ///
@@ -196,6 +201,10 @@ impl Supervisor {
     pub async fn run(mut self, collector: &mut dyn Collector) -> i32 {
         for (id, seq, data) in std::mem::take(&mut self.boot_snapshots) {
             collector.snapshot(id, seq, data);
+        }
+        if let Some(code) = self.release_awaiting() {
+            self.kill_all(Signal::SIGKILL);
+            return code;
         }
         let code = self.serve(collector).await;
         // Final snapshots written by workers just before they exited may still sit
@@ -259,6 +268,9 @@ impl Supervisor {
                     if let Some(code) = self.on_event(ev, collector) {
                         self.kill_all(Signal::SIGKILL);
                         return code;
+                    }
+                    if self.stop_at_ready && self.ever_ready {
+                        return exit::OK;
                     }
                     // A recycle request or a ready replacement acts now, not at the
                     // next tick: the retiring worker overshoots --max-requests less.
@@ -632,45 +644,25 @@ impl Supervisor {
                 tracing::debug!(worker = id, "control socket closed");
                 None
             }
-            Event::Msg(id, ToMaster::Ready { pid, django }) => {
+            Event::Msg(id, ToMaster::Ready { django, .. }) => {
                 if !self.settings_seen {
                     self.settings_seen = true;
                     collector.django_settings(&django);
                     self.django = Some(django);
                 }
-                if self.listeners.is_none() {
-                    match self.bind() {
-                        Ok(l) => self.listeners = Some(l),
-                        Err(e) => {
-                            eprintln!("rwsgi: error: {e}");
-                            return Some(exit::RUNTIME);
-                        }
-                    }
-                }
-                let fds: Vec<RawFd> = self
-                    .listeners
-                    .iter()
-                    .flatten()
-                    .map(Listener::raw_fd)
-                    .collect();
-                let shutting = self.shutdown.is_some();
-                let w = self.workers.get_mut(&id)?;
-                if shutting {
-                    let _ = kill(w.pid, Signal::SIGTERM);
+                if self.listeners.is_none() && self.stop_at_ready {
+                    // Booting: the sockets are bound once the notifier runs.
+                    self.awaiting.push(id);
+                    self.ever_ready = true;
                     return None;
                 }
-                match control::send_listen(&w.control_fd, &fds) {
-                    Ok(()) => {
-                        w.state = State::Ready;
-                        w.last_beat = Instant::now();
-                        self.ever_ready = true;
-                        tracing::info!(worker = id, pid, "Worker ready");
-                    }
-                    Err(e) => {
-                        tracing::error!(worker = id, error = %e, "cannot hand sockets to a worker");
-                        let _ = kill(w.pid, Signal::SIGKILL);
+                if self.listeners.is_none() {
+                    if let Err(e) = self.bind_listeners() {
+                        eprintln!("rwsgi: error: {e}");
+                        return Some(exit::RUNTIME);
                     }
                 }
+                self.hand_sockets(id);
                 None
             }
             Event::Msg(id, ToMaster::Heartbeat { oldest, .. }) => {
@@ -694,6 +686,67 @@ impl Supervisor {
                 None
             }
         }
+    }
+
+    /// Binds the listeners (once) and hands them to the workers that booted while
+    /// [`Supervisor::boot`] ran; `Some(code)` when binding failed.
+    fn release_awaiting(&mut self) -> Option<i32> {
+        let waiting = std::mem::take(&mut self.awaiting);
+        if waiting.is_empty() {
+            return None;
+        }
+        if self.shutdown.is_none() && self.listeners.is_none() {
+            if let Err(e) = self.bind_listeners() {
+                eprintln!("rwsgi: error: {e}");
+                return Some(exit::RUNTIME);
+            }
+        }
+        for id in waiting {
+            if self
+                .workers
+                .get(&id)
+                .is_some_and(|w| w.state == State::Booting)
+            {
+                self.hand_sockets(id);
+            }
+        }
+        None
+    }
+
+    /// Gives worker `id` the listening sockets and counts it as serving; during a
+    /// shutdown it is told to stop instead.
+    fn hand_sockets(&mut self, id: u32) {
+        let fds: Vec<RawFd> = self
+            .listeners
+            .iter()
+            .flatten()
+            .map(Listener::raw_fd)
+            .collect();
+        let shutting = self.shutdown.is_some();
+        let Some(w) = self.workers.get_mut(&id) else {
+            return;
+        };
+        if shutting {
+            let _ = kill(w.pid, Signal::SIGTERM);
+            return;
+        }
+        match control::send_listen(&w.control_fd, &fds) {
+            Ok(()) => {
+                w.state = State::Ready;
+                w.last_beat = Instant::now();
+                self.ever_ready = true;
+                tracing::info!(worker = id, pid = w.pid.as_raw(), "Worker ready");
+            }
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "cannot hand sockets to a worker");
+                let _ = kill(w.pid, Signal::SIGKILL);
+            }
+        }
+    }
+
+    fn bind_listeners(&mut self) -> anyhow::Result<()> {
+        self.listeners = Some(self.bind()?);
+        Ok(())
     }
 
     fn bind(&self) -> anyhow::Result<Vec<Listener>> {
