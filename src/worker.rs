@@ -95,31 +95,28 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
         }
     };
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
-    let (out_tx, out_rx) = mpsc::channel::<ToMaster>(16);
-    let ctl = {
-        let _guard = runtime.enter();
-        if ctl.set_nonblocking(true).is_err() {
+    // The control channel (heartbeats, snapshots, recycling, signals) runs on a thread
+    // of its own, so that a request running on the IO thread (`--threads 1` runs
+    // bodiless requests there) never delays a heartbeat or a snapshot.
+    let (served_tx, served_rx) = tokio::sync::oneshot::channel::<Stop>();
+    let control = {
+        let shared = shared.clone();
+        let limit = config.process.max_requests_limit(id);
+        let span = tracing::Span::current();
+        std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                let _enter = span.enter();
+                control_thread(ctl, shared, stop_tx, limit, served_rx)
+            })
+    };
+    let control = match control {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the control thread");
             return exit::RUNTIME;
         }
-        match tokio::net::UnixStream::from_std(ctl) {
-            Ok(c) => c,
-            Err(_) => return exit::RUNTIME,
-        }
     };
-    let (read_half, write_half) = ctl.into_split();
-    let writer = runtime.spawn(write_loop(write_half, out_rx));
-    let reader = runtime.spawn(read_loop(
-        read_half,
-        out_tx.clone(),
-        stop_tx.clone(),
-        shared.clone(),
-    ));
-    let beats = runtime.spawn(heartbeat_loop(
-        shared.clone(),
-        out_tx.clone(),
-        config.process.max_requests_limit(id),
-    ));
-    runtime.spawn(signals(stop_tx, shared.clone()));
     tracing::info!(pid = std::process::id(), "Booted worker");
 
     let result = server::run(
@@ -131,23 +128,9 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
         stop_rx.clone(),
     );
     let how = *stop_rx.borrow();
-    if how != Stop::Fast {
-        // The last partial interval goes to the master before we exit.
-        runtime.block_on(async {
-            // Only the writer may hold the channel open now, so it ends after the
-            // last frame is written.
-            reader.abort();
-            beats.abort();
-            let _ = reader.await;
-            let _ = beats.await;
-            let last = ToMaster::Snapshot {
-                seq: control::FINAL_SEQ,
-                data: shared.recorder.take().encode(),
-            };
-            let _ = out_tx.send(last).await;
-            drop(out_tx);
-            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
-        });
+    let _ = served_tx.send(how);
+    if control.join().is_err() {
+        tracing::error!("the control thread panicked");
     }
     match result {
         Ok(()) => {
@@ -159,6 +142,69 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
             exit::RUNTIME
         }
     }
+}
+
+/// Runs the control channel until the server is done (`served` fires), then sends
+/// the last partial interval unless the stop was fast.
+fn control_thread(
+    ctl: UnixStream,
+    shared: Arc<WorkerShared>,
+    stop_tx: watch::Sender<Stop>,
+    limit: Option<u64>,
+    served: tokio::sync::oneshot::Receiver<Stop>,
+) {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the control runtime");
+            let _ = stop_tx.send(Stop::Fast);
+            return;
+        }
+    };
+    runtime.block_on(async move {
+        let ctl = match ctl
+            .set_nonblocking(true)
+            .and_then(|()| tokio::net::UnixStream::from_std(ctl))
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot use the control socket");
+                let _ = stop_tx.send(Stop::Fast);
+                return;
+            }
+        };
+        let (out_tx, out_rx) = mpsc::channel::<ToMaster>(16);
+        let (read_half, write_half) = ctl.into_split();
+        let writer = tokio::spawn(write_loop(write_half, out_rx));
+        let reader = tokio::spawn(read_loop(
+            read_half,
+            out_tx.clone(),
+            stop_tx.clone(),
+            shared.clone(),
+        ));
+        let beats = tokio::spawn(heartbeat_loop(shared.clone(), out_tx.clone(), limit));
+        let sigs = tokio::spawn(signals(stop_tx, shared.clone()));
+        let how = served.await.unwrap_or(Stop::Fast);
+        sigs.abort();
+        if how != Stop::Fast {
+            // The last partial interval goes to the master before we exit. Only the
+            // writer may hold the channel open now, so it ends after the last frame.
+            reader.abort();
+            beats.abort();
+            let _ = reader.await;
+            let _ = beats.await;
+            let last = ToMaster::Snapshot {
+                seq: control::FINAL_SEQ,
+                data: shared.recorder.take().encode(),
+            };
+            let _ = out_tx.send(last).await;
+            drop(out_tx);
+            let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
+        }
+    });
 }
 
 /// `QUEUE_TIME_TRACKER_HEADER` from Django settings, when no `--queue-header` was
