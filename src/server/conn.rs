@@ -16,11 +16,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 
-use super::handoff::{Job, Peer};
+use super::handoff::Peer;
 use super::listener::Listener;
 use super::service::RequestService;
 use super::{Stop, WorkerShared};
 use crate::config::{Config, ServerConfig};
+use crate::wsgi::threads::{Inline, Work};
 
 /// hyper's connection settings, built once per worker.
 pub struct Http {
@@ -60,7 +61,9 @@ impl Http {
 #[derive(Clone)]
 pub struct AcceptCtx {
     pub http: Arc<Http>,
-    pub jobs: crossbeam_channel::Sender<Job>,
+    pub jobs: crossbeam_channel::Sender<Work>,
+    /// The IO thread's way into the app, with `--threads 1`.
+    pub inline: Option<Arc<Inline>>,
     pub shared: Arc<WorkerShared>,
     pub permits: Arc<Semaphore>,
     pub stop: watch::Receiver<Stop>,
@@ -98,8 +101,7 @@ pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
         match accepted {
             Ok((conn, peer)) => {
                 let ctx = ctx.clone();
-                let svc =
-                    RequestService::new(ctx.jobs.clone(), peer, local.clone(), ctx.config.clone());
+                let svc = RequestService::new(&ctx, peer, local.clone());
                 tokio::spawn(async move {
                     match conn {
                         Conn::Tcp(s) => serve(s, svc, &ctx).await,

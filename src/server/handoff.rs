@@ -43,6 +43,8 @@ pub struct Job {
     pub body: Option<Incoming>,
     /// Monotonic stamp taken when the head was parsed: `server_wait` starts here.
     pub parsed_at: Instant,
+    /// The request's slot in [`super::RouteTimes`].
+    pub route: usize,
     /// Where the Python thread sends the response head (and a full or streamed body).
     pub reply: oneshot::Sender<Response<ResponseBody>>,
 }

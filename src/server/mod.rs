@@ -11,15 +11,15 @@ pub mod handoff;
 pub mod listener;
 pub mod service;
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{watch, Semaphore};
 
 use crate::config::Config;
+use crate::wsgi::threads::Work;
 use access_log::AccessLog;
-use handoff::Job;
 use listener::Listener;
 
 /// What one Python thread is doing, for `--timeout`: read by the heartbeat.
@@ -48,9 +48,67 @@ impl BusySlot {
     }
 }
 
+/// How long requests to each route (method and path) kept a thread busy lately, so
+/// that only routes known to be quick run inline on the IO thread: a slow request
+/// there would hold up every other connection of the worker (and the error answers
+/// the IO side gives on its own). Routes share slots by hash; a shared slot only
+/// errs towards "slow". A route never seen is unknown and is not run inline.
+pub struct RouteTimes {
+    /// Decaying maximum of recent run times, in microseconds; `u32::MAX` = unknown.
+    slots: Box<[AtomicU32]>,
+}
+
+impl RouteTimes {
+    const SLOTS: usize = 1024;
+    /// Longest recent run (µs) of a route that may run inline.
+    pub const INLINE_MAX_US: u32 = 1_000;
+
+    fn new() -> RouteTimes {
+        RouteTimes {
+            slots: (0..Self::SLOTS).map(|_| AtomicU32::new(u32::MAX)).collect(),
+        }
+    }
+
+    /// The slot of `method path` (FNV-1a).
+    pub fn route(method: &str, path: &str) -> usize {
+        let mut h: u32 = 0x811c_9dc5;
+        for b in method.bytes().chain([b' ']).chain(path.bytes()) {
+            h ^= u32::from(b);
+            h = h.wrapping_mul(0x0100_0193);
+        }
+        h as usize % Self::SLOTS
+    }
+
+    /// Whether requests to `route` have been quick lately.
+    pub fn quick(&self, route: usize) -> bool {
+        self.slots[route].load(Ordering::Relaxed) < Self::INLINE_MAX_US
+    }
+
+    /// Records one run: the slot keeps the larger of this run and its old value less
+    /// an eighth, so one slow run keeps a route off the IO thread for a while.
+    pub fn record(&self, route: usize, took: Duration) {
+        let us = u32::try_from(took.as_micros()).unwrap_or(u32::MAX - 1);
+        let slot = &self.slots[route];
+        let old = slot.load(Ordering::Relaxed);
+        let decayed = if old == u32::MAX { 0 } else { old - old / 8 };
+        slot.store(us.max(decayed), Ordering::Relaxed);
+    }
+}
+
 /// State shared by the async side and the Python threads of one worker.
 pub struct WorkerShared {
     pub threads: usize,
+    /// `--threads 1`: a request without a body runs on the IO thread when the Python
+    /// thread is idle (see `wsgi::threads::run_inline`).
+    pub inline: bool,
+    /// Work sent to the Python threads and not finished yet. Only the IO thread adds
+    /// to it, so when it reads 0 no Python thread runs a request.
+    pub pending: AtomicUsize,
+    /// The app called `write()`: its requests no longer run inline, where `write()`
+    /// output must wait until the app returns.
+    pub write_seen: AtomicBool,
+    /// Recent run times per route, for the inline decision.
+    pub routes: RouteTimes,
     pub workers: usize,
     /// Lets Python threads wait for request-body frames driven by the runtime.
     pub handle: tokio::runtime::Handle,
@@ -59,7 +117,7 @@ pub struct WorkerShared {
     pub served: AtomicU64,
     /// Connections open right now, for graceful shutdown.
     pub connections: AtomicUsize,
-    /// One per Python thread.
+    /// One per Python thread, and one for the IO thread when `inline`.
     pub busy: Vec<BusySlot>,
     /// Time origin of `BusySlot::since_ms`.
     pub epoch: Instant,
@@ -80,14 +138,19 @@ impl WorkerShared {
                 &config.log.access_log_format,
             )?),
         };
+        let inline = config.python.threads == 1;
         Ok(WorkerShared {
             threads: config.python.threads,
+            inline,
+            pending: AtomicUsize::new(0),
+            write_seen: AtomicBool::new(false),
+            routes: RouteTimes::new(),
             workers: config.process.workers,
             handle,
             access_log,
             served: AtomicU64::new(0),
             connections: AtomicUsize::new(0),
-            busy: (0..config.python.threads)
+            busy: (0..config.python.threads + usize::from(inline))
                 .map(|_| BusySlot::default())
                 .collect(),
             epoch: Instant::now(),
@@ -133,8 +196,9 @@ pub fn run(
     shared: Arc<WorkerShared>,
     stop: watch::Receiver<Stop>,
 ) -> anyhow::Result<()> {
-    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Job>();
-    let threads = crate::wsgi::threads::spawn(config.python.threads, app, jobs_rx, shared.clone())?;
+    let (jobs_tx, jobs_rx) = crossbeam_channel::unbounded::<Work>();
+    let (threads, inline) =
+        crate::wsgi::threads::spawn(config.python.threads, app, jobs_rx, shared.clone())?;
 
     runtime.block_on(async {
         let permits = Arc::new(Semaphore::new(config.server.worker_connections));
@@ -144,6 +208,7 @@ pub fn run(
             let ctx = conn::AcceptCtx {
                 http: http.clone(),
                 jobs: jobs_tx.clone(),
+                inline: inline.clone(),
                 shared: shared.clone(),
                 permits: permits.clone(),
                 stop: stop.clone(),

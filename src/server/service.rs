@@ -1,5 +1,6 @@
-//! The per-connection request service: checks gunicorn's request limits, then hands
-//! the request to the Python threads and awaits their response.
+//! The per-connection request service: checks gunicorn's request limits, then runs
+//! the request inline (`--threads 1`, no body, Python thread idle) or hands it to the
+//! Python threads, and awaits the response.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,12 +12,17 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 
+use super::conn::AcceptCtx;
 use super::handoff::{plain, Job, Local, Peer, ResponseBody};
+use super::WorkerShared;
 use crate::config::Config;
+use crate::wsgi::threads::{run_inline, Inline, Work};
 
 /// One per connection (hyper calls it once per request, in order).
 pub struct RequestService {
-    jobs: crossbeam_channel::Sender<Job>,
+    jobs: crossbeam_channel::Sender<Work>,
+    inline: Option<Arc<Inline>>,
+    shared: Arc<WorkerShared>,
     peer: Peer,
     local: Arc<Local>,
     config: Arc<Config>,
@@ -25,17 +31,14 @@ pub struct RequestService {
 }
 
 impl RequestService {
-    pub fn new(
-        jobs: crossbeam_channel::Sender<Job>,
-        peer: Peer,
-        local: Arc<Local>,
-        config: Arc<Config>,
-    ) -> Self {
+    pub fn new(ctx: &AcceptCtx, peer: Peer, local: Arc<Local>) -> Self {
         RequestService {
-            jobs,
+            jobs: ctx.jobs.clone(),
+            inline: ctx.inline.clone(),
+            shared: ctx.shared.clone(),
             peer,
             local,
-            config,
+            config: ctx.config.clone(),
             in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
@@ -107,6 +110,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         }
         let (parts, body) = req.into_parts();
         let body = (!body.is_end_stream()).then_some(body);
+        let route = super::RouteTimes::route(parts.method.as_str(), parts.uri.path());
         let (reply, response) = tokio::sync::oneshot::channel();
         let job = Job {
             method: parts.method,
@@ -117,9 +121,31 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             local: self.local.clone(),
             body,
             parsed_at,
+            route,
             reply,
         };
-        let sent = self.jobs.send(job).is_ok();
+        let work = match &self.inline {
+            Some(inline)
+                if job.body.is_none()
+                    && self.shared.routes.quick(route)
+                    && self.shared.pending.load(Ordering::Acquire) == 0
+                    && !self.shared.write_seen.load(Ordering::Relaxed) =>
+            {
+                run_inline(inline, job, &self.shared).map(Work::Resume)
+            }
+            _ => Some(Work::Request(job)),
+        };
+        let sent = match work {
+            None => true,
+            Some(work) => {
+                self.shared.pending.fetch_add(1, Ordering::AcqRel);
+                let sent = self.jobs.send(work).is_ok();
+                if !sent {
+                    self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+                }
+                sent
+            }
+        };
         Box::pin(async move {
             let _guard = guard;
             if !sent {

@@ -76,7 +76,40 @@ fn lock<'a>(sr: &'a Bound<'_, StartResponse>) -> PyResult<std::sync::MutexGuard<
         .map_err(|_| PyAssertionError::new_err("response state poisoned"))
 }
 
-/// Runs `job` through `app` and returns what was sent.
+/// How far [`handle`] got.
+pub enum Handled {
+    Done(Outcome),
+    /// Inline only: the rest of the response must be produced on a Python thread,
+    /// where waiting for the client is allowed ([`resume`] finishes it).
+    Suspended(Suspended),
+}
+
+/// A response whose app call ran on the IO thread and whose body a Python thread
+/// finishes: a streamed iterable past its first chunk, a file_wrapper, or `write()`
+/// output queued in the responder.
+pub struct Suspended {
+    /// What the app returned; `None` when the app call itself failed.
+    iterable: Option<Py<PyAny>>,
+    /// `iter(iterable)` when the first chunk was already taken from it, so that
+    /// iteration goes on where it stopped (a fresh `iter()` could start over).
+    iterator: Option<Py<PyAny>>,
+    /// The app call's exception, re-raised once the queued `write()` chunks are out.
+    error: Option<PyErr>,
+    sr: Py<StartResponse>,
+    input: Py<Input>,
+    logged_environ: Vec<(String, String)>,
+    method: Method,
+    uri: http::Uri,
+    /// The app called `write()`.
+    pub used_write: bool,
+}
+
+/// Runs `job` through `app`. On a Python thread (`inline` false) the response is
+/// always finished here. On the IO thread (`inline` true) nothing may wait for the
+/// client: a list or tuple, or an iterable whose first chunk completes its
+/// Content-Length, is finished here; anything else is [`Handled::Suspended`] after
+/// its first chunk went out, so no chunk waits while the app produces the next.
+#[allow(clippy::too_many_arguments)]
 pub fn handle(
     py: Python<'_>,
     app: &Bound<'_, PyAny>,
@@ -85,7 +118,8 @@ pub fn handle(
     shared: &EnvironShared,
     handle: &tokio::runtime::Handle,
     log: LogNeeds<'_>,
-) -> Outcome {
+    inline: bool,
+) -> Handled {
     let LogNeeds {
         keep_headers,
         env_keys,
@@ -95,7 +129,13 @@ pub fn handle(
     let reply = std::mem::replace(&mut job.reply, reply_tx);
     drop(reply_placeholder);
     let head_request = job.method == Method::HEAD;
-    let responder = Responder::new(reply, head_request, is_http10(job.version), keep_headers);
+    let responder = Responder::new(
+        reply,
+        head_request,
+        is_http10(job.version),
+        keep_headers,
+        inline,
+    );
 
     let result = (|| -> PyResult<(Bound<'_, StartResponse>, Bound<'_, Input>)> {
         let input = Bound::new(py, Input::new(BodySource::new(body, handle.clone())))?;
@@ -111,12 +151,12 @@ pub fn handle(
         Ok(v) => v,
         Err(e) => {
             tracing::error!(error = %e, "could not set up the request");
-            return Outcome::failed(500);
+            return Handled::Done(Outcome::failed(500));
         }
     };
 
     let mut logged_environ = Vec::new();
-    let mut run = || -> PyResult<()> {
+    let called = (|| -> PyResult<Bound<'_, PyAny>> {
         let env = environ::build(py, &job, facts, shared, input.clone().into_any())?;
         if !env_keys.is_empty() {
             for (k, v) in env.iter() {
@@ -126,23 +166,115 @@ pub fn handle(
                 }
             }
         }
-        let iterable = app.call1((env, sr.clone()))?;
-        let iterated = iterate(py, &iterable, &sr);
-        let closed = close(&iterable);
-        iterated?;
-        closed
+        app.call1((env, sr.clone()))
+    })();
+    let used_write = inline && lock(&sr).is_ok_and(|r| r.headers_sent);
+    let suspend = |iterable: Option<&Bound<'_, PyAny>>,
+                   iterator: Option<Py<PyAny>>,
+                   error: Option<PyErr>,
+                   logged_environ: Vec<(String, String)>| {
+        Handled::Suspended(Suspended {
+            iterable: iterable.map(|i| i.clone().unbind()),
+            iterator,
+            error,
+            sr: sr.clone().unbind(),
+            input: input.clone().unbind(),
+            logged_environ,
+            method: job.method.clone(),
+            uri: job.uri.clone(),
+            used_write,
+        })
     };
-    let ok = match run() {
+    let iterable = match called {
+        Ok(iterable) => iterable,
+        // write() chunks are queued: a Python thread sends them, then fails the
+        // response as it would have here.
+        Err(e) if used_write => return suspend(None, None, Some(e), logged_environ),
+        Err(e) => {
+            let r = conclude(py, Err(e), &sr, &input, &job.method, &job.uri);
+            return Handled::Done(r.with_environ(logged_environ));
+        }
+    };
+    let iterated = if used_write {
+        return suspend(Some(&iterable), None, None, logged_environ);
+    } else if inline {
+        match iterate_inline(&iterable, &sr) {
+            Ok(Step::Done) => Ok(()),
+            Ok(Step::Suspend(iterator)) => {
+                return suspend(Some(&iterable), iterator, None, logged_environ)
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        iterate(py, &iterable, &sr)
+    };
+    let closed = close(&iterable);
+    let r = conclude(py, iterated.and(closed), &sr, &input, &job.method, &job.uri);
+    Handled::Done(r.with_environ(logged_environ))
+}
+
+/// Finishes a [`Suspended`] response on a Python thread.
+pub fn resume(py: Python<'_>, s: Suspended) -> Outcome {
+    let sr = s.sr.bind(py);
+    let input = s.input.bind(py);
+    let mut result = flush_deferred(py, sr).map(|_| ());
+    if let Some(e) = s.error {
+        result = Err(e);
+    }
+    if let Some(iterable) = &s.iterable {
+        let iterable = iterable.bind(py);
+        if result.is_ok() && !lock(sr).is_ok_and(|r| r.client_gone) {
+            result = match &s.iterator {
+                Some(it) => iterate_rest(py, it.bind(py), sr),
+                None => iterate(py, iterable, sr),
+            };
+        }
+        let closed = close(iterable);
+        result = result.and(closed);
+    }
+    conclude(py, result, sr, input, &s.method, &s.uri).with_environ(s.logged_environ)
+}
+
+/// Sends the chunks `write()` queued while the app ran inline. `Ok(false)`: the
+/// client is gone.
+fn flush_deferred(py: Python<'_>, sr: &Bound<'_, StartResponse>) -> PyResult<bool> {
+    let (tx, chunks) = {
+        let mut r = lock(sr)?;
+        r.inline = false;
+        (r.stream(), std::mem::take(&mut r.deferred))
+    };
+    let Some(tx) = tx else {
+        return Ok(chunks.is_empty());
+    };
+    for chunk in chunks {
+        if !push(py, &tx, chunk) {
+            lock(sr)?.client_gone = true;
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Logs what went wrong, if anything, and ends the response.
+fn conclude(
+    py: Python<'_>,
+    result: PyResult<()>,
+    sr: &Bound<'_, StartResponse>,
+    input: &Bound<'_, Input>,
+    method: &Method,
+    uri: &http::Uri,
+) -> Outcome {
+    let ok = match result {
         Ok(()) => true,
         Err(e) => {
-            let client_gone = lock(&sr).map(|r| r.client_gone).unwrap_or(false);
+            let client_gone = lock(sr).map(|r| r.client_gone).unwrap_or(false);
             if client_gone {
-                tracing::debug!(method = %job.method, uri = %job.uri, "client disconnected");
+                tracing::debug!(%method, %uri, "client disconnected");
             } else {
                 tracing::error!(
                     "Error handling request {} {}\n{}",
-                    job.method,
-                    job.uri,
+                    method,
+                    uri,
                     format_exception(py, &e).trim_end()
                 );
             }
@@ -150,7 +282,7 @@ pub fn handle(
         }
     };
 
-    let mut r = match lock(&sr) {
+    let mut r = match lock(sr) {
         Ok(r) => r,
         Err(_) => return Outcome::failed(500),
     };
@@ -172,8 +304,86 @@ pub fn handle(
         sent: r.sent,
         received,
         headers: std::mem::take(&mut r.sent_headers),
-        environ: logged_environ,
+        environ: Vec::new(),
     }
+}
+
+impl Outcome {
+    fn with_environ(mut self, environ: Vec<(String, String)>) -> Outcome {
+        self.environ = environ;
+        self
+    }
+}
+
+/// Where [`iterate_inline`] stopped.
+enum Step {
+    /// The response is complete.
+    Done,
+    /// A Python thread must go on: from `iter(iterable)` when given (its first chunk
+    /// is already out), else from the iterable itself.
+    Suspend(Option<Py<PyAny>>),
+}
+
+/// The IO thread's share of a response: everything that cannot wait on the client.
+fn iterate_inline(iterable: &Bound<'_, PyAny>, sr: &Bound<'_, StartResponse>) -> PyResult<Step> {
+    let py = iterable.py();
+    if iterable.cast_exact::<PyList>().is_ok() || iterable.cast_exact::<PyTuple>().is_ok() {
+        // Already in memory and nothing streamed yet: answered in one piece.
+        iterate(py, iterable, sr)?;
+        return Ok(Step::Done);
+    }
+    if iterable.cast::<FileWrapper>().is_ok() {
+        return Ok(Step::Suspend(None));
+    }
+    let iterator = iterable.try_iter()?;
+    for item in iterator.clone() {
+        let item = item?;
+        let data = as_bytes(&item)?.as_bytes();
+        if data.is_empty() {
+            continue;
+        }
+        let mut r = lock(sr)?;
+        if r.status.is_none() {
+            return Err(not_started());
+        }
+        if r.no_body() {
+            // Nothing of it is sent; the rest is drained as on a Python thread.
+            drop(r);
+            return Ok(Step::Suspend(Some(iterator.into_any().unbind())));
+        }
+        let chunk = r.admit(data);
+        if r.content_length.is_some_and(|cl| r.sent >= cl) {
+            // The declared length is reached: there is nothing more to produce
+            // (Flask, Django and most frameworks answer in this one chunk).
+            r.send_full(chunk.unwrap_or_default());
+            return Ok(Step::Done);
+        }
+        // Out now (the channel is fresh, so this never waits); the next chunk is
+        // produced on a Python thread while the IO thread sends this one.
+        let Some(tx) = r.stream() else {
+            return Ok(Step::Done);
+        };
+        if let Some(chunk) = chunk {
+            let _ = tx.try_send(Ok(chunk));
+        }
+        return Ok(Step::Suspend(Some(iterator.into_any().unbind())));
+    }
+    Ok(Step::Done)
+}
+
+/// Streams what is left of an iterator whose first chunk was sent inline.
+fn iterate_rest(
+    py: Python<'_>,
+    iterator: &Bound<'_, PyAny>,
+    sr: &Bound<'_, StartResponse>,
+) -> PyResult<()> {
+    for item in iterator.try_iter()? {
+        let item = item?;
+        if !send_chunk(py, sr, as_bytes(&item)?.as_bytes())? {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// PEP 3333: `close()` is called whatever happened.

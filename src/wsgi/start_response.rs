@@ -58,6 +58,12 @@ pub struct Responder {
     /// Response headers kept for the access log's `%({name}o)s` atoms.
     pub keep_headers: bool,
     pub sent_headers: Vec<(HeaderName, HeaderValue)>,
+    /// The app runs on the IO thread (`--threads 1`, no request body): nothing may
+    /// block on the client, so `write()` queues its chunks in `deferred` and a Python
+    /// thread sends them once the app returns.
+    pub inline: bool,
+    /// Chunks `write()` produced inline, in order, waiting for a Python thread.
+    pub deferred: Vec<Bytes>,
 }
 
 impl Responder {
@@ -66,6 +72,7 @@ impl Responder {
         head_request: bool,
         close: bool,
         keep_headers: bool,
+        inline: bool,
     ) -> Self {
         Responder {
             reply: Some(reply),
@@ -81,6 +88,8 @@ impl Responder {
             truncated: false,
             keep_headers,
             sent_headers: Vec::new(),
+            inline,
+            deferred: Vec::new(),
         }
     }
 
@@ -410,7 +419,15 @@ impl StartResponse {
                 return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
             }
             let chunk = r.admit(data.as_bytes());
-            (r.stream(), chunk)
+            let tx = r.stream();
+            if r.inline {
+                if tx.is_none() {
+                    return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
+                }
+                r.deferred.extend(chunk);
+                return Ok(());
+            }
+            (tx, chunk)
         };
         if let (Some(tx), Some(chunk)) = (tx, chunk) {
             if !push(py, &tx, chunk) {

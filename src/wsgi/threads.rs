@@ -3,7 +3,13 @@
 //!
 //! A thread keeps its Python thread state for its whole life (`attach` once, `detach`
 //! around the wait) instead of creating one per request.
+//!
+//! With `--threads 1`, a request without a body runs on the IO thread itself when the
+//! Python thread is idle ([`run_inline`]): no handoff, no context switch. Whatever
+//! would make the IO thread wait on the client (a streamed body past its first chunk,
+//! a file, `write()` output) is finished by the Python thread ([`Work::Resume`]).
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,21 +20,56 @@ use pyo3::types::PyTuple;
 use super::environ::{EnvironShared, RequestFacts};
 use super::errors::Errors;
 use super::file_wrapper::FileWrapper;
-use super::response::{self, RequestLine};
+use super::response::{self, Handled, Outcome, RequestLine, Suspended};
 use crate::server::access_log::AccessLog;
 use crate::server::forwarded;
 use crate::server::handoff::{plain, Job, Peer};
 use crate::server::WorkerShared;
 use crate::tracker::{classify, Stamp};
 
-/// Starts `count` Python threads taking jobs from `jobs`. They end when every sender
-/// of `jobs` is dropped and the queue is empty.
+/// What a Python thread is given. A request is the common case and travels unboxed
+/// (no allocation per request); the rarer resume is boxed.
+#[allow(clippy::large_enum_variant)]
+pub enum Work {
+    /// A request, from its start.
+    Request(Job),
+    /// A response whose app call ran on the IO thread.
+    Resume(Box<Resume>),
+}
+
+/// The rest of a request begun by [`run_inline`].
+pub struct Resume {
+    suspended: Suspended,
+    tail: Tail,
+}
+
+/// What is needed once a response is done: timing and the access-log line.
+struct Tail {
+    dispatched: Instant,
+    method: http::Method,
+    path: String,
+    remote_addr: String,
+    line: Option<(RequestLine, http::HeaderMap)>,
+}
+
+/// The IO thread's way into the app (`--threads 1` only).
+pub struct Inline {
+    app: Py<PyAny>,
+    env: Arc<EnvironShared>,
+}
+
+/// The Python threads, and the IO thread's [`Inline`] when it runs requests too.
+pub type Spawned = (Vec<std::thread::JoinHandle<()>>, Option<Arc<Inline>>);
+
+/// Starts `count` Python threads taking work from `jobs`. They end when every sender
+/// of `jobs` is dropped and the queue is empty. Also returns the IO thread's
+/// [`Inline`] when `shared.inline` is on.
 pub fn spawn(
     count: usize,
     app: Py<PyAny>,
-    jobs: Receiver<Job>,
+    jobs: Receiver<Work>,
     shared: Arc<WorkerShared>,
-) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+) -> std::io::Result<Spawned> {
     let env_shared = Arc::new(
         Python::attach(|py| -> PyResult<EnvironShared> {
             Ok(EnvironShared {
@@ -42,6 +83,12 @@ pub fn spawn(
         })
         .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
+    let inline = shared.inline.then(|| {
+        Arc::new(Inline {
+            app: Python::attach(|py| app.clone_ref(py)),
+            env: env_shared.clone(),
+        })
+    });
     let mut handles = Vec::with_capacity(count);
     for i in 0..count {
         let app = Python::attach(|py| app.clone_ref(py));
@@ -58,13 +105,30 @@ pub fn spawn(
                 })?,
         );
     }
-    Ok(handles)
+    Ok((handles, inline))
+}
+
+/// Runs `job` on the calling (IO) thread. The caller checked that no Python thread
+/// is busy, so `--threads 1` still means one request at a time. `Some` when a Python
+/// thread must finish the response.
+pub fn run_inline(inline: &Inline, job: Job, shared: &WorkerShared) -> Option<Box<Resume>> {
+    let slot = &shared.busy[shared.threads];
+    let route = job.route;
+    let started = Instant::now();
+    let resume = Python::attach(|py| {
+        slot.start(shared.epoch, job.method.as_str(), job.uri.path());
+        let resume = run_one(py, inline.app.bind(py), job, shared, &inline.env, true);
+        slot.finish();
+        resume
+    });
+    shared.routes.record(route, started.elapsed());
+    resume
 }
 
 fn run(
     index: usize,
     app: Py<PyAny>,
-    jobs: Receiver<Job>,
+    jobs: Receiver<Work>,
     shared: Arc<WorkerShared>,
     env: Arc<EnvironShared>,
 ) {
@@ -72,12 +136,36 @@ fn run(
     Python::attach(|py| {
         let app = app.bind(py);
         loop {
-            let Some(job) = py.detach(|| jobs.recv().ok()) else {
+            let Some(work) = py.detach(|| jobs.recv().ok()) else {
                 break;
             };
-            slot.start(shared.epoch, job.method.as_str(), job.uri.path());
-            run_one(py, app, job, &shared, &env);
+            match work {
+                Work::Request(job) => {
+                    slot.start(shared.epoch, job.method.as_str(), job.uri.path());
+                    let route = job.route;
+                    let started = Instant::now();
+                    // Not inline: never suspended.
+                    let _ = run_one(py, app, job, &shared, &env, false);
+                    if shared.inline {
+                        shared.routes.record(route, started.elapsed());
+                    }
+                }
+                Work::Resume(r) => {
+                    let Resume { suspended, tail } = *r;
+                    slot.start(shared.epoch, tail.method.as_str(), &tail.path);
+                    if suspended.used_write {
+                        // This app writes: its requests stay off the IO thread.
+                        shared.write_seen.store(true, Ordering::Relaxed);
+                    }
+                    let outcome = response::resume(py, suspended);
+                    shared
+                        .recorder
+                        .record_finish(tail.dispatched.elapsed(), outcome.status);
+                    finish(py, &shared, tail, outcome);
+                }
+            }
             slot.finish();
+            shared.pending.fetch_sub(1, Ordering::AcqRel);
         }
     });
 }
@@ -88,7 +176,8 @@ fn run_one(
     job: Job,
     shared: &WorkerShared,
     env: &EnvironShared,
-) {
+    inline: bool,
+) -> Option<Box<Resume>> {
     let dispatched = Instant::now();
     let server_wait = dispatched.saturating_duration_since(job.parsed_at);
     let cfg = &shared.config;
@@ -127,9 +216,11 @@ fn run_one(
     let waited = stamp
         .queue_time()
         .map_or(server_wait, |queue_time| queue_time.max(server_wait));
-    let outcome = if cfg.tracker.max_queue_time.is_some_and(|max| waited > max) {
+    let method = job.method.clone();
+    let path = job.uri.path().to_string();
+    let handled = if cfg.tracker.max_queue_time.is_some_and(|max| waited > max) {
         shared.recorder.record_shed(server_wait, &stamp);
-        shed(job, cfg.tracker.max_queue_time.unwrap_or_default())
+        Handled::Done(shed(job, cfg.tracker.max_queue_time.unwrap_or_default()))
     } else {
         shared.recorder.record_dispatch(&stamp, server_wait);
         let facts = RequestFacts {
@@ -152,25 +243,44 @@ fn run_one(
             keep_headers,
             env_keys,
         };
-        let outcome = response::handle(py, app, job, &facts, env, &shared.handle, needs);
-        shared
-            .recorder
-            .record_finish(dispatched.elapsed(), outcome.status);
-        outcome
+        let handled = response::handle(py, app, job, &facts, env, &shared.handle, needs, inline);
+        if let Handled::Done(outcome) = &handled {
+            shared
+                .recorder
+                .record_finish(dispatched.elapsed(), outcome.status);
+        }
+        handled
     };
-    let elapsed = dispatched.elapsed();
-    if let (Some(log), Some((line, headers))) = (&shared.access_log, line) {
-        let remote = fwd.remote_addr;
+    let tail = Tail {
+        dispatched,
+        method,
+        path,
+        remote_addr: fwd.remote_addr,
+        line,
+    };
+    match handled {
+        Handled::Done(outcome) => {
+            finish(py, shared, tail, outcome);
+            None
+        }
+        Handled::Suspended(suspended) => Some(Box::new(Resume { suspended, tail })),
+    }
+}
+
+/// The end of every request: the access-log line and the served count (and, for a
+/// resumed response, its app time).
+fn finish(py: Python<'_>, shared: &WorkerShared, tail: Tail, outcome: Outcome) {
+    let elapsed = tail.dispatched.elapsed();
+    if let (Some(log), Some((line, headers))) = (&shared.access_log, tail.line) {
+        let remote = tail.remote_addr;
         py.detach(|| log.write(&line, &headers, &remote, &outcome, elapsed));
     }
-    shared
-        .served
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared.served.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Answers 503 without calling the app: the request already waited longer than
 /// `--max-queue-time`, so serving it late only makes the queue longer.
-fn shed(job: Job, max: Duration) -> response::Outcome {
+fn shed(job: Job, max: Duration) -> Outcome {
     const BODY: &str = "Service Unavailable: queue time too long\n";
     let mut resp = plain(503, BODY, false);
     let retry = max.as_secs().max(1).to_string();
@@ -178,7 +288,7 @@ fn shed(job: Job, max: Duration) -> response::Outcome {
         resp.headers_mut().insert(http::header::RETRY_AFTER, v);
     }
     let _ = job.reply.send(resp);
-    response::Outcome {
+    Outcome {
         status: 503,
         sent: BODY.len() as u64,
         received: 0,
