@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -362,10 +363,41 @@ def module_server_factory(request, rwsgi_bin, tmp_path_factory):
     return _start
 
 
-@pytest.fixture(scope="module")
-def rules_server(module_server_factory):
-    """The PEP 3333 test app (apps/wsgi_rules.py) with 4 Python threads."""
-    return module_server_factory("apps.wsgi_rules:application", "--threads", "4")
+# Query strings for warming routes that would otherwise sleep, spin or stream long.
+_WARM_QUERY = {"/sleep": "?s=0", "/spin": "?s=0", "/swallow": "?s=0", "/slowgen": "?chunks=1&size=1"}
+
+
+def warm_routes(srv) -> None:
+    """Requests every GET route of apps/wsgi_rules.py once (GET and HEAD), so that with
+    --threads 1 the quick ones are known and later requests run inline on the IO
+    thread (a route never seen goes to the Python thread)."""
+    src = (TESTS_DIR / "apps" / "wsgi_rules.py").read_text()
+    for path in sorted(set(re.findall(r'path == "(/[^"]*)"', src))):
+        for method in ("GET", "HEAD"):
+            try:
+                with socket.create_connection((srv.host, srv.port), timeout=10) as c:
+                    c.sendall(f"{method} {path}{_WARM_QUERY.get(path, '')} HTTP/1.1\r\n"
+                              f"Host: x\r\nConnection: close\r\n\r\n".encode())
+                    while c.recv(65536):
+                        pass
+            except OSError:
+                pass
+    # What the warm-up requests recorded is not what the tests look for.
+    for f in srv.state_dir.iterdir():
+        if f.is_file():
+            f.unlink()
+
+
+@pytest.fixture(scope="module", params=["threads4", "inline"])
+def rules_server(request, module_server_factory):
+    """The PEP 3333 test app (apps/wsgi_rules.py), twice: with 4 Python threads, and
+    with --threads 1 after every route was warmed, so that the same rules are checked
+    on requests run inline on the IO thread."""
+    if request.param == "threads4":
+        return module_server_factory("apps.wsgi_rules:application", "--threads", "4")
+    srv = module_server_factory("apps.wsgi_rules:application", "--threads", "1")
+    warm_routes(srv)
+    return srv
 
 
 @pytest.fixture(autouse=True)

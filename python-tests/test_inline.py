@@ -1,0 +1,109 @@
+"""--threads 1 runs quick bodiless requests on the IO thread (no handoff): which
+requests do, which do not, and that it is still one request at a time.
+
+A route (method and path) is run inline only once its recent runs were quick (under
+1 ms): the first request to a route, a slow route, a request with a body, and every
+request once the app used write() go to the Python thread. The PEP 3333 suites run
+against an inline server too (conftest's `rules_server`, param "inline").
+"""
+
+import concurrent.futures
+import time
+
+import requests
+
+APP = "apps.inline_app:application"
+TIMEOUT = 10
+
+
+def get(srv, path, **kw):
+    r = requests.get(srv.url + path, timeout=TIMEOUT, **kw)
+    assert r.status_code == 200, r.text
+    return r
+
+
+def until_inline(srv, path, ran_inline=lambda r: r.json()["where"] == "io", tries=50):
+    """Requests `path` until one runs on the IO thread (a route becomes quick after a
+    few quick runs; a loaded machine may make the first ones slower); returns it."""
+    for _ in range(tries):
+        r = get(srv, path)
+        if ran_inline(r):
+            return r
+    raise AssertionError(f"{path} never ran on the IO thread in {tries} requests")
+
+
+def test_quick_bodiless_requests_run_on_the_io_thread(start_server):
+    srv = start_server(APP, "--threads", "1")
+    s = requests.Session()
+    first = s.get(srv.url + "/where", timeout=TIMEOUT).json()
+    # Never seen: its cost is unknown, so it goes to the Python thread.
+    assert first["where"] == "python", first
+    until_inline(srv, "/where")
+    later = [s.get(srv.url + "/where", timeout=TIMEOUT).json() for _ in range(20)]
+    assert sum(d["where"] == "io" for d in later) >= 15, later
+    assert all(d["multithread"] is False for d in later), later
+
+
+def test_requests_with_a_body_go_to_the_python_thread(start_server):
+    srv = start_server(APP, "--threads", "1")
+    until_inline(srv, "/where")
+    for i in range(3):
+        r = requests.post(srv.url + "/where", data=f"payload-{i}", timeout=TIMEOUT).json()
+        assert r == {"where": "python", "body": f"payload-{i}", "multithread": False}, r
+    until_inline(srv, "/where")
+
+
+def test_a_slow_route_stays_off_the_io_thread(start_server):
+    srv = start_server(APP, "--threads", "1")
+    assert [get(srv, "/slow?0.03").json()["where"] for _ in range(6)] == ["python"] * 6
+    # Other routes are judged on their own.
+    assert get(srv, "/where").json()["where"] == "python"
+    until_inline(srv, "/where")
+    assert get(srv, "/slow?0.03").json()["where"] == "python"
+
+
+def test_more_threads_never_run_inline(start_server):
+    srv = start_server(APP, "--threads", "2")
+    assert {get(srv, "/where").json()["where"] for _ in range(5)} == {"python"}
+
+
+def test_one_request_at_a_time_with_one_thread(start_server):
+    srv = start_server(APP, "--threads", "1")
+    until_inline(srv, "/where")
+
+    def one(i):
+        if i % 3 == 0:
+            r = requests.post(srv.url + "/where", data="x" * 100, timeout=TIMEOUT)
+        elif i % 7 == 0:
+            r = requests.get(srv.url + "/slow?0.005", timeout=TIMEOUT)
+        else:
+            r = requests.get(srv.url + "/where", timeout=TIMEOUT)
+        return r.status_code, r.json()["where"]
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(one, range(200)))
+    assert all(code == 200 for code, _ in results), results
+    # Both kinds happened, and never two requests at once (wsgi.multithread False).
+    assert {w for _, w in results} == {"io", "python"}, results
+    assert get(srv, "/max").json()["max"] == 1
+
+
+def test_a_stream_continues_on_the_python_thread(start_server):
+    srv = start_server(APP, "--threads", "1")
+    assert get(srv, "/chunks").text == "0:python;1:python;2:python;"
+    r = until_inline(srv, "/chunks", lambda r: r.text.startswith("0:io;"))
+    assert r.headers.get("Transfer-Encoding") == "chunked", r.headers
+    # The first chunk came from the IO thread and went out while a Python thread
+    # produced the next ones.
+    assert r.text == "0:io;1:python;2:python;"
+
+
+def test_write_output_is_complete_and_the_app_then_stays_off_the_io_thread(start_server):
+    srv = start_server(APP, "--threads", "1")
+    assert get(srv, "/write").text == "w:python;second;last"
+    # Once quick and known, it runs inline: its write() chunks are held until a
+    # Python thread sends them, and the worker stops running requests inline.
+    r = until_inline(srv, "/write", lambda r: r.text.startswith("w:io;"))
+    assert r.text == "w:io;second;last"
+    assert [get(srv, "/where").json()["where"] for _ in range(30)] == ["python"] * 30
+    assert get(srv, "/write").text == "w:python;second;last"
