@@ -338,8 +338,8 @@ fn iterate_inline(iterable: &Bound<'_, PyAny>, sr: &Bound<'_, StartResponse>) ->
     let iterator = iterable.try_iter()?;
     for item in iterator.clone() {
         let item = item?;
-        let data = as_bytes(&item)?.as_bytes();
-        if data.is_empty() {
+        let obj = as_bytes(&item)?;
+        if obj.as_bytes().is_empty() {
             continue;
         }
         let mut r = lock(sr)?;
@@ -351,7 +351,7 @@ fn iterate_inline(iterable: &Bound<'_, PyAny>, sr: &Bound<'_, StartResponse>) ->
             drop(r);
             return Ok(Step::Suspend(Some(iterator.into_any().unbind())));
         }
-        let chunk = r.admit(data);
+        let chunk = r.admit(obj);
         if r.content_length.is_some_and(|cl| r.sent >= cl) {
             // The declared length is reached: there is nothing more to produce
             // (Flask, Django and most frameworks answer in this one chunk).
@@ -379,7 +379,7 @@ fn iterate_rest(
 ) -> PyResult<()> {
     for item in iterator.try_iter()? {
         let item = item?;
-        if !send_chunk(py, sr, as_bytes(&item)?.as_bytes())? {
+        if !send_chunk(py, sr, as_bytes(&item)?)? {
             break;
         }
     }
@@ -439,7 +439,7 @@ fn iterate(
                 if r.status.is_none() {
                     return Err(not_started());
                 }
-                if let Some(chunk) = r.admit(b.as_bytes()) {
+                if let Some(chunk) = r.admit(b) {
                     if single.is_none() && body.is_empty() {
                         single = Some(chunk);
                     } else {
@@ -458,7 +458,7 @@ fn iterate(
         }
         drop(r);
         for item in &items {
-            if !send_chunk(py, sr, as_bytes(item)?.as_bytes())? {
+            if !send_chunk(py, sr, as_bytes(item)?)? {
                 break;
             }
         }
@@ -474,7 +474,7 @@ fn iterate(
 
     for item in iterable.try_iter()? {
         let item = item?;
-        if !send_chunk(py, sr, as_bytes(&item)?.as_bytes())? {
+        if !send_chunk(py, sr, as_bytes(&item)?)? {
             break;
         }
     }
@@ -483,8 +483,12 @@ fn iterate(
 
 /// Sends one chunk; `Ok(false)` when there is no point producing more (client gone,
 /// or Content-Length reached).
-fn send_chunk(py: Python<'_>, sr: &Bound<'_, StartResponse>, data: &[u8]) -> PyResult<bool> {
-    if data.is_empty() {
+fn send_chunk(
+    py: Python<'_>,
+    sr: &Bound<'_, StartResponse>,
+    data: &Bound<'_, PyBytes>,
+) -> PyResult<bool> {
+    if data.as_bytes().is_empty() {
         return Ok(true);
     }
     let (tx, chunk, full) = {

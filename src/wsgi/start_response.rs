@@ -15,10 +15,15 @@ use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
 use http::{Response, StatusCode};
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::server::handoff::{BodyAbort, ChunkSender, ResponseBody, Streamed};
+
+/// From this size on a chunk is handed to hyper without a copy (below it, copying is
+/// cheaper than the shared ownership).
+const ZERO_COPY_MIN: usize = 16 * 1024;
 
 /// How many chunks may wait for a slow client before the app's iterator is paused.
 const STREAM_DEPTH: usize = 4;
@@ -143,7 +148,9 @@ impl Responder {
     }
 
     /// Cuts `data` at the declared Content-Length. `None` when nothing may be sent.
-    pub fn admit(&mut self, data: &[u8]) -> Option<Bytes> {
+    /// A large chunk is not copied: the `Bytes` keeps the Python object alive.
+    pub fn admit(&mut self, obj: &Bound<'_, PyBytes>) -> Option<Bytes> {
+        let data = obj.as_bytes();
         if data.is_empty() || self.no_body() {
             return None;
         }
@@ -164,6 +171,10 @@ impl Responder {
         self.sent += n;
         if n == 0 {
             return None;
+        }
+        if data.len() >= ZERO_COPY_MIN {
+            let owned = Bytes::from_owner(PyBackedBytes::from(obj.clone()));
+            return Some(owned.slice(..n as usize));
         }
         Some(Bytes::copy_from_slice(&data[..n as usize]))
     }
@@ -418,7 +429,7 @@ impl StartResponse {
             if r.client_gone {
                 return Err(pyo3::exceptions::PyOSError::new_err("client disconnected"));
             }
-            let chunk = r.admit(data.as_bytes());
+            let chunk = r.admit(data);
             let tx = r.stream();
             if r.inline {
                 if tx.is_none() {
