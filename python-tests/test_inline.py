@@ -49,6 +49,7 @@ def test_requests_with_a_body_go_to_the_python_thread(start_server):
     until_inline(srv, "/where")
     for i in range(3):
         r = requests.post(srv.url + "/where", data=f"payload-{i}", timeout=TIMEOUT).json()
+        r.pop("server_wait")
         assert r == {"where": "python", "body": f"payload-{i}", "multithread": False}, r
     until_inline(srv, "/where")
 
@@ -107,3 +108,23 @@ def test_write_output_is_complete_and_the_app_then_stays_off_the_io_thread(start
     assert r.text == "w:io;second;last"
     assert [get(srv, "/where").json()["where"] for _ in range(30)] == ["python"] * 30
     assert get(srv, "/write").text == "w:python;second;last"
+
+
+def test_server_wait_counts_the_time_a_request_sat_in_the_socket(start_server):
+    # /slow?0 is quick, so its route runs inline; then /slow?0.4 runs inline too (the
+    # route is judged by its recent runs) and holds the IO thread for 0.4 s. A request
+    # sent meanwhile waits in the kernel's receive buffer, unread: its server_wait
+    # still counts that wait, from the kernel's receive timestamp.
+    srv = start_server(APP, "--threads", "1")
+    until_inline(srv, "/slow?0")
+    until_inline(srv, "/where")
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        blocker = pool.submit(get, srv, "/slow?0.4")
+        time.sleep(0.1)
+        t0 = time.monotonic()
+        waiter = get(srv, "/where").json()
+        took = time.monotonic() - t0
+        assert blocker.result().json()["where"] == "io"
+    assert took >= 0.2, took
+    assert waiter["server_wait"] >= took - 0.1, (waiter, took)
+    assert waiter["server_wait"] <= took + 0.05, (waiter, took)

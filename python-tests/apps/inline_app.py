@@ -34,10 +34,12 @@ def application(environ, start_response):
             return _json(start_response, {
                 "where": _where(), "body": body.decode(),
                 "multithread": environ["wsgi.multithread"],
+                "server_wait": environ["rwsgi.server_wait"],
             })
         if path == "/slow":
             time.sleep(float(environ.get("QUERY_STRING") or "0.05"))
-            return _json(start_response, {"where": _where()})
+            return _json(start_response, {"where": _where(),
+                                          "server_wait": environ["rwsgi.server_wait"]})
         if path == "/chunks":
             # No Content-Length: the first chunk is sent from where the app ran, the
             # rest is produced by a Python thread while the IO thread sends it.

@@ -16,6 +16,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 
+use super::arrival::StampedTcp;
 use super::handoff::Peer;
 use super::listener::Listener;
 use super::service::RequestService;
@@ -101,11 +102,18 @@ pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
         match accepted {
             Ok((conn, peer)) => {
                 let ctx = ctx.clone();
-                let svc = RequestService::new(&ctx, peer, local.clone());
+                let local = local.clone();
                 tokio::spawn(async move {
                     match conn {
-                        Conn::Tcp(s) => serve(s, svc, &ctx).await,
-                        Conn::Unix(s) => serve(s, svc, &ctx).await,
+                        Conn::Tcp(s) => {
+                            let (s, arrival) = StampedTcp::new(s);
+                            let svc = RequestService::new(&ctx, peer, local, Some(arrival));
+                            serve(s, svc, &ctx).await
+                        }
+                        Conn::Unix(s) => {
+                            let svc = RequestService::new(&ctx, peer, local, None);
+                            serve(s, svc, &ctx).await
+                        }
                     }
                     drop(permit);
                 });

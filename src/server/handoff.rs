@@ -41,8 +41,9 @@ pub struct Job {
     pub local: std::sync::Arc<Local>,
     /// `None` when the request has no body (hyper knows from the framing).
     pub body: Option<Incoming>,
-    /// Monotonic stamp taken when the head was parsed: `server_wait` starts here.
-    pub parsed_at: Instant,
+    /// When the request arrived: the kernel's receive time of its bytes on TCP, else
+    /// when its head was parsed. `server_wait` starts here.
+    pub arrived_at: Instant,
     /// The request's slot in [`super::RouteTimes`].
     pub route: usize,
     /// Where the Python thread sends the response head (and a full or streamed body).

@@ -5,6 +5,7 @@
 //! on `--threads` OS threads of its own. The runtime never takes the GIL.
 
 pub mod access_log;
+pub mod arrival;
 pub mod conn;
 pub mod forwarded;
 pub mod handoff;

@@ -12,6 +12,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::{Body, Incoming};
 
+use super::arrival::Arrival;
 use super::conn::AcceptCtx;
 use super::handoff::{plain, Job, Local, Peer, ResponseBody};
 use super::WorkerShared;
@@ -25,19 +26,23 @@ pub struct RequestService {
     shared: Arc<WorkerShared>,
     peer: Peer,
     local: Arc<Local>,
+    /// When this connection's bytes reached the host (TCP only): `server_wait`
+    /// starts there, not when the head was parsed.
+    arrival: Option<Arrival>,
     config: Arc<Config>,
     /// Requests of this connection not yet answered; the idle watcher reads it.
     in_flight: Arc<AtomicUsize>,
 }
 
 impl RequestService {
-    pub fn new(ctx: &AcceptCtx, peer: Peer, local: Arc<Local>) -> Self {
+    pub fn new(ctx: &AcceptCtx, peer: Peer, local: Arc<Local>, arrival: Option<Arrival>) -> Self {
         RequestService {
             jobs: ctx.jobs.clone(),
             inline: ctx.inline.clone(),
             shared: ctx.shared.clone(),
             peer,
             local,
+            arrival,
             config: ctx.config.clone(),
             in_flight: Arc::new(AtomicUsize::new(0)),
         }
@@ -99,7 +104,8 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let parsed_at = Instant::now();
+        let now = Instant::now();
+        let arrived_at = self.arrival.as_ref().map_or(now, |a| a.instant(now));
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(self.in_flight.clone());
         if let Some(resp) = check_limits(&req, &self.config) {
@@ -120,7 +126,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             peer: self.peer,
             local: self.local.clone(),
             body,
-            parsed_at,
+            arrived_at,
             route,
             reply,
         };

@@ -179,7 +179,7 @@ fn run_one(
     inline: bool,
 ) -> Option<Box<Resume>> {
     let dispatched = Instant::now();
-    let server_wait = dispatched.saturating_duration_since(job.parsed_at);
+    let server_wait = dispatched.saturating_duration_since(job.arrived_at);
     let cfg = &shared.config;
     let (peer_ip, remote_port) = match job.peer {
         Peer::Tcp(addr) => (Some(addr.ip()), Some(addr.port())),
