@@ -68,6 +68,13 @@ def test_more_threads_never_run_inline(start_server):
     assert {get(srv, "/where").json()["where"] for _ in range(5)} == {"python"}
 
 
+def test_no_inline_keeps_every_request_on_the_python_thread(start_server):
+    for args, env in ((["--no-inline"], None), ([], {"RWSGI_NO_INLINE": "true"})):
+        srv = start_server(APP, "--threads", "1", *args, env=env)
+        assert {get(srv, "/where").json()["where"] for _ in range(30)} == {"python"}
+        srv.stop()
+
+
 def test_one_request_at_a_time_with_one_thread(start_server):
     srv = start_server(APP, "--threads", "1")
     until_inline(srv, "/where")
@@ -87,6 +94,11 @@ def test_one_request_at_a_time_with_one_thread(start_server):
     # Both kinds happened, and never two requests at once (wsgi.multithread False).
     assert {w for _, w in results} == {"io", "python"}, results
     assert get(srv, "/max").json()["max"] == 1
+    # Quick GETs that find the Python thread busy wait for a turn instead of queueing
+    # behind it, so most of them still run inline between the handed-off requests.
+    gets = [w for i, (_, w) in enumerate(results) if i % 3 and i % 7]
+    print("inline share of quick GETs:", gets.count("io") / len(gets))
+    assert gets.count("io") >= len(gets) // 2, gets
 
 
 def test_a_stream_continues_on_the_python_thread(start_server):

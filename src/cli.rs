@@ -115,6 +115,11 @@ pub struct PythonArgs {
     /// Do not read QUEUE_TIME_TRACKER_* defaults from a Django project's settings.
     #[arg(long)]
     pub ignore_django_settings: bool,
+
+    /// With --threads 1, never run a request on the IO thread: hand every request to
+    /// the Python thread (as with more threads).
+    #[arg(long)]
+    pub no_inline: bool,
 }
 
 /// Master and worker processes.

@@ -140,6 +140,9 @@ pub struct PythonConfig {
     /// A checked virtualenv (has pyvenv.cfg made by the embedded Python version).
     pub venv: Option<PathBuf>,
     pub read_django_settings: bool,
+    /// `--threads 1` and not `--no-inline`: quick bodiless requests may run on the
+    /// IO thread.
+    pub inline: bool,
 }
 
 /// Worker processes and their lifecycle.
@@ -315,6 +318,7 @@ impl Config {
             pythonpath: p.pythonpath.clone(),
             venv,
             read_django_settings: !p.ignore_django_settings,
+            inline: p.threads == 1 && !p.no_inline,
         };
 
         let pr = &cli.process;

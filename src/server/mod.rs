@@ -11,6 +11,7 @@ pub mod forwarded;
 pub mod handoff;
 pub mod listener;
 pub mod service;
+pub mod turn;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -99,12 +100,11 @@ impl RouteTimes {
 /// State shared by the async side and the Python threads of one worker.
 pub struct WorkerShared {
     pub threads: usize,
-    /// `--threads 1`: a request without a body runs on the IO thread when the Python
-    /// thread is idle (see `wsgi::threads::run_inline`).
+    /// `--threads 1` (without `--no-inline`): a quick request without a body runs on
+    /// the IO thread when the Python thread is idle (see `wsgi::threads::run_inline`).
     pub inline: bool,
-    /// Work sent to the Python threads and not finished yet. Only the IO thread adds
-    /// to it, so when it reads 0 no Python thread runs a request.
-    pub pending: AtomicUsize,
+    /// Whose turn it is, the IO thread's or the Python thread's (`inline` only).
+    pub turns: turn::Turns,
     /// The app called `write()`: its requests no longer run inline, where `write()`
     /// output must wait until the app returns.
     pub write_seen: AtomicBool,
@@ -139,11 +139,11 @@ impl WorkerShared {
                 &config.log.access_log_format,
             )?),
         };
-        let inline = config.python.threads == 1;
+        let inline = config.python.inline;
         Ok(WorkerShared {
             threads: config.python.threads,
             inline,
-            pending: AtomicUsize::new(0),
+            turns: turn::Turns::default(),
             write_seen: AtomicBool::new(false),
             routes: RouteTimes::new(),
             workers: config.process.workers,

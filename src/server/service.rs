@@ -130,37 +130,65 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             route,
             reply,
         };
-        let work = match &self.inline {
-            Some(inline)
-                if job.body.is_none()
-                    && self.shared.routes.quick(route)
-                    && self.shared.pending.load(Ordering::Acquire) == 0
-                    && !self.shared.write_seen.load(Ordering::Relaxed) =>
-            {
-                run_inline(inline, job, &self.shared).map(Work::Resume)
-            }
-            _ => Some(Work::Request(job)),
-        };
-        let sent = match work {
-            None => true,
-            Some(work) => {
-                self.shared.pending.fetch_add(1, Ordering::AcqRel);
-                let sent = self.jobs.send(work).is_ok();
-                if !sent {
-                    self.shared.pending.fetch_sub(1, Ordering::AcqRel);
+        let eligible = self.inline.is_some()
+            && job.body.is_none()
+            && self.shared.routes.quick(route)
+            && !self.shared.write_seen.load(Ordering::Relaxed);
+        let sent = match (&self.inline, eligible) {
+            (Some(inline), true) if self.shared.turns.io_may_run() => {
+                match run_inline(inline, job, &self.shared) {
+                    None => true,
+                    Some(resume) => send(&self.shared, &self.jobs, Work::Resume(resume)),
                 }
-                sent
             }
+            (Some(inline), true) => {
+                // The Python thread is busy: wait for a turn here rather than queue
+                // behind it (see `turn.rs`).
+                let (inline, shared, jobs) =
+                    (inline.clone(), self.shared.clone(), self.jobs.clone());
+                return Box::pin(async move {
+                    let _guard = guard;
+                    let resumed = {
+                        let held = shared.turns.hold();
+                        held.ready().await;
+                        run_inline(&inline, job, &shared)
+                    };
+                    let sent = match resumed {
+                        None => true,
+                        Some(resume) => send(&shared, &jobs, Work::Resume(resume)),
+                    };
+                    answer(sent, response).await
+                });
+            }
+            _ => send(&self.shared, &self.jobs, Work::Request(job)),
         };
         Box::pin(async move {
             let _guard = guard;
-            if !sent {
-                return Ok(plain(503, "Service Unavailable: shutting down\n", true));
-            }
-            match response.await {
-                Ok(resp) => Ok(resp),
-                Err(_) => Ok(plain(500, "Internal Server Error\n", true)),
-            }
+            answer(sent, response).await
         })
+    }
+}
+
+/// Queues work for the Python thread; `false` when the worker is shutting down.
+fn send(shared: &WorkerShared, jobs: &crossbeam_channel::Sender<Work>, work: Work) -> bool {
+    shared.turns.sent();
+    let sent = jobs.send(work).is_ok();
+    if !sent {
+        shared.turns.unsent();
+    }
+    sent
+}
+
+/// The response: what the Python side replied, or a server-made error.
+async fn answer(
+    sent: bool,
+    response: tokio::sync::oneshot::Receiver<Response<ResponseBody>>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    if !sent {
+        return Ok(plain(503, "Service Unavailable: shutting down\n", true));
+    }
+    match response.await {
+        Ok(resp) => Ok(resp),
+        Err(_) => Ok(plain(500, "Internal Server Error\n", true)),
     }
 }

@@ -136,7 +136,13 @@ fn run(
     Python::attach(|py| {
         let app = app.bind(py);
         loop {
-            let Some(work) = py.detach(|| jobs.recv().ok()) else {
+            let Some(work) = py.detach(|| {
+                let work = jobs.recv().ok();
+                if work.is_some() {
+                    shared.turns.python_wait();
+                }
+                work
+            }) else {
                 break;
             };
             match work {
@@ -165,7 +171,7 @@ fn run(
                 }
             }
             slot.finish();
-            shared.pending.fetch_sub(1, Ordering::AcqRel);
+            shared.turns.python_done();
         }
     });
 }
