@@ -20,7 +20,7 @@ use crate::server::{self, listener::Listener, Stop, WorkerShared};
 use crate::wsgi::interpreter;
 
 /// Runs worker `id` on the control socket `control_fd`; returns the exit code.
-pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
+pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<RawFd>) -> i32 {
     let span = tracing::info_span!("worker", id);
     let _enter = span.enter();
     // SAFETY: the master passed this fd number for our end of the control socket.
@@ -87,7 +87,14 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd) -> i32 {
             return exit::RUNTIME;
         }
     };
-    let shared = match WorkerShared::new(&config, runtime.handle().clone()) {
+    let balance = balance_fd.and_then(|fd| match server::balance::Region::map(fd) {
+        Ok(r) => Some(r.worker(id)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot map the shared connection counts");
+            None
+        }
+    });
+    let shared = match WorkerShared::new(&config, runtime.handle().clone(), balance) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             tracing::error!(error = %e, "cannot start");

@@ -60,7 +60,7 @@ pub fn main() -> i32 {
     }
     let config = Arc::new(config);
     if let Some(worker) = worker_env() {
-        return crate::worker::main(config, worker.0, worker.1);
+        return crate::worker::main(config, worker.0, worker.1, worker.2);
     }
     run_master(config, &cli, &sources)
 }
@@ -92,15 +92,20 @@ fn notify_config(
     Ok(notify)
 }
 
-/// `(id, control fd)` when this process is a worker; the variables are removed so
+/// `(id, control fd, balance memfd)` when this process is a worker; the variables are removed so
 /// that processes the app starts do not mistake themselves for workers.
-fn worker_env() -> Option<(u32, i32)> {
+fn worker_env() -> Option<(u32, i32, Option<i32>)> {
+    use crate::server::balance::BALANCE_FD_ENV;
     let id = std::env::var(WORKER_ID_ENV).ok()?.parse().ok()?;
     let fd = std::env::var(CONTROL_FD_ENV).ok()?.parse().ok()?;
+    let balance = std::env::var(BALANCE_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
     // SAFETY (edition 2021: safe fn): no other thread runs yet in this process.
     std::env::remove_var(WORKER_ID_ENV);
     std::env::remove_var(CONTROL_FD_ENV);
-    Some((id, fd))
+    std::env::remove_var(BALANCE_FD_ENV);
+    Some((id, fd, balance))
 }
 
 fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> i32 {

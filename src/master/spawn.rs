@@ -1,7 +1,7 @@
 //! Starting a worker process: re-execute this binary with the same arguments and
 //! environment, plus the worker id and its end of a fresh control socket.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command};
@@ -16,7 +16,7 @@ pub struct Spawned {
 
 /// Starts worker `id`. The child inherits stdout and stderr, so its log lines land
 /// where the master's do.
-pub fn spawn(id: u32) -> std::io::Result<Spawned> {
+pub fn spawn(id: u32, balance_fd: Option<RawFd>) -> std::io::Result<Spawned> {
     let (ours, theirs) = UnixStream::pair()?;
     let exe = std::env::current_exe()?;
     let theirs_fd: OwnedFd = theirs.into();
@@ -25,14 +25,19 @@ pub fn spawn(id: u32) -> std::io::Result<Spawned> {
     cmd.args(std::env::args_os().skip(1))
         .env(WORKER_ID_ENV, id.to_string())
         .env(CONTROL_FD_ENV, fd.to_string());
+    if let Some(b) = balance_fd {
+        cmd.env(crate::server::balance::BALANCE_FD_ENV, b.to_string());
+    }
     // SAFETY: only async-signal-safe calls (fcntl) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
-            // The control socket is CLOEXEC like every fd Rust opens; keep just this
-            // one across exec.
-            let flags = libc::fcntl(fd, libc::F_GETFD);
-            if flags < 0 || libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
-                return Err(std::io::Error::last_os_error());
+            // The control socket (and the balance memfd) are CLOEXEC like every fd
+            // Rust opens; keep just these across exec.
+            for keep in std::iter::once(fd).chain(balance_fd) {
+                let flags = libc::fcntl(keep, libc::F_GETFD);
+                if flags < 0 || libc::fcntl(keep, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });

@@ -125,6 +125,9 @@ pub struct Supervisor {
     readers: usize,
     /// Installed at the first `serve`, kept for the next.
     signals: Option<Signals>,
+    /// The connection counts workers share to spread bursts (`server/balance.rs`);
+    /// `None` if the memfd could not be made (workers then accept freely).
+    balance: Option<crate::server::balance::Region>,
 }
 
 impl Supervisor {
@@ -150,6 +153,13 @@ impl Supervisor {
             boot_snapshots: Vec::new(),
             readers: 0,
             signals: None,
+            balance: match crate::server::balance::Region::create() {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no shared connection counts; workers accept freely");
+                    None
+                }
+            },
         }
     }
 
@@ -463,7 +473,8 @@ impl Supervisor {
     fn spawn_one(&mut self) {
         let id = self.next_id;
         self.next_id += 1;
-        let spawned = match spawn::spawn(id) {
+        let balance_fd = self.balance.as_ref().map(|b| b.fd());
+        let spawned = match spawn::spawn(id, balance_fd) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start a worker");
@@ -560,6 +571,9 @@ impl Supervisor {
             let Some(slot) = self.workers.remove(&id) else {
                 continue;
             };
+            if let Some(b) = &self.balance {
+                b.clear(id);
+            }
             let code = status.code();
             use std::os::unix::process::ExitStatusExt;
             let how = match (code, status.signal()) {

@@ -17,6 +17,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 
 use super::arrival::StampedTcp;
+use super::balance;
 use super::handoff::Peer;
 use super::listener::Listener;
 use super::service::RequestService;
@@ -89,6 +90,15 @@ pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
         let Ok(permit) = ctx.permits.clone().acquire_owned().await else {
             return;
         };
+        if let Some(balance) = &ctx.shared.balance {
+            // Let a less loaded worker take what is queued (see `balance.rs`).
+            for _ in 0..balance::MAX_DEFERS {
+                if !balance.should_defer() {
+                    break;
+                }
+                tokio::time::sleep(balance::DEFER_STEP).await;
+            }
+        }
         let accepted = match &listener {
             Accept::Tcp(l) => l.accept().await.map(|(stream, addr)| {
                 let _ = stream.set_nodelay(true);
@@ -101,6 +111,10 @@ pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
         };
         match accepted {
             Ok((conn, peer)) => {
+                let open = ctx.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
+                if let Some(b) = &ctx.shared.balance {
+                    b.set_connections(open);
+                }
                 let ctx = ctx.clone();
                 let local = local.clone();
                 tokio::spawn(async move {
@@ -246,7 +260,7 @@ async fn serve<S>(stream: S, svc: RequestService, ctx: &AcceptCtx)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    ctx.shared.connections.fetch_add(1, Ordering::AcqRel);
+    // Counted by the accept loop already (so that a burst sees its own count rise).
     let activity = Arc::new(AtomicU64::new(0));
     let in_flight = svc.in_flight();
     let io = TokioIo::new(Tracked {
@@ -313,5 +327,8 @@ where
             }
         }
     }
-    ctx.shared.connections.fetch_sub(1, Ordering::AcqRel);
+    let open = ctx.shared.connections.fetch_sub(1, Ordering::AcqRel) - 1;
+    if let Some(b) = &ctx.shared.balance {
+        b.set_connections(open);
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod arrival;
+pub mod balance;
 pub mod conn;
 pub mod forwarded;
 pub mod handoff;
@@ -105,6 +106,8 @@ pub struct WorkerShared {
     pub inline: bool,
     /// Whose turn it is, the IO thread's or the Python thread's (`inline` only).
     pub turns: turn::Turns,
+    /// This worker's share of the connection counts all workers see.
+    pub balance: Option<balance::Balance>,
     /// The app called `write()`: its requests no longer run inline, where `write()`
     /// output must wait until the app returns.
     pub write_seen: AtomicBool,
@@ -131,6 +134,7 @@ impl WorkerShared {
     pub fn new(
         config: &Arc<Config>,
         handle: tokio::runtime::Handle,
+        balance: Option<balance::Balance>,
     ) -> anyhow::Result<WorkerShared> {
         let access_log = match &config.log.access_log {
             None => None,
@@ -144,6 +148,7 @@ impl WorkerShared {
             threads: config.python.threads,
             inline,
             turns: turn::Turns::default(),
+            balance,
             write_seen: AtomicBool::new(false),
             routes: RouteTimes::new(),
             workers: config.process.workers,
@@ -230,6 +235,9 @@ pub fn run(
         };
         for a in &accepts {
             a.abort();
+        }
+        if let Some(b) = &shared.balance {
+            b.leave();
         }
         if how == Stop::Graceful {
             let deadline = Instant::now() + config.process.graceful_timeout;

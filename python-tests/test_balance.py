@@ -1,0 +1,50 @@
+"""A burst of new connections is spread over the workers (issue 3, and every
+benchmark): all workers accept from one socket, and without the shared connection
+counts (src/server/balance.rs) the first worker to wake takes nearly all of a burst
+and serves those keep-alive connections alone for their whole life."""
+
+import collections
+import socket
+import time
+
+APP = "apps.process_app:application"
+
+
+def open_burst(srv, n):
+    """Opens n connections at once, then sends one request on each; returns the
+    worker pid that answered each connection (keep-alive, so it is that
+    connection's worker)."""
+    conns = [socket.create_connection((srv.host, srv.port), timeout=10) for _ in range(n)]
+    time.sleep(0.3)  # every connection accepted by some worker before any request
+    pids = []
+    try:
+        for c in conns:
+            c.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\n\r\n")
+        for c in conns:
+            data = b""
+            while b"\r\n\r\n" not in data or not data.split(b"\r\n\r\n", 1)[1]:
+                chunk = c.recv(4096)
+                assert chunk, data
+                data += chunk
+            pids.append(int(data.split(b"\r\n\r\n", 1)[1].strip()))
+    finally:
+        for c in conns:
+            c.close()
+    return pids
+
+
+def test_a_burst_of_connections_is_spread_over_the_workers(start_server):
+    srv = start_server(APP, "--workers", "2", "--threads", "1")
+    time.sleep(0.5)  # both workers up
+    for _ in range(3):
+        per_worker = collections.Counter(open_burst(srv, 40))
+        assert len(per_worker) == 2, per_worker
+        assert min(per_worker.values()) >= 16, per_worker
+
+
+def test_four_workers_share_a_burst(start_server):
+    srv = start_server(APP, "--workers", "4", "--threads", "2")
+    time.sleep(0.8)
+    per_worker = collections.Counter(open_burst(srv, 64))
+    assert len(per_worker) == 4, per_worker
+    assert min(per_worker.values()) >= 10, per_worker
