@@ -5,7 +5,7 @@
 
 /// `queue_time`: dispatch − proxy stamp. The autoscaling signal.
 pub(crate) const TIME_IN_QUEUE: &str = "TimeInQueue";
-/// `server_wait`: dispatch − headers parsed, the wait inside rwsgi itself.
+/// `server_wait`: dispatch − arrival of the request's bytes, the wait inside rwsgi.
 pub(crate) const SERVER_WAIT: &str = "ServerWait";
 /// `app_time`: response finished − dispatch.
 pub(crate) const APP_TIME: &str = "AppTime";

@@ -202,7 +202,7 @@ impl Totals {
             ),
             (
                 "rwsgi_server_wait_seconds",
-                "Time from request headers parsed to dispatch to a Python thread.",
+                "Time from the request's arrival (kernel receive time on TCP) to dispatch to the app.",
                 &self.server_wait,
             ),
             (

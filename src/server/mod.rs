@@ -2,7 +2,8 @@
 //! handoff of each request to the Python threads.
 //!
 //! The worker runs one current-thread tokio runtime for all network IO; Python runs
-//! on `--threads` OS threads of its own. The runtime never takes the GIL.
+//! on `--threads` OS threads of its own. The runtime takes the GIL only to run a
+//! quick bodiless request inline with `--threads 1` (`wsgi::threads::run_inline`).
 
 pub mod access_log;
 pub mod arrival;

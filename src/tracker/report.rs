@@ -75,7 +75,7 @@ pub struct Report {
     /// `dispatch − proxy stamp`, only for requests with an `ok` or `future` stamp
     /// (shed requests included).
     pub queue_time: MetricReport,
-    /// `dispatch − headers parsed` (monotonic), for every dispatched request (shed
+    /// `dispatch − arrival` (monotonic), for every dispatched request (shed
     /// requests included).
     pub server_wait: MetricReport,
     /// `response finished − dispatch`, for every request that reached the app.

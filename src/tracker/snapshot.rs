@@ -17,8 +17,9 @@ pub struct Snapshot {
     /// `dispatch − proxy stamp` for requests with an `ok` or `future` stamp (shed ones
     /// included: their wait is exactly what an autoscaler must see).
     pub queue_time: Timing,
-    /// `dispatch − headers parsed` (monotonic) for every request that reached dispatch,
-    /// shed ones included; known even without a proxy.
+    /// `dispatch − arrival` (monotonic; arrival = kernel receive time on TCP) for
+    /// every request that reached dispatch, shed ones included; known even without
+    /// a proxy.
     pub server_wait: Timing,
     /// `response finished − dispatch` for every request that reached the app.
     pub app_time: Timing,
