@@ -97,7 +97,6 @@ def test_one_request_at_a_time_with_one_thread(start_server):
     # Quick GETs that find the Python thread busy wait for a turn instead of queueing
     # behind it, so most of them still run inline between the handed-off requests.
     gets = [w for i, (_, w) in enumerate(results) if i % 3 and i % 7]
-    print("inline share of quick GETs:", gets.count("io") / len(gets))
     assert gets.count("io") >= len(gets) // 2, gets
 
 

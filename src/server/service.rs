@@ -116,7 +116,11 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         }
         let (parts, body) = req.into_parts();
         let body = (!body.is_end_stream()).then_some(body);
-        let route = super::RouteTimes::route(parts.method.as_str(), parts.uri.path());
+        // Only the inline decision needs the route (a hash of method and path).
+        let route = match self.inline {
+            Some(_) => super::RouteTimes::route(parts.method.as_str(), parts.uri.path()),
+            None => 0,
+        };
         let (reply, response) = tokio::sync::oneshot::channel();
         let job = Job {
             method: parts.method,
@@ -136,10 +140,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             && !self.shared.write_seen.load(Ordering::Relaxed);
         let sent = match (&self.inline, eligible) {
             (Some(inline), true) if self.shared.turns.io_may_run() => {
-                match run_inline(inline, job, &self.shared) {
-                    None => true,
-                    Some(resume) => send(&self.shared, &self.jobs, Work::Resume(resume)),
-                }
+                run_here(inline, job, &self.shared, &self.jobs)
             }
             (Some(inline), true) => {
                 // The Python thread is busy: wait for a turn here rather than queue
@@ -148,14 +149,10 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                     (inline.clone(), self.shared.clone(), self.jobs.clone());
                 return Box::pin(async move {
                     let _guard = guard;
-                    let resumed = {
+                    let sent = {
                         let held = shared.turns.hold();
                         held.ready().await;
-                        run_inline(&inline, job, &shared)
-                    };
-                    let sent = match resumed {
-                        None => true,
-                        Some(resume) => send(&shared, &jobs, Work::Resume(resume)),
+                        run_here(&inline, job, &shared, &jobs)
                     };
                     answer(sent, response).await
                 });
@@ -166,6 +163,20 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             let _guard = guard;
             answer(sent, response).await
         })
+    }
+}
+
+/// Runs `job` on this (IO) thread; what must wait on the client goes on to the Python
+/// thread. `false` when that could not be queued (shutting down).
+fn run_here(
+    inline: &Inline,
+    job: Job,
+    shared: &WorkerShared,
+    jobs: &crossbeam_channel::Sender<Work>,
+) -> bool {
+    match run_inline(inline, job, shared) {
+        None => true,
+        Some(resume) => send(shared, jobs, Work::Resume(resume)),
     }
 }
 
