@@ -389,6 +389,11 @@ fn iterate_rest(
 /// PEP 3333: `close()` is called whatever happened.
 fn close(iterable: &Bound<'_, PyAny>) -> PyResult<()> {
     let py = iterable.py();
+    // A plain list or tuple has no close(). Asking would raise and format an
+    // AttributeError inside `hasattr` on every such response.
+    if iterable.is_exact_instance_of::<PyList>() || iterable.is_exact_instance_of::<PyTuple>() {
+        return Ok(());
+    }
     if iterable.hasattr(pyo3::intern!(py, "close"))? {
         iterable.call_method0(pyo3::intern!(py, "close"))?;
     }
