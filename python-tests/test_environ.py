@@ -50,6 +50,23 @@ def test_basic_cgi_values(rules_server):
     assert env["HTTP_HOST"] == "localhost"
 
 
+def test_each_request_gets_a_fresh_environ(rules_server):
+    # An app that changes or empties its environ, and headers one request sent, must
+    # leave nothing behind for the next request of the worker.
+    first = env_of(rules_server, "/environ/mutate", {"X-Only-Once": "1", "Host": "localhost"})
+    assert first["environ"]["HTTP_X_ONLY_ONCE"] == "1"
+    for _ in range(3):
+        env = env_of(rules_server, "/environ")["environ"]
+        assert "app.mark" not in env
+        assert "HTTP_X_ONLY_ONCE" not in env
+        assert env["HTTP_HOST"] == "localhost"
+        assert env["SCRIPT_NAME"] == ""
+        assert env["wsgi.url_scheme"] == "http"
+        assert env["wsgi.version"] == [1, 0]
+        assert env["REQUEST_METHOD"] == "GET"
+        assert env["PATH_INFO"] == "/environ"
+
+
 def test_query_string_empty_when_absent(rules_server):
     assert env_of(rules_server, "/environ")["environ"]["QUERY_STRING"] == ""
 

@@ -202,7 +202,15 @@ def application(environ, start_response):
 
     # -- environ -------------------------------------------------------------
     if path.startswith("/environ"):
-        return as_json(start_response, describe_environ(environ))
+        described = describe_environ(environ)
+        if path == "/environ/mutate":
+            # Changes that must not reach the next request's environ.
+            environ["app.mark"] = "set by the previous request"
+            environ["HTTP_HOST"] = "changed"
+            environ["wsgi.url_scheme"] = "gopher"
+            del environ["SCRIPT_NAME"]
+            environ.clear()
+        return as_json(start_response, described)
 
     if path == "/hello":
         return text(start_response, "hello world")

@@ -256,6 +256,43 @@ impl Future for CloseWhenDrainingFuture {
     }
 }
 
+/// What woke a connection's task, in [`serve`].
+enum Event {
+    /// hyper finished with the connection.
+    Done(Result<(), hyper::Error>),
+    /// The worker is stopping.
+    Stop,
+    /// The idle (or drain) timer fired.
+    Timer,
+}
+
+/// The waker handed to a connection's idle timer and stop signal: it notes that one of
+/// them fired, then wakes the connection's task.
+struct SideWake {
+    woken: std::sync::atomic::AtomicBool,
+    task: futures_util::task::AtomicWaker,
+}
+
+impl Default for SideWake {
+    fn default() -> Self {
+        SideWake {
+            // The first round registers both.
+            woken: std::sync::atomic::AtomicBool::new(true),
+            task: futures_util::task::AtomicWaker::new(),
+        }
+    }
+}
+
+impl std::task::Wake for SideWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, Ordering::Release);
+        self.task.wake();
+    }
+}
+
 async fn serve<S>(stream: S, svc: RequestService, ctx: &AcceptCtx)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -287,20 +324,49 @@ where
             .as_mut()
             .reset(tokio::time::Instant::now() + DRAIN_POLL);
     }
+    // The idle timer and the stop signal wake the task through `side`, so a poll that
+    // hyper's IO caused (two or three per request) does not poll them too.
+    let side = Arc::new(SideWake::default());
+    let side_waker = std::task::Waker::from(side.clone());
     loop {
-        tokio::select! {
-            res = conn.as_mut() => {
+        let watch_stop = draining.is_none() && !closing;
+        let event = {
+            let mut changed = std::pin::pin!(stop.changed());
+            std::future::poll_fn(|cx| {
+                side.task.register(cx.waker());
+                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
+                    return Poll::Ready(Event::Done(res));
+                }
+                if side.woken.swap(false, Ordering::AcqRel) {
+                    let mut side_cx = Context::from_waker(&side_waker);
+                    if watch_stop && changed.as_mut().poll(&mut side_cx).is_ready() {
+                        return Poll::Ready(Event::Stop);
+                    }
+                    if !closing && idle_timer.as_mut().poll(&mut side_cx).is_ready() {
+                        return Poll::Ready(Event::Timer);
+                    }
+                }
+                Poll::Pending
+            })
+            .await
+        };
+        // Whatever happened, the next round polls the timer and the signal afresh.
+        side.woken.store(true, Ordering::Release);
+        match event {
+            Event::Done(res) => {
                 if let Err(e) = res {
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 break;
             }
-            _ = stop.changed(), if draining.is_none() && !closing => {
+            Event::Stop => {
                 draining = Some(tokio::time::Instant::now());
                 seen = activity.load(Ordering::Relaxed);
-                idle_timer.as_mut().reset(tokio::time::Instant::now() + DRAIN_POLL);
+                idle_timer
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + DRAIN_POLL);
             }
-            _ = &mut idle_timer, if !closing => {
+            Event::Timer => {
                 let now = activity.load(Ordering::Relaxed);
                 let busy = in_flight.load(Ordering::Acquire) > 0;
                 let t = tokio::time::Instant::now();

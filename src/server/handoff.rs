@@ -47,7 +47,8 @@ pub struct Job {
     /// The request's slot in [`super::RouteTimes`].
     pub route: usize,
     /// Where the Python thread sends the response head (and a full or streamed body).
-    pub reply: oneshot::Sender<Response<ResponseBody>>,
+    /// Taken (`None`) once a responder owns it.
+    pub reply: Option<oneshot::Sender<Response<ResponseBody>>>,
 }
 
 /// Why a streamed body ended abnormally; hyper then closes the connection.

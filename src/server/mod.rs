@@ -36,14 +36,15 @@ pub struct BusySlot {
 }
 
 impl BusySlot {
-    pub fn start(&self, epoch: Instant, method: &str, path: &str) {
+    /// `now`: a clock reading the caller already has.
+    pub fn start(&self, epoch: Instant, now: Instant, method: &str, path: &str) {
         if let Ok(mut r) = self.request.lock() {
             r.clear();
             r.push_str(method);
             r.push(' ');
             r.push_str(&path[..path.len().min(200)]);
         }
-        let ms = epoch.elapsed().as_millis() as u64;
+        let ms = now.saturating_duration_since(epoch).as_millis() as u64;
         self.since_ms.store(ms.max(1), Ordering::Release);
     }
 

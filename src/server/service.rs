@@ -132,7 +132,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             body,
             arrived_at,
             route,
-            reply,
+            reply: Some(reply),
         };
         let eligible = self.inline.is_some()
             && job.body.is_none()

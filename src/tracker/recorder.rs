@@ -90,8 +90,12 @@ impl Recorder {
     /// outcome, its `queue_time` (`Ok` → the value, `Future` → 0) and its `server_wait`.
     /// From now until [`Recorder::record_finish`], one thread counts as busy.
     pub fn record_dispatch(&self, stamp: &Stamp, server_wait: Duration) {
+        self.record_dispatch_at(stamp, server_wait, Instant::now());
+    }
+
+    /// [`Recorder::record_dispatch`] at `now`, a clock reading the caller already has.
+    pub fn record_dispatch_at(&self, stamp: &Stamp, server_wait: Duration, now: Instant) {
         let waits = Waits::new(stamp, server_wait);
-        let now = Instant::now();
         let mut current = self.lock();
         current.accrue(now);
         current.in_flight = current.in_flight.saturating_add(1);
@@ -101,9 +105,13 @@ impl Recorder {
     /// Records a request whose response has been sent (or abandoned): its `app_time`
     /// and its status class; its thread stops counting as busy.
     pub fn record_finish(&self, app_time: Duration, status: u16) {
+        self.record_finish_at(app_time, status, Instant::now());
+    }
+
+    /// [`Recorder::record_finish`] at `now`, a clock reading the caller already has.
+    pub fn record_finish_at(&self, app_time: Duration, status: u16, now: Instant) {
         let sample = Sample::new(app_time);
         let class = status_class(status);
-        let now = Instant::now();
         let mut current = self.lock();
         current.accrue(now);
         current.in_flight = current.in_flight.saturating_sub(1);

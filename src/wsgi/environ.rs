@@ -1,10 +1,17 @@
 //! The WSGI `environ` dict for one request (PEP 3333 "environ Variables").
 //!
 //! Native strings are latin-1 decoded bytes, so every byte of a path or header
-//! survives. Keys are interned Python strings, built once per interpreter.
+//! survives. Each environ starts as a copy of a per-worker template that already
+//! holds every key set on every request (`PyDict_Copy` copies its key table in one
+//! piece), so a request only replaces values. Keys are interned Python strings, built
+//! once per worker: `HTTP_*` keys too, for the first [`MAX_HEADER_KEYS`] header names
+//! a worker sees.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE};
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use percent_encoding::percent_decode;
 use pyo3::ffi;
 use pyo3::intern;
@@ -13,18 +20,82 @@ use pyo3::types::{PyDict, PyString};
 
 use crate::server::handoff::Job;
 
+/// At most this many `HTTP_*` keys are kept per worker: header names come from
+/// clients, and a client sending random names must not grow the cache without end.
+/// Names past it get a fresh key string per request, as before the cache.
+pub const MAX_HEADER_KEYS: usize = 256;
+
 /// Per-worker values that every environ shares.
 pub struct EnvironShared {
-    /// `wsgi.errors`: one object per worker, writing to the server log.
-    pub errors: Py<PyAny>,
-    /// `wsgi.file_wrapper`: the FileWrapper type.
-    pub file_wrapper: Py<PyAny>,
-    /// `wsgi.version`, `(1, 0)`.
-    pub version: Py<PyAny>,
-    pub multithread: bool,
-    pub multiprocess: bool,
+    /// The keys every request sets, with the values that never change (`wsgi.*`,
+    /// `SCRIPT_NAME`) and `None` for the rest; copied for each request.
+    template: Py<PyDict>,
     /// `SCRIPT_NAME`, from the environment as gunicorn takes it (usually empty).
-    pub script_name: String,
+    script_name: String,
+    /// `HTTP_*` key per header name already seen (interned, so its hash is cached).
+    header_keys: Mutex<HashMap<HeaderName, Py<PyString>, fnv::FnvBuildHasher>>,
+}
+
+impl EnvironShared {
+    /// `errors` is `wsgi.errors`, `file_wrapper` the `wsgi.file_wrapper` type.
+    pub fn new(
+        py: Python<'_>,
+        errors: Bound<'_, PyAny>,
+        file_wrapper: Bound<'_, PyAny>,
+        multithread: bool,
+        multiprocess: bool,
+        script_name: String,
+    ) -> PyResult<EnvironShared> {
+        let t = PyDict::new(py);
+        // Set on every request: placeholders, so the copy already has the key slot.
+        for key in [
+            intern!(py, "REQUEST_METHOD"),
+            intern!(py, "PATH_INFO"),
+            intern!(py, "QUERY_STRING"),
+            intern!(py, "RAW_URI"),
+            intern!(py, "SERVER_PROTOCOL"),
+            intern!(py, "SERVER_NAME"),
+            intern!(py, "SERVER_PORT"),
+            intern!(py, "REMOTE_ADDR"),
+            intern!(py, "wsgi.url_scheme"),
+            intern!(py, "wsgi.input"),
+            intern!(py, "rwsgi.queue_time"),
+            intern!(py, "rwsgi.server_wait"),
+        ] {
+            t.set_item(key, py.None())?;
+        }
+        t.set_item(intern!(py, "SCRIPT_NAME"), script_name.as_str())?;
+        t.set_item(
+            intern!(py, "wsgi.version"),
+            pyo3::types::PyTuple::new(py, [1, 0])?,
+        )?;
+        t.set_item(intern!(py, "wsgi.errors"), errors)?;
+        t.set_item(intern!(py, "wsgi.multithread"), multithread)?;
+        t.set_item(intern!(py, "wsgi.multiprocess"), multiprocess)?;
+        t.set_item(intern!(py, "wsgi.run_once"), false)?;
+        t.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
+        Ok(EnvironShared {
+            template: t.unbind(),
+            script_name,
+            header_keys: Mutex::new(HashMap::default()),
+        })
+    }
+
+    /// The `HTTP_*` key of `name` (`None` for names with `_`, see [`cgi_header_key`]).
+    fn header_key<'py>(&self, py: Python<'py>, name: &HeaderName) -> Option<Bound<'py, PyString>> {
+        let mut keys = self
+            .header_keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(key) = keys.get(name) {
+            return Some(key.bind(py).clone());
+        }
+        let key = PyString::intern(py, &cgi_header_key(name.as_str())?);
+        if keys.len() < MAX_HEADER_KEYS {
+            keys.insert(name.clone(), key.clone().unbind());
+        }
+        Some(key)
+    }
 }
 
 /// The per-request facts that do not come from the request bytes.
@@ -92,6 +163,20 @@ pub fn joined_value(headers: &HeaderMap, name: &http::HeaderName) -> Vec<u8> {
     out
 }
 
+/// The method as a Python str: interned for the common ones.
+fn method_str<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyString> {
+    match *method {
+        http::Method::GET => intern!(py, "GET").clone(),
+        http::Method::POST => intern!(py, "POST").clone(),
+        http::Method::HEAD => intern!(py, "HEAD").clone(),
+        http::Method::PUT => intern!(py, "PUT").clone(),
+        http::Method::DELETE => intern!(py, "DELETE").clone(),
+        http::Method::PATCH => intern!(py, "PATCH").clone(),
+        http::Method::OPTIONS => intern!(py, "OPTIONS").clone(),
+        _ => PyString::new(py, method.as_str()),
+    }
+}
+
 /// Builds the environ for `job`; `input` becomes `wsgi.input`.
 pub fn build<'py>(
     py: Python<'py>,
@@ -100,21 +185,35 @@ pub fn build<'py>(
     shared: &EnvironShared,
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let env = PyDict::new(py);
-    env.set_item(intern!(py, "REQUEST_METHOD"), job.method.as_str())?;
-    env.set_item(intern!(py, "SCRIPT_NAME"), shared.script_name.as_str())?;
+    // SAFETY: the template is a dict; PyDict_Copy returns a new reference or NULL
+    // with an exception set, which from_owned_ptr_or_err turns into an error.
+    let env: Bound<'py, PyDict> = unsafe {
+        Bound::from_owned_ptr_or_err(py, ffi::PyDict_Copy(shared.template.as_ptr()))?
+            .cast_into_unchecked()
+    };
+    env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &job.method))?;
     let raw_path = job.uri.path();
-    let decoded: Vec<u8> = percent_decode(raw_path.as_bytes()).collect();
-    let mut path_info: &[u8] = &decoded;
+    let decoded: Vec<u8>;
+    let mut path_info: &[u8] = if raw_path.contains('%') {
+        decoded = percent_decode(raw_path.as_bytes()).collect();
+        &decoded
+    } else {
+        raw_path.as_bytes()
+    };
     if !shared.script_name.is_empty() {
         if let Some(rest) = path_info.strip_prefix(shared.script_name.as_bytes()) {
             path_info = rest;
         }
     }
     env.set_item(intern!(py, "PATH_INFO"), latin1(py, path_info)?)?;
+    let query = job.uri.query().unwrap_or("");
     env.set_item(
         intern!(py, "QUERY_STRING"),
-        latin1(py, job.uri.query().unwrap_or("").as_bytes())?,
+        if query.is_empty() {
+            intern!(py, "").clone()
+        } else {
+            latin1(py, query.as_bytes())?
+        },
     )?;
     let raw_uri = job.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     env.set_item(intern!(py, "RAW_URI"), latin1(py, raw_uri.as_bytes())?)?;
@@ -130,7 +229,8 @@ pub fn build<'py>(
     env.set_item(intern!(py, "SERVER_PORT"), job.local.port.as_str())?;
     env.set_item(intern!(py, "REMOTE_ADDR"), facts.remote_addr)?;
     if let Some(port) = facts.remote_port {
-        env.set_item(intern!(py, "REMOTE_PORT"), port.to_string())?;
+        let mut digits = itoa_u16(port);
+        env.set_item(intern!(py, "REMOTE_PORT"), digits.as_str())?;
     }
 
     for name in job.headers.keys() {
@@ -144,38 +244,63 @@ pub fn build<'py>(
             env.set_item(key, latin1(py, &value)?)?;
             continue;
         }
-        let Some(key) = cgi_header_key(name.as_str()) else {
+        let Some(key) = shared.header_key(py, name) else {
             continue;
         };
-        let value = match job.headers.get_all(name).iter().nth(1) {
-            None => match job.headers.get(name) {
-                Some(v) => latin1(py, v.as_bytes())?,
-                None => continue,
-            },
-            Some(_) => latin1(py, &joined_value(&job.headers, name))?,
+        let mut values = job.headers.get_all(name).iter();
+        let value = match (values.next(), values.next()) {
+            (Some(v), None) => latin1(py, v.as_bytes())?,
+            (Some(_), Some(_)) => latin1(py, &joined_value(&job.headers, name))?,
+            (None, _) => continue,
         };
         env.set_item(key, value)?;
     }
 
-    env.set_item(intern!(py, "wsgi.version"), shared.version.bind(py))?;
     env.set_item(intern!(py, "wsgi.url_scheme"), facts.url_scheme)?;
     env.set_item(intern!(py, "wsgi.input"), input)?;
-    env.set_item(intern!(py, "wsgi.errors"), shared.errors.bind(py))?;
-    env.set_item(intern!(py, "wsgi.multithread"), shared.multithread)?;
-    env.set_item(intern!(py, "wsgi.multiprocess"), shared.multiprocess)?;
-    env.set_item(intern!(py, "wsgi.run_once"), false)?;
-    env.set_item(
-        intern!(py, "wsgi.file_wrapper"),
-        shared.file_wrapper.bind(py),
-    )?;
     env.set_item(intern!(py, "rwsgi.queue_time"), facts.queue_time)?;
     env.set_item(intern!(py, "rwsgi.server_wait"), facts.server_wait)?;
     Ok(env)
 }
 
+/// A port in decimal without going through `fmt`.
+struct Digits {
+    buf: [u8; 5],
+    start: usize,
+}
+
+impl Digits {
+    fn as_str(&mut self) -> &str {
+        // SAFETY: only ASCII digits are written into buf[start..].
+        unsafe { std::str::from_utf8_unchecked(&self.buf[self.start..]) }
+    }
+}
+
+fn itoa_u16(mut n: u16) -> Digits {
+    let mut d = Digits {
+        buf: [b'0'; 5],
+        start: 5,
+    };
+    loop {
+        d.start -= 1;
+        d.buf[d.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return d;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ports_in_decimal() {
+        for n in [0u16, 7, 10, 80, 8080, 9999, 10000, 65535] {
+            assert_eq!(itoa_u16(n).as_str(), n.to_string());
+        }
+    }
 
     #[test]
     fn header_keys_follow_cgi() {

@@ -125,9 +125,7 @@ pub fn handle(
         env_keys,
     } = log;
     let body = job.body.take();
-    let (reply_tx, reply_placeholder) = tokio::sync::oneshot::channel();
-    let reply = std::mem::replace(&mut job.reply, reply_tx);
-    drop(reply_placeholder);
+    let reply = job.reply.take();
     let head_request = job.method == Method::HEAD;
     let responder = Responder::new(
         reply,

@@ -73,14 +73,14 @@ pub struct Responder {
 
 impl Responder {
     pub fn new(
-        reply: oneshot::Sender<Response<ResponseBody>>,
+        reply: Option<oneshot::Sender<Response<ResponseBody>>>,
         head_request: bool,
         close: bool,
         keep_headers: bool,
         inline: bool,
     ) -> Self {
         Responder {
-            reply: Some(reply),
+            reply,
             stream: None,
             status: None,
             headers: Vec::new(),
@@ -122,12 +122,15 @@ impl Responder {
     }
 
     fn head(&mut self, body: ResponseBody) -> Response<ResponseBody> {
-        let (code, reason) = self.status.clone().unwrap_or((500, String::new()));
+        let (code, reason) = match &self.status {
+            Some((code, reason)) => (*code, reason.as_str()),
+            None => (500, ""),
+        };
         let mut resp = Response::new(body);
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         *resp.status_mut() = status;
-        if !reason.is_empty() && status.canonical_reason() != Some(reason.as_str()) {
-            if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason.into_bytes()) {
+        if !reason.is_empty() && status.canonical_reason() != Some(reason) {
+            if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
                 resp.extensions_mut().insert(r);
             }
         }

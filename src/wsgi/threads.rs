@@ -15,7 +15,6 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::Receiver;
 use pyo3::prelude::*;
-use pyo3::types::PyTuple;
 
 use super::environ::{EnvironShared, RequestFacts};
 use super::errors::Errors;
@@ -47,7 +46,8 @@ pub struct Resume {
 struct Tail {
     dispatched: Instant,
     method: http::Method,
-    path: String,
+    /// The request's URI (a shared buffer, not a copy), for the busy slot's path.
+    uri: http::Uri,
     remote_addr: String,
     line: Option<(RequestLine, http::HeaderMap)>,
 }
@@ -72,14 +72,14 @@ pub fn spawn(
 ) -> std::io::Result<Spawned> {
     let env_shared = Arc::new(
         Python::attach(|py| -> PyResult<EnvironShared> {
-            Ok(EnvironShared {
-                errors: Py::new(py, Errors::default())?.into_any(),
-                file_wrapper: py.get_type::<FileWrapper>().into_any().unbind(),
-                version: PyTuple::new(py, [1, 0])?.into_any().unbind(),
-                multithread: shared.threads > 1,
-                multiprocess: shared.workers > 1,
-                script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
-            })
+            EnvironShared::new(
+                py,
+                Bound::new(py, Errors::default())?.into_any(),
+                py.get_type::<FileWrapper>().into_any(),
+                shared.threads > 1,
+                shared.workers > 1,
+                std::env::var("SCRIPT_NAME").unwrap_or_default(),
+            )
         })
         .map_err(|e| std::io::Error::other(e.to_string()))?,
     );
@@ -115,13 +115,23 @@ pub fn run_inline(inline: &Inline, job: Job, shared: &WorkerShared) -> Option<Bo
     let slot = &shared.busy[shared.threads];
     let route = job.route;
     let started = Instant::now();
-    let resume = Python::attach(|py| {
-        slot.start(shared.epoch, job.method.as_str(), job.uri.path());
-        let resume = run_one(py, inline.app.bind(py), job, shared, &inline.env, true);
+    let (resume, ended) = Python::attach(|py| {
+        slot.start(shared.epoch, started, job.method.as_str(), job.uri.path());
+        let ran = run_one(
+            py,
+            inline.app.bind(py),
+            job,
+            shared,
+            &inline.env,
+            true,
+            started,
+        );
         slot.finish();
-        resume
+        ran
     });
-    shared.routes.record(route, started.elapsed());
+    shared
+        .routes
+        .record(route, ended.saturating_duration_since(started));
     resume
 }
 
@@ -147,27 +157,37 @@ fn run(
             };
             match work {
                 Work::Request(job) => {
-                    slot.start(shared.epoch, job.method.as_str(), job.uri.path());
-                    let route = job.route;
                     let started = Instant::now();
+                    slot.start(shared.epoch, started, job.method.as_str(), job.uri.path());
+                    let route = job.route;
                     // Not inline: never suspended.
-                    let _ = run_one(py, app, job, &shared, &env, false);
+                    let (_, ended) = run_one(py, app, job, &shared, &env, false, started);
                     if shared.inline {
-                        shared.routes.record(route, started.elapsed());
+                        shared
+                            .routes
+                            .record(route, ended.saturating_duration_since(started));
                     }
                 }
                 Work::Resume(r) => {
                     let Resume { suspended, tail } = *r;
-                    slot.start(shared.epoch, tail.method.as_str(), &tail.path);
+                    slot.start(
+                        shared.epoch,
+                        Instant::now(),
+                        tail.method.as_str(),
+                        tail.uri.path(),
+                    );
                     if suspended.used_write {
                         // This app writes: its requests stay off the IO thread.
                         shared.write_seen.store(true, Ordering::Relaxed);
                     }
                     let outcome = response::resume(py, suspended);
-                    shared
-                        .recorder
-                        .record_finish(tail.dispatched.elapsed(), outcome.status);
-                    finish(py, &shared, tail, outcome);
+                    let ended = Instant::now();
+                    shared.recorder.record_finish_at(
+                        ended.saturating_duration_since(tail.dispatched),
+                        outcome.status,
+                        ended,
+                    );
+                    finish(py, &shared, tail, outcome, ended);
                 }
             }
             slot.finish();
@@ -183,8 +203,8 @@ fn run_one(
     shared: &WorkerShared,
     env: &EnvironShared,
     inline: bool,
-) -> Option<Box<Resume>> {
-    let dispatched = Instant::now();
+    dispatched: Instant,
+) -> (Option<Box<Resume>>, Instant) {
     let server_wait = dispatched.saturating_duration_since(job.arrived_at);
     let cfg = &shared.config;
     let (peer_ip, remote_port) = match job.peer {
@@ -223,12 +243,15 @@ fn run_one(
         .queue_time()
         .map_or(server_wait, |queue_time| queue_time.max(server_wait));
     let method = job.method.clone();
-    let path = job.uri.path().to_string();
-    let handled = if cfg.tracker.max_queue_time.is_some_and(|max| waited > max) {
+    let uri = job.uri.clone();
+    let (handled, ended) = if cfg.tracker.max_queue_time.is_some_and(|max| waited > max) {
         shared.recorder.record_shed(server_wait, &stamp);
-        Handled::Done(shed(job, cfg.tracker.max_queue_time.unwrap_or_default()))
+        let shed = shed(job, cfg.tracker.max_queue_time.unwrap_or_default());
+        (Handled::Done(shed), Instant::now())
     } else {
-        shared.recorder.record_dispatch(&stamp, server_wait);
+        shared
+            .recorder
+            .record_dispatch_at(&stamp, server_wait, dispatched);
         let facts = RequestFacts {
             remote_addr: &fwd.remote_addr,
             remote_port,
@@ -250,33 +273,36 @@ fn run_one(
             env_keys,
         };
         let handled = response::handle(py, app, job, &facts, env, &shared.handle, needs, inline);
+        let ended = Instant::now();
         if let Handled::Done(outcome) = &handled {
-            shared
-                .recorder
-                .record_finish(dispatched.elapsed(), outcome.status);
+            shared.recorder.record_finish_at(
+                ended.saturating_duration_since(dispatched),
+                outcome.status,
+                ended,
+            );
         }
-        handled
+        (handled, ended)
     };
     let tail = Tail {
         dispatched,
         method,
-        path,
+        uri,
         remote_addr: fwd.remote_addr,
         line,
     };
     match handled {
         Handled::Done(outcome) => {
-            finish(py, shared, tail, outcome);
-            None
+            finish(py, shared, tail, outcome, ended);
+            (None, ended)
         }
-        Handled::Suspended(suspended) => Some(Box::new(Resume { suspended, tail })),
+        Handled::Suspended(suspended) => (Some(Box::new(Resume { suspended, tail })), ended),
     }
 }
 
-/// The end of every request: the access-log line and the served count (and, for a
-/// resumed response, its app time).
-fn finish(py: Python<'_>, shared: &WorkerShared, tail: Tail, outcome: Outcome) {
-    let elapsed = tail.dispatched.elapsed();
+/// The end of every request (`ended`: when its response was done): the access-log
+/// line and the served count.
+fn finish(py: Python<'_>, shared: &WorkerShared, tail: Tail, outcome: Outcome, ended: Instant) {
+    let elapsed = ended.saturating_duration_since(tail.dispatched);
     if let (Some(log), Some((line, headers))) = (&shared.access_log, tail.line) {
         let remote = tail.remote_addr;
         py.detach(|| log.write(&line, &headers, &remote, &outcome, elapsed));
@@ -293,7 +319,9 @@ fn shed(job: Job, max: Duration) -> Outcome {
     if let Ok(v) = http::HeaderValue::from_str(&retry) {
         resp.headers_mut().insert(http::header::RETRY_AFTER, v);
     }
-    let _ = job.reply.send(resp);
+    if let Some(reply) = job.reply {
+        let _ = reply.send(resp);
+    }
     Outcome {
         status: 503,
         sent: BODY.len() as u64,

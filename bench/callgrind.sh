@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Instructions per request under callgrind: user-space instruction counts, which do not
+# drift the way req/s does on a shared 2-core machine (runs of the same binary move by
+# ±10% there). This is how the bench checks "tracker on ÷ off ≥ 0.98", and where the
+# server's own cost per request shows against bjoern's.
+#
+#   bench/callgrind.sh                     hello world: rwsgi, rwsgi +tracker, bjoern
+#   bench/callgrind.sh --app flask_app:application --requests 4000
+#
+# For each server it starts one worker under valgrind, warms it with --warmup requests,
+# zeroes the counters (callgrind_control -z), sends --requests requests on 8 keep-alive
+# connections, dumps (callgrind_control -d) and divides the worker's instruction count
+# by the requests. Every request carries an X-RequestTime stamp, so the bytes on the
+# wire are the same with the tracker on and off. The kernel's share (TCP) is not
+# counted: callgrind sees user space only.
+#
+# Writes bench/results/callgrind-APP.md (or --out DIR). Needs the bench venv and the
+# release binaries: bench/run.sh sets both up (it calls this script for `callgrind`).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+RWSGI="${RWSGI_BIN:-$TARGET/release/rwsgi}"
+LOADGEN="$TARGET/release/rwsgi-bench"
+VENV="$ROOT/bench/.venv"
+APP="hello:application"
+REQUESTS=20000
+WARMUP=3000
+OUT="$ROOT/bench/results"
+SERVERS="rwsgi,rwsgi-tracker,bjoern"
+PORT=9310
+
+while (($#)); do
+  case "$1" in
+    --app) APP="$2"; shift 2 ;;
+    --requests) REQUESTS="$2"; shift 2 ;;
+    --warmup) WARMUP="$2"; shift 2 ;;
+    --out) OUT="$2"; shift 2 ;;
+    --server) SERVERS="$2"; shift 2 ;;
+    *) echo "bench/callgrind.sh: unknown option $1 (see the header of this file)" >&2; exit 2 ;;
+  esac
+done
+
+if ! command -v valgrind >/dev/null; then
+  echo "installing valgrind" >&2
+  apt-get update -qq && apt-get install -y -qq valgrind >/dev/null
+fi
+for f in "$RWSGI" "$LOADGEN" "$VENV/bin/python"; do
+  [ -e "$f" ] || { echo "bench/callgrind.sh: $f is missing; run bench/run.sh callgrind" >&2; exit 1; }
+done
+
+WORK="$(mktemp -d /tmp/rwsgi-callgrind.XXXXXX)"
+PGID=""
+cleanup() {
+  if [ -n "$PGID" ]; then kill -TERM -- "-$PGID" 2>/dev/null || true; sleep 1; kill -KILL -- "-$PGID" 2>/dev/null || true; fi
+}
+trap cleanup EXIT
+
+cd "$ROOT/bench/apps"
+export VIRTUAL_ENV="$VENV" PYTHONPATH="$ROOT/bench/apps" PYTHONDONTWRITEBYTECODE=1
+export PATH="$VENV/bin:$PATH"
+URL="http://127.0.0.1:$PORT/"
+STAMP=(--stamp-header X-RequestTime)
+
+# Sets RESULT to the instruction count per request of one server. (It runs in this
+# shell, not in a $(...) subshell, so that the EXIT trap can stop what it started.)
+RESULT=""
+measure() {
+  local name="$1"
+  local cmd=()
+  case "$name" in
+    rwsgi) cmd=("$RWSGI" --bind "127.0.0.1:$PORT" --workers 1 --threads 1 --log-level warning "$APP") ;;
+    rwsgi-tracker) cmd=("$RWSGI" --bind "127.0.0.1:$PORT" --workers 1 --threads 1 --log-level warning
+        --queue-header X-RequestTime --notify prometheus --metrics-bind 127.0.0.1:0 "$APP") ;;
+    bjoern) cmd=("$VENV/bin/python" bjoern_serve.py --workers 1 --port "$PORT" "$APP") ;;
+    *) echo "bench/callgrind.sh: unknown server $name (rwsgi, rwsgi-tracker, bjoern)" >&2; exit 2 ;;
+  esac
+  rm -f "$WORK"/cg.*
+  setsid valgrind --tool=callgrind --trace-children=yes --dump-instr=no \
+    --callgrind-out-file="$WORK/cg.%p" "${cmd[@]}" >"$WORK/$name.log" 2>&1 &
+  PGID=$!
+  local up=0
+  for _ in $(seq 600); do
+    if curl -s -o /dev/null "$URL"; then up=1; break; fi
+    sleep 0.2
+  done
+  if [ "$up" != 1 ]; then
+    echo "$name did not answer under valgrind within 120 s; its log:" >&2
+    tail -20 "$WORK/$name.log" >&2
+    exit 1
+  fi
+  "$LOADGEN" load "$URL" -n "$WARMUP" -c 8 -t 1 "${STAMP[@]}" >/dev/null
+  # The worker: the process in the group that served the requests (bjoern's child,
+  # rwsgi's re-executed worker), i.e. the one that executed the most basic blocks.
+  local pids worker best=0
+  pids="$(pgrep -g "$PGID")"
+  for p in $pids; do
+    local ir
+    ir="$(callgrind_control -s "$p" 2>/dev/null | awk '/Basic blocks:/ {gsub(",",""); sub(/.*executed /,""); print $1 + 0}' | head -1)"
+    ir="${ir:-0}"
+    if [ "$ir" -gt "$best" ]; then best="$ir"; worker="$p"; fi
+  done
+  if [ -z "${worker:-}" ]; then
+    echo "no callgrind process of $name answered callgrind_control" >&2
+    exit 1
+  fi
+  callgrind_control -z "$worker" >/dev/null 2>&1
+  "$LOADGEN" load "$URL" -n "$REQUESTS" -c 8 -t 1 "${STAMP[@]}" >"$WORK/$name.load"
+  callgrind_control --dump="$name" "$worker" >/dev/null 2>&1
+  sleep 1
+  local total
+  total="$(cat "$WORK"/cg."$worker".* 2>/dev/null | awk '/^summary:/ {s += $2} END {print s + 0}')"
+  kill -TERM -- "-$PGID" 2>/dev/null || true
+  sleep 2
+  kill -KILL -- "-$PGID" 2>/dev/null || true
+  wait "$PGID" 2>/dev/null || true
+  PGID=""
+  if [ "$total" = 0 ]; then
+    echo "no callgrind dump for $name (worker $worker) in $WORK" >&2
+    exit 1
+  fi
+  RESULT="$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }')"
+}
+
+declare -A IR
+IFS=',' read -r -a list <<<"$SERVERS"
+for s in "${list[@]}"; do
+  echo "== $s: $APP, $WARMUP warm-up + $REQUESTS measured requests under callgrind" >&2
+  measure "$s"
+  IR[$s]="$RESULT"
+  echo "   ${IR[$s]} instructions per request" >&2
+done
+
+mkdir -p "$OUT"
+{
+  echo "# rwsgi under callgrind: $(date -u '+%Y-%m-%d %H:%M') UTC"
+  echo
+  echo "User-space instructions per request (the worker process; kernel TCP not counted)."
+  echo "App \`$APP\`, 1 worker, $REQUESTS requests on 8 keep-alive connections after $WARMUP"
+  echo "warm-up requests, each with an \`X-RequestTime\` stamp. Command: \`bench/run.sh callgrind$( [ "$APP" != hello:application ] && printf ' --app %s' "$APP")\`."
+  echo
+  echo "| server | instructions / request |"
+  echo "|---|---:|"
+  for s in "${list[@]}"; do echo "| $s | ${IR[$s]} |"; done
+  if [ -n "${IR[rwsgi]:-}" ] && [ -n "${IR[rwsgi-tracker]:-}" ]; then
+    echo
+    awk -v off="${IR[rwsgi]}" -v on="${IR[rwsgi-tracker]}" 'BEGIN {
+      printf "Tracker on ÷ off (instructions, off ÷ on): **%.3f×** (the tracker adds %d instructions per request)\n", off / on, on - off }'
+  fi
+} >"$OUT/callgrind-${APP%%:*}.md"
+cat "$OUT/callgrind-${APP%%:*}.md"
