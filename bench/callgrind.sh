@@ -75,9 +75,8 @@ measure() {
     bjoern) cmd=("$VENV/bin/python" bjoern_serve.py --workers 1 --port "$PORT" "$APP") ;;
     *) echo "bench/callgrind.sh: unknown server $name (rwsgi, rwsgi-tracker, bjoern)" >&2; exit 2 ;;
   esac
-  rm -f "$WORK"/cg.*
   setsid valgrind --tool=callgrind --trace-children=yes --dump-instr=no \
-    --callgrind-out-file="$WORK/cg.%p" "${cmd[@]}" >"$WORK/$name.log" 2>&1 &
+    --callgrind-out-file="$WORK/$name.cg.%p" "${cmd[@]}" >"$WORK/$name.log" 2>&1 &
   PGID=$!
   local up=0
   for _ in $(seq 600); do
@@ -109,7 +108,7 @@ measure() {
   callgrind_control --dump="$name" "$worker" >/dev/null 2>&1
   sleep 1
   local total
-  total="$(cat "$WORK"/cg."$worker".* 2>/dev/null | awk '/^summary:/ {s += $2} END {print s + 0}')"
+  total="$(cat "$WORK/$name.cg.$worker".* 2>/dev/null | awk '/^summary:/ {s += $2} END {print s + 0}')"
   kill -TERM -- "-$PGID" 2>/dev/null || true
   sleep 2
   kill -KILL -- "-$PGID" 2>/dev/null || true
@@ -149,3 +148,4 @@ mkdir -p "$OUT"
   fi
 } >"$OUT/callgrind-${APP%%:*}.md"
 cat "$OUT/callgrind-${APP%%:*}.md"
+echo "callgrind dumps (for callgrind_annotate): $WORK" >&2

@@ -35,47 +35,52 @@ const Y2000_SECS: u64 = 946_684_800;
 pub fn parse_stamp(raw: &[u8]) -> Option<Duration> {
     let text = raw.trim_ascii();
     let text = text.strip_prefix(b"t=").unwrap_or(text);
-    let (whole, fraction) = match text.iter().position(|&b| b == b'.') {
-        Some(dot) => (&text[..dot], Some(&text[dot + 1..])),
-        None => (text, None),
-    };
-    let whole = parse_digits(whole)?;
+    // One pass over the bytes, integers only: this runs on every request.
+    let mut digits = text.iter();
+    let mut whole: u64 = 0;
+    let mut whole_len = 0usize;
+    let mut has_fraction = false;
+    for &b in digits.by_ref() {
+        if b == b'.' {
+            has_fraction = true;
+            break;
+        }
+        let d = b.wrapping_sub(b'0');
+        if d > 9 {
+            return None;
+        }
+        whole = whole.checked_mul(10)?.checked_add(u64::from(d))?;
+        whole_len += 1;
+    }
+    if whole_len == 0 {
+        return None;
+    }
     let unit_ns = unit_ns(whole)?;
 
     let mut fraction_ns: u64 = 0;
-    if let Some(fraction) = fraction {
-        if fraction.is_empty() || !fraction.iter().all(u8::is_ascii_digit) {
+    if has_fraction {
+        let fraction = digits.as_slice();
+        if fraction.is_empty() {
             return None;
         }
         let mut place = unit_ns;
-        for &digit in fraction {
-            place /= 10;
-            if place == 0 {
-                break;
+        for &b in fraction {
+            let d = b.wrapping_sub(b'0');
+            if d > 9 {
+                return None;
             }
-            fraction_ns += u64::from(digit - b'0') * place;
+            // Digits finer than a nanosecond are checked, then ignored.
+            place /= 10;
+            fraction_ns += u64::from(d) * place;
         }
     }
 
-    // u128 because a nanosecond-sized `whole` times a one-second unit would overflow u64.
-    let total_ns = u128::from(whole) * u128::from(unit_ns) + u128::from(fraction_ns);
-    let secs = u64::try_from(total_ns / 1_000_000_000).ok()?;
-    // The remainder is below 10^9, so it fits a u32.
-    let nanos = (total_ns % 1_000_000_000) as u32;
-    Some(Duration::new(secs, nanos))
-}
-
-/// A non-empty run of ASCII digits as a `u64`; `None` on anything else or overflow.
-fn parse_digits(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |acc, &b| {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        acc.checked_mul(10)?.checked_add(u64::from(b - b'0'))
-    })
+    // `unit_ns` divides a second, and the fraction stays below one unit, so `nanos`
+    // stays below a second.
+    let per_second = 1_000_000_000 / unit_ns;
+    let secs = whole / per_second;
+    let nanos = (whole % per_second) * unit_ns + fraction_ns;
+    Some(Duration::new(secs, nanos as u32))
 }
 
 /// Nanoseconds per unit of a stamp whose integer part is `whole`, or `None` before 2000.
