@@ -5,6 +5,8 @@
 #   bench/run.sh --quick         quick comparison (1 round, 2 s per load, < 3 min)
 #   bench/run.sh vs-wrk          generator vs wrk on serve-hello and granian
 #   bench/run.sh scenario        autoscaling ramp on rwsgi (tracker on)
+#   bench/run.sh callgrind       instructions per request under valgrind (tracker on ÷ off,
+#                                rwsgi vs bjoern); options in bench/callgrind.sh
 #   bench/run.sh MODE ARGS...    any rwsgi-bench subcommand (load, compare, render, …)
 #
 # Environment: PYTHON (interpreter for the venv; default python3, which must be the
@@ -21,14 +23,14 @@ PYTHON="${PYTHON:-python3}"
 
 mode=compare
 case "${1:-}" in
-  load|serve-hello|vs-wrk|compare|scenario|render) mode="$1"; shift ;;
+  load|serve-hello|vs-wrk|compare|scenario|render|callgrind) mode="$1"; shift ;;
 esac
 
 say() { printf '\n== %s\n' "$*" >&2; }
 
 # --- system packages: libev for bjoern, a TrueType font for the charts, wrk --------
 missing=()
-for pkg in libev-dev fonts-dejavu-core wrk; do
+for pkg in libev-dev fonts-dejavu-core wrk valgrind; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -72,6 +74,9 @@ fi
 
 say "rwsgi-bench $mode $*"
 case "$mode" in
+  callgrind)
+    export CARGO_TARGET_DIR="$TARGET" RWSGI_BIN="$RWSGI"
+    exec bash "$ROOT/bench/callgrind.sh" "$@" ;;
   compare|vs-wrk|scenario|render)
     exec "$TARGET/release/rwsgi-bench" "$mode" --venv "$VENV" --rwsgi "$RWSGI" "$@" ;;
   *)

@@ -25,10 +25,24 @@ pub enum Peer {
 }
 
 /// The listening socket that accepted the request, for SERVER_NAME / SERVER_PORT.
-#[derive(Debug, Clone)]
 pub struct Local {
     pub name: String,
     pub port: String,
+    /// `name` and `port` as Python strings, made by the first request that needs them.
+    pub py: pyo3::sync::PyOnceLock<(
+        pyo3::Py<pyo3::types::PyString>,
+        pyo3::Py<pyo3::types::PyString>,
+    )>,
+}
+
+impl Local {
+    pub fn new(name: String, port: String) -> Local {
+        Local {
+            name,
+            port,
+            py: pyo3::sync::PyOnceLock::new(),
+        }
+    }
 }
 
 /// A parsed request waiting for a Python thread.

@@ -21,23 +21,16 @@ impl Listener {
     pub fn local(&self) -> Arc<Local> {
         Arc::new(match self {
             Listener::Tcp(l) => match l.local_addr() {
-                Ok(a) => Local {
-                    name: a.ip().to_string(),
-                    port: a.port().to_string(),
-                },
-                Err(_) => Local {
-                    name: "localhost".into(),
-                    port: "80".into(),
-                },
+                Ok(a) => Local::new(a.ip().to_string(), a.port().to_string()),
+                Err(_) => Local::new("localhost".into(), "80".into()),
             },
-            Listener::Unix(l) => Local {
-                name: l
-                    .local_addr()
+            Listener::Unix(l) => Local::new(
+                l.local_addr()
                     .ok()
                     .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
                     .unwrap_or_else(|| "localhost".into()),
-                port: String::new(),
-            },
+                String::new(),
+            ),
         })
     }
 

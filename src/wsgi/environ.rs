@@ -25,6 +25,11 @@ use crate::server::handoff::Job;
 /// Names past it get a fresh key string per request, as before the cache.
 pub const MAX_HEADER_KEYS: usize = 256;
 
+/// Keys put into the template and taken out again, so that its table grows to 64
+/// slots while it stays a table of str keys (a presized dict would not be one, and
+/// every lookup the app makes would take CPython's slower general path).
+const TEMPLATE_FILLERS: usize = 4;
+
 /// Per-worker values that every environ shares.
 pub struct EnvironShared {
     /// The keys every request sets, with the values that never change (`wsgi.*`,
@@ -74,6 +79,19 @@ impl EnvironShared {
         t.set_item(intern!(py, "wsgi.multiprocess"), multiprocess)?;
         t.set_item(intern!(py, "wsgi.run_once"), false)?;
         t.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
+        // Room for about twenty more keys (REMOTE_PORT, CONTENT_*, HTTP_*): the copy
+        // keeps the template's table, so a request adding its headers does not resize
+        // it. PyDict_Copy still copies the table in one piece while at most a third of
+        // its entries are deleted ones.
+        let fillers: Vec<String> = (0..TEMPLATE_FILLERS)
+            .map(|i| format!("rwsgi.room{i}"))
+            .collect();
+        for f in &fillers {
+            t.set_item(f, py.None())?;
+        }
+        for f in &fillers {
+            t.del_item(f)?;
+        }
         Ok(EnvironShared {
             template: t.unbind(),
             script_name,
@@ -114,10 +132,7 @@ pub struct RequestFacts<'a> {
 /// A Python str from bytes taken as latin-1 (every byte value maps to one code point).
 pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
     if bytes.is_ascii() {
-        // SAFETY: ASCII is valid UTF-8.
-        return Ok(PyString::new(py, unsafe {
-            std::str::from_utf8_unchecked(bytes)
-        }));
+        return ascii(py, bytes);
     }
     // SAFETY: the pointer and length describe `bytes`, alive for the call; the
     // returned reference is owned and checked for NULL (error) by pyo3.
@@ -128,6 +143,28 @@ pub fn latin1<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyStrin
             std::ptr::null(),
         );
         Ok(Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked())
+    }
+}
+
+/// A Python str from bytes the caller checked are ASCII: one copy, where decoding
+/// would scan them again.
+fn ascii<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
+    debug_assert!(bytes.is_ascii());
+    let len = ffi::Py_ssize_t::try_from(bytes.len())
+        .map_err(|_| pyo3::exceptions::PyOverflowError::new_err("string too long"))?;
+    // SAFETY: PyUnicode_New(len, 127) returns a new compact ASCII str with room for
+    // `len` one-byte characters (or NULL with an exception set, turned into an error);
+    // it is filled before anyone else sees it, with ASCII only, as a compact ASCII str
+    // requires.
+    unsafe {
+        let ptr = ffi::PyUnicode_New(len, 127);
+        let s = Bound::from_owned_ptr_or_err(py, ptr)?;
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            ffi::PyUnicode_DATA(ptr).cast::<u8>(),
+            bytes.len(),
+        );
+        Ok(s.cast_into_unchecked())
     }
 }
 
@@ -225,8 +262,14 @@ pub fn build<'py>(
             _ => intern!(py, "HTTP/1.1"),
         },
     )?;
-    env.set_item(intern!(py, "SERVER_NAME"), job.local.name.as_str())?;
-    env.set_item(intern!(py, "SERVER_PORT"), job.local.port.as_str())?;
+    let (server_name, server_port) = job.local.py.get_or_init(py, || {
+        (
+            PyString::intern(py, &job.local.name).unbind(),
+            PyString::intern(py, &job.local.port).unbind(),
+        )
+    });
+    env.set_item(intern!(py, "SERVER_NAME"), server_name.bind(py))?;
+    env.set_item(intern!(py, "SERVER_PORT"), server_port.bind(py))?;
     env.set_item(intern!(py, "REMOTE_ADDR"), facts.remote_addr)?;
     if let Some(port) = facts.remote_port {
         let mut digits = itoa_u16(port);
