@@ -42,6 +42,21 @@ def test_a_burst_of_connections_is_spread_over_the_workers(start_server):
         assert min(per_worker.values()) >= 16, per_worker
 
 
+def test_workers_start_accepting_together(start_server, tmp_path):
+    # The second worker loads the app 1.5 s after the first. The first burst of
+    # connections (a proxy's keep-alive pool) arrives as soon as the port answers,
+    # and must still be shared: a worker that started alone would keep all of them.
+    marker = tmp_path / "imported"
+    srv = start_server(
+        "apps.slow_second_import:application",
+        "--workers", "2", "--threads", "1",
+        env={"RWSGI_TEST_IMPORT_MARKER": str(marker)},
+    )
+    per_worker = collections.Counter(open_burst(srv, 40))
+    assert len(per_worker) == 2, per_worker
+    assert min(per_worker.values()) >= 16, per_worker
+
+
 def test_four_workers_share_a_burst(start_server):
     srv = start_server(APP, "--workers", "4", "--threads", "2")
     time.sleep(0.8)

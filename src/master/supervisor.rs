@@ -95,6 +95,11 @@ pub trait Collector {
     fn tick(&mut self, collect: &mut dyn FnMut(u64) -> usize, serving: usize);
 }
 
+/// How long the first worker to load the app waits for the others of the first
+/// generation before the sockets go out anyway (a worker that is that much slower is
+/// probably stuck, and the server must answer).
+const BOOT_TOGETHER: Duration = Duration::from_secs(5);
+
 pub struct Supervisor {
     config: Arc<Config>,
     target: usize,
@@ -117,6 +122,8 @@ pub struct Supervisor {
     /// sockets: the master binds only after the notifier started (so that
     /// `--metrics-bind` listens before the app port accepts anything).
     awaiting: Vec<u32>,
+    /// When the first worker of the boot said ready ([`Supervisor::boot_complete`]).
+    first_ready_at: Option<Instant>,
     /// Snapshots that arrived during [`Supervisor::boot`] (a worker that stopped
     /// early sends its final one), handed to the collector when [`Supervisor::run`]
     /// starts, so that no request served during start-up goes unreported.
@@ -150,6 +157,7 @@ impl Supervisor {
             django: None,
             stop_at_ready: false,
             awaiting: Vec::new(),
+            first_ready_at: None,
             boot_snapshots: Vec::new(),
             readers: 0,
             signals: None,
@@ -279,7 +287,7 @@ impl Supervisor {
                         self.kill_all(Signal::SIGKILL);
                         return code;
                     }
-                    if self.stop_at_ready && self.ever_ready {
+                    if self.stop_at_ready && self.boot_complete() {
                         return exit::OK;
                     }
                     // A recycle request or a ready replacement acts now, not at the
@@ -314,7 +322,7 @@ impl Supervisor {
                     }
                 }
                 _ = tick.tick() => {
-                    if self.stop_at_ready && (self.ever_ready || self.shutdown.is_some()) {
+                    if self.stop_at_ready && (self.boot_complete() || self.shutdown.is_some()) {
                         return exit::OK;
                     }
                     if let Some(code) = self.reap() {
@@ -668,6 +676,7 @@ impl Supervisor {
                     // Booting: the sockets are bound once the notifier runs.
                     self.awaiting.push(id);
                     self.ever_ready = true;
+                    self.first_ready_at.get_or_insert_with(Instant::now);
                     return None;
                 }
                 if self.listeners.is_none() {
@@ -700,6 +709,23 @@ impl Supervisor {
                 None
             }
         }
+    }
+
+    /// Whether [`Supervisor::boot`] may end: every worker of the first generation has
+    /// loaded the app, or [`BOOT_TOGETHER`] passed since the first one did. Workers
+    /// that start accepting together share the first burst of connections (a proxy's
+    /// keep-alive pool, a load test). A worker that starts alone takes all of it and
+    /// keeps those connections for their whole life, which halved the throughput of
+    /// the bench's Flask runs whenever the second worker imported Flask later.
+    fn boot_complete(&self) -> bool {
+        let Some(first) = self.first_ready_at else {
+            return false;
+        };
+        let all = self
+            .workers
+            .iter()
+            .all(|(id, w)| w.state != State::Booting || self.awaiting.contains(id));
+        all || first.elapsed() >= BOOT_TOGETHER
     }
 
     /// Binds the listeners (once) and hands them to the workers that booted while
