@@ -17,24 +17,19 @@ pub struct Forwarded {
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
-/// An address as text; IPv4 by hand, as `fmt` costs several hundred instructions on
-/// every request.
+/// An address as text; IPv4 through `itoa`, as `fmt` costs several hundred
+/// instructions on every request.
 pub fn ip_text(ip: IpAddr) -> String {
     let IpAddr::V4(v4) = ip else {
         return ip.to_string();
     };
     let mut out = String::with_capacity(15);
+    let mut digits = itoa::Buffer::new();
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
             out.push('.');
         }
-        if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
-        }
-        out.push(char::from(b'0' + octet % 10));
+        out.push_str(digits.format(octet));
     }
     out
 }

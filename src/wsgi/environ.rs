@@ -272,8 +272,8 @@ pub fn build<'py>(
     env.set_item(intern!(py, "SERVER_PORT"), server_port.bind(py))?;
     env.set_item(intern!(py, "REMOTE_ADDR"), facts.remote_addr)?;
     if let Some(port) = facts.remote_port {
-        let mut digits = itoa_u16(port);
-        env.set_item(intern!(py, "REMOTE_PORT"), digits.as_str())?;
+        let mut digits = itoa::Buffer::new();
+        env.set_item(intern!(py, "REMOTE_PORT"), digits.format(port))?;
     }
 
     for name in job.headers.keys() {
@@ -306,44 +306,9 @@ pub fn build<'py>(
     Ok(env)
 }
 
-/// A port in decimal without going through `fmt`.
-struct Digits {
-    buf: [u8; 5],
-    start: usize,
-}
-
-impl Digits {
-    fn as_str(&mut self) -> &str {
-        // SAFETY: only ASCII digits are written into buf[start..].
-        unsafe { std::str::from_utf8_unchecked(&self.buf[self.start..]) }
-    }
-}
-
-fn itoa_u16(mut n: u16) -> Digits {
-    let mut d = Digits {
-        buf: [b'0'; 5],
-        start: 5,
-    };
-    loop {
-        d.start -= 1;
-        d.buf[d.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return d;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ports_in_decimal() {
-        for n in [0u16, 7, 10, 80, 8080, 9999, 10000, 65535] {
-            assert_eq!(itoa_u16(n).as_str(), n.to_string());
-        }
-    }
 
     #[test]
     fn header_keys_follow_cgi() {
