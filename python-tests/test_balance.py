@@ -33,10 +33,37 @@ def open_burst(srv, n):
     return pids
 
 
+def server_side_open(port):
+    """Server-side TCP connections of `port` that the server has not closed yet
+    (ESTABLISHED or CLOSE_WAIT in /proc/net/tcp{,6})."""
+    n = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                local, state = line.split()[1], line.split()[3]
+                if int(local.rsplit(":", 1)[1], 16) == port and state in ("01", "08"):
+                    n += 1
+    return n
+
+
+def wait_until_closed(srv, timeout=10.0):
+    """Waits until the workers have seen the client close every connection: their
+    open-connection counts, which the spreading goes by, are then back to zero."""
+    deadline = time.monotonic() + timeout
+    while server_side_open(srv.port):
+        assert time.monotonic() < deadline, "server kept closed connections open"
+        time.sleep(0.01)
+
+
 def test_a_burst_of_connections_is_spread_over_the_workers(start_server):
     srv = start_server(APP, "--workers", "2", "--threads", "1")
     time.sleep(0.5)  # both workers up
     for _ in range(3):
+        # Each burst starts once the workers have counted the last one's closes.
+        # Without this wait the next burst races the close handling: a worker that
+        # still counts 20 closed connections looks busy and the other takes more.
+        wait_until_closed(srv)
         per_worker = collections.Counter(open_burst(srv, 40))
         assert len(per_worker) == 2, per_worker
         assert min(per_worker.values()) >= 16, per_worker
