@@ -46,6 +46,22 @@ def test_hop_by_hop_headers_from_app_give_500(rules_server, kind):
     assert b"this body must not be sent" not in r.body
 
 
+def test_each_response_carries_its_own_header_values(rules_server):
+    # Header fields are checked once per string object and then reused; values made
+    # per request must still come out as each request made them, also when the
+    # strings of earlier requests were freed and their memory reused, and a bad value
+    # is refused after many good ones.
+    with rules_server.raw() as c:
+        for i in range(300):
+            value = f"v{i}-" + "x" * (i % 7)
+            c.send(request_bytes("GET", f"/echo-header?v={value}"))
+            r = c.read_response()
+            assert (r.status, r.header("X-Echo"), r.header("Content-Type")) == (
+                200, value, "text/plain"), i
+    assert exchange(rules_server, "GET", "/bad-header?kind=nonlatin-value").status == 500
+    assert exchange(rules_server, "GET", "/echo-header?v=after").header("X-Echo") == "after"
+
+
 def test_bad_header_is_logged_and_server_keeps_serving(rules_server):
     before = len(rules_server.logs())
     assert exchange(rules_server, "GET", "/bad-header?kind=newline-value").status == 500

@@ -252,6 +252,14 @@ def application(environ, start_response):
         start_response(status, [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
         return [body]
 
+    if path == "/echo-header":
+        # A value made per request next to constants: the server's header cache
+        # (start_response.rs) must send each request's own value.
+        value = q.get("v", "")
+        start_response("200 OK", [("Content-Type", "text/plain"), ("X-Echo", value),
+                                  ("Content-Length", "2")])
+        return [b"ok"]
+
     if path == "/bad-header":
         kind = q["kind"]
         headers = [("Content-Type", "text/plain")]

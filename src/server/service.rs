@@ -30,6 +30,9 @@ pub struct RequestService {
     /// starts there, not when the head was parsed.
     arrival: Option<Arrival>,
     config: Arc<Config>,
+    /// Whether this connection's peer may set the queue stamp: one check per
+    /// connection, not per request.
+    trusted: bool,
     /// Requests of this connection not yet answered; the idle watcher reads it.
     in_flight: Arc<AtomicUsize>,
 }
@@ -43,6 +46,10 @@ impl RequestService {
             peer,
             local,
             arrival,
+            trusted: match peer {
+                Peer::Tcp(addr) => ctx.config.tracker.trusted.contains(addr.ip()),
+                Peer::Unix => true,
+            },
             config: ctx.config.clone(),
             in_flight: Arc::new(AtomicUsize::new(0)),
         }
@@ -105,7 +112,10 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let now = Instant::now();
-        let arrived_at = self.arrival.as_ref().map_or(now, |a| a.instant(now));
+        let (arrived_at, wall) = self
+            .arrival
+            .as_ref()
+            .map_or((now, None), |a| a.instant(now));
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(self.in_flight.clone());
         if let Some(resp) = check_limits(&req, &self.config) {
@@ -131,6 +141,8 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             local: self.local.clone(),
             body,
             arrived_at,
+            wall_at: wall.map(|w| (now, w)),
+            trusted: self.trusted,
             route,
             reply: Some(reply),
         };

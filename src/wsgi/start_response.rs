@@ -327,52 +327,145 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<Headers> {
                 "start_response: each header must be a (name, value) tuple",
             ));
         }
-        let name = tuple.get_item(0)?;
-        let value = tuple.get_item(1)?;
-        let name = name
-            .cast::<PyString>()
-            .map_err(|_| PyTypeError::new_err("start_response: header names must be str"))?
-            .to_str()?;
-        let value = value
-            .cast::<PyString>()
-            .map_err(|_| {
-                PyTypeError::new_err(format!("start_response: header {name:?} value must be str"))
-            })?
-            .to_str()?;
-        let hname = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
-            PyValueError::new_err(format!("start_response: invalid header name {name:?}"))
-        })?;
-        if HOP_BY_HOP.contains(&hname.as_str()) {
-            return Err(PyValueError::new_err(format!(
-                "start_response: hop-by-hop header {name:?} is not allowed (PEP 3333)"
-            )));
-        }
-        let mut latin1 = Vec::with_capacity(value.len());
-        for c in value.chars() {
-            let c = c as u32;
-            if c > 0xFF {
-                return Err(PyValueError::new_err(format!(
-                    "start_response: header {name:?} value is not latin-1"
-                )));
+        let name = tuple.get_borrowed_item(0)?;
+        let value = tuple.get_borrowed_item(1)?;
+        let (hname, hvalue) = {
+            let cached = FIELDS.lock().ok().map(|c| (c.name(name), c.value(value)));
+            let (hname, hvalue) = cached.unwrap_or((None, None));
+            let fresh = (hname.is_none(), hvalue.is_none());
+            let hname = match hname {
+                Some(n) => n,
+                None => parse_name(name)?,
+            };
+            let hvalue = match hvalue {
+                Some(v) => v,
+                None => parse_value(name, value)?,
+            };
+            if fresh != (false, false) {
+                if let Ok(mut c) = FIELDS.lock() {
+                    if fresh.0 {
+                        c.put_name(name, &hname);
+                    }
+                    if fresh.1 {
+                        c.put_value(value, &hvalue);
+                    }
+                }
             }
-            latin1.push(c as u8);
-        }
-        let hvalue = HeaderValue::from_bytes(&latin1).map_err(|_| {
-            PyValueError::new_err(format!(
-                "start_response: header {name:?} value has control characters"
-            ))
-        })?;
+            (hname, hvalue)
+        };
         if hname == CONTENT_LENGTH {
-            let n = value.trim().parse::<u64>().map_err(|_| {
-                PyValueError::new_err(format!(
-                    "start_response: Content-Length {value:?} is not a number"
-                ))
-            })?;
-            content_length = Some(n);
+            content_length = Some(parse_content_length(&hvalue)?);
         }
         out.push((hname, hvalue));
     }
     Ok((out, content_length))
+}
+
+/// A header name of the app's, checked: a token, and not hop-by-hop.
+fn parse_name(name: Borrowed<'_, '_, PyAny>) -> PyResult<HeaderName> {
+    let name = name
+        .cast::<PyString>()
+        .map_err(|_| PyTypeError::new_err("start_response: header names must be str"))?;
+    let name = name.to_str()?;
+    let hname = HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+        PyValueError::new_err(format!("start_response: invalid header name {name:?}"))
+    })?;
+    if HOP_BY_HOP.contains(&hname.as_str()) {
+        return Err(PyValueError::new_err(format!(
+            "start_response: hop-by-hop header {name:?} is not allowed (PEP 3333)"
+        )));
+    }
+    Ok(hname)
+}
+
+/// A header value of the app's (for header `name`, named as the app wrote it in
+/// errors), checked: latin-1 without control characters.
+fn parse_value(
+    name: Borrowed<'_, '_, PyAny>,
+    value: Borrowed<'_, '_, PyAny>,
+) -> PyResult<HeaderValue> {
+    let problem = match value.cast::<PyString>() {
+        Err(_) => "value must be str",
+        Ok(text) => {
+            let text = text.to_str()?;
+            let mut latin1 = Vec::with_capacity(text.len());
+            let mut wide = false;
+            for c in text.chars() {
+                wide |= c as u32 > 0xFF;
+                latin1.push(c as u8);
+            }
+            match HeaderValue::from_bytes(&latin1) {
+                Ok(v) if !wide => return Ok(v),
+                _ if wide => "value is not latin-1",
+                _ => "value has control characters",
+            }
+        }
+    };
+    let name = name.str().map(|s| s.to_string()).unwrap_or_default();
+    let message = format!("start_response: header {name:?} {problem}");
+    Err(if problem == "value must be str" {
+        PyTypeError::new_err(message)
+    } else {
+        PyValueError::new_err(message)
+    })
+}
+
+fn parse_content_length(value: &HeaderValue) -> PyResult<u64> {
+    let text = String::from_utf8_lossy(value.as_bytes());
+    text.trim().parse::<u64>().map_err(|_| {
+        PyValueError::new_err(format!(
+            "start_response: Content-Length {text:?} is not a number"
+        ))
+    })
+}
+
+/// Slots of [`FieldCache`] (each for names and for values).
+const FIELD_SLOTS: usize = 64;
+/// Longer values are not kept: they would stay alive in the cache.
+const FIELD_VALUE_MAX: usize = 256;
+
+/// The header fields this worker's app sent lately, already checked and converted,
+/// keyed by the identity of the Python `str` objects. Most apps send the same string
+/// constants (`"Content-Type"`, `"text/html; charset=utf-8"`) on every response;
+/// checking and copying them again cost about a fifth of a `start_response` call.
+/// Each entry holds a reference to its string, so the address cannot be reused by
+/// another object while the entry lives, and Python strings do not change: a hit is
+/// exactly the string that was checked. Direct-mapped and small: a string made per
+/// request only displaces an entry, and an unlucky pair of constants only misses.
+struct FieldCache {
+    names: [Option<(Py<PyAny>, HeaderName)>; FIELD_SLOTS],
+    values: [Option<(Py<PyAny>, HeaderValue)>; FIELD_SLOTS],
+}
+
+static FIELDS: Mutex<FieldCache> = Mutex::new(FieldCache {
+    names: [const { None }; FIELD_SLOTS],
+    values: [const { None }; FIELD_SLOTS],
+});
+
+fn slot(obj: Borrowed<'_, '_, PyAny>) -> usize {
+    (obj.as_ptr() as usize >> 4) % FIELD_SLOTS
+}
+
+impl FieldCache {
+    fn name(&self, name: Borrowed<'_, '_, PyAny>) -> Option<HeaderName> {
+        let (n, hname) = self.names[slot(name)].as_ref()?;
+        (n.as_ptr() == name.as_ptr()).then(|| hname.clone())
+    }
+
+    fn value(&self, value: Borrowed<'_, '_, PyAny>) -> Option<HeaderValue> {
+        let (v, hvalue) = self.values[slot(value)].as_ref()?;
+        (v.as_ptr() == value.as_ptr()).then(|| hvalue.clone())
+    }
+
+    fn put_name(&mut self, name: Borrowed<'_, '_, PyAny>, hname: &HeaderName) {
+        self.names[slot(name)] = Some((Borrowed::to_owned(name).unbind(), hname.clone()));
+    }
+
+    fn put_value(&mut self, value: Borrowed<'_, '_, PyAny>, hvalue: &HeaderValue) {
+        if hvalue.len() <= FIELD_VALUE_MAX {
+            self.values[slot(value)] = Some((Borrowed::to_owned(value).unbind(), hvalue.clone()));
+        }
+    }
 }
 
 #[pymethods]

@@ -221,8 +221,12 @@ fn run_one(
                 .iter()
                 .next_back()
                 .map(|v| v.as_bytes()),
-            peer_ip.is_none_or(|ip| cfg.tracker.trusted.contains(ip)),
-            SystemTime::now(),
+            job.trusted,
+            // The wall clock at dispatch, from the reading taken at arrival when
+            // there is one (the monotonic clock carries it forward).
+            job.wall_at.map_or_else(SystemTime::now, |(read_at, wall)| {
+                wall + dispatched.saturating_duration_since(read_at)
+            }),
             cfg.tracker.max_age,
         ),
     };
