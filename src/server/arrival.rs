@@ -26,24 +26,23 @@ pub struct Arrival(Arc<AtomicU64>);
 const MAX_AGE: Duration = Duration::from_secs(3600);
 
 impl Arrival {
-    /// When the bytes read last arrived, on the monotonic clock (`now` when unknown),
-    /// and the wall clock read at `now` to convert the stamp (`None` when it was not
-    /// read). The caller reuses that reading for the queue stamp instead of reading the
-    /// wall clock again.
-    pub fn instant(&self, now: Instant) -> (Instant, Option<SystemTime>) {
+    /// When the bytes read last arrived: on the monotonic clock (`now` when unknown),
+    /// and on the wall clock, as time since the Unix epoch (`None` when unknown). The
+    /// second lets the queue stamp be judged at dispatch without another wall-clock
+    /// read: dispatch is that moment plus the `server_wait`.
+    pub fn instant(&self, now: Instant) -> (Instant, Option<Duration>) {
         let ns = self.0.load(Ordering::Relaxed);
         if ns == 0 {
             return (now, None);
         }
-        let read = SystemTime::now();
-        let wall = read
+        let wall = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
         let age = Duration::from_nanos(wall.saturating_sub(ns));
-        if age > MAX_AGE {
-            return (now, Some(read));
+        match now.checked_sub(age) {
+            Some(arrived) if age <= MAX_AGE => (arrived, Some(Duration::from_nanos(wall.min(ns)))),
+            _ => (now, Some(Duration::from_nanos(wall))),
         }
-        (now.checked_sub(age).unwrap_or(now), Some(read))
     }
 }
 

@@ -16,6 +16,8 @@ pub struct Forwarded {
 
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// Headers up to which a request's names are walked rather than hashed.
+const SCAN_MAX: usize = 16;
 
 /// An address as text; IPv4 through `itoa`, as `fmt` costs several hundred
 /// instructions on every request.
@@ -36,11 +38,31 @@ pub fn ip_text(ip: IpAddr) -> String {
 
 /// `peer` is `None` for unix-socket clients, which are trusted as in gunicorn.
 pub fn resolve(headers: &HeaderMap, peer: Option<IpAddr>, allow: &TrustedPeers) -> Forwarded {
+    resolve_for(headers, peer, peer.is_none_or(|p| allow.contains(p)), allow)
+}
+
+/// [`resolve`] for a peer already checked against `allow` (`peer_allowed`): the
+/// check is made once per connection.
+pub fn resolve_for(
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    peer_allowed: bool,
+    allow: &TrustedPeers,
+) -> Forwarded {
     let mut out = Forwarded {
         remote_addr: peer.map(ip_text).unwrap_or_default(),
         scheme: "http",
     };
-    if !peer.is_none_or(|p| allow.contains(p)) {
+    if !peer_allowed {
+        return out;
+    }
+    // Most requests carry neither header: one walk over their few names costs less
+    // than the two hash lookups below.
+    if headers.len() <= SCAN_MAX
+        && !headers
+            .keys()
+            .any(|n| n == X_FORWARDED_PROTO || n == X_FORWARDED_FOR)
+    {
         return out;
     }
     if let Some(proto) = headers

@@ -58,13 +58,16 @@ pub struct Job {
     /// When the request arrived: the kernel's receive time of its bytes on TCP, else
     /// when its head was parsed. `server_wait` starts here.
     pub arrived_at: Instant,
-    /// A wall-clock reading and the monotonic instant it was taken at (when the
-    /// arrival was converted), so that judging the queue stamp at dispatch needs no
+    /// `arrived_at` on the wall clock (since the Unix epoch), when the kernel's stamp
+    /// gave it: the queue stamp is judged at this plus the `server_wait`, without a
     /// second wall-clock read.
-    pub wall_at: Option<(Instant, std::time::SystemTime)>,
+    pub arrived_wall: Option<std::time::Duration>,
     /// Whether the peer may set the queue stamp (`--queue-header-trusted-from`),
     /// decided once per connection.
     pub trusted: bool,
+    /// Whether the peer's `X-Forwarded-*` headers are believed
+    /// (`--forwarded-allow-ips`), decided once per connection.
+    pub forwarded_allowed: bool,
     /// The request's slot in [`super::RouteTimes`].
     pub route: usize,
     /// Where the Python thread sends the response head (and a full or streamed body).

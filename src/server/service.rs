@@ -33,6 +33,8 @@ pub struct RequestService {
     /// Whether this connection's peer may set the queue stamp: one check per
     /// connection, not per request.
     trusted: bool,
+    /// Whether this connection's `X-Forwarded-*` headers are believed.
+    forwarded_allowed: bool,
     /// Requests of this connection not yet answered; the idle watcher reads it.
     in_flight: Arc<AtomicUsize>,
 }
@@ -48,6 +50,10 @@ impl RequestService {
             arrival,
             trusted: match peer {
                 Peer::Tcp(addr) => ctx.config.tracker.trusted.contains(addr.ip()),
+                Peer::Unix => true,
+            },
+            forwarded_allowed: match peer {
+                Peer::Tcp(addr) => ctx.config.server.forwarded_allow.contains(addr.ip()),
                 Peer::Unix => true,
             },
             config: ctx.config.clone(),
@@ -141,8 +147,9 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             local: self.local.clone(),
             body,
             arrived_at,
-            wall_at: wall.map(|w| (now, w)),
+            arrived_wall: wall,
             trusted: self.trusted,
+            forwarded_allowed: self.forwarded_allowed,
             route,
             reply: Some(reply),
         };

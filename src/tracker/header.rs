@@ -49,7 +49,12 @@ pub fn parse_stamp(raw: &[u8]) -> Option<Duration> {
         if d > 9 {
             return None;
         }
-        whole = whole.checked_mul(10)?.checked_add(u64::from(d))?;
+        // Up to 19 digits cannot overflow; only longer ones need the checks.
+        whole = if whole_len < 19 {
+            whole * 10 + u64::from(d)
+        } else {
+            whole.checked_mul(10)?.checked_add(u64::from(d))?
+        };
         whole_len += 1;
     }
     if whole_len == 0 {
@@ -75,6 +80,10 @@ pub fn parse_stamp(raw: &[u8]) -> Option<Duration> {
         }
     }
 
+    if unit_ns == 1_000_000_000 {
+        // Seconds (nginx's `$msec`): no division needed.
+        return Some(Duration::new(whole, fraction_ns as u32));
+    }
     // `unit_ns` divides a second, and the fraction stays below one unit, so `nanos`
     // stays below a second.
     let per_second = 1_000_000_000 / unit_ns;
@@ -126,6 +135,27 @@ impl Stamp {
     }
 }
 
+/// Headers up to which [`last_value`] walks rather than hashes.
+const SCAN_MAX: usize = 16;
+
+/// The last value of header `name`. Up to [`SCAN_MAX`] headers, found by walking
+/// them: cheaper than the map's hash lookup, which hashes the name on every request,
+/// since a header name that differs compares in a few instructions (its length, or
+/// its standard-header tag).
+pub fn last_value<'a>(
+    headers: &'a http::HeaderMap,
+    name: &http::HeaderName,
+) -> Option<&'a http::HeaderValue> {
+    if headers.len() > SCAN_MAX {
+        return headers.get_all(name).iter().next_back();
+    }
+    headers
+        .iter()
+        .filter(|(n, _)| *n == name)
+        .map(|(_, v)| v)
+        .last()
+}
+
 /// Classifies the queue header `raw` of a request dispatched at `now`.
 ///
 /// `raw` is the header value (`None` when absent), `trusted_peer` whether the TCP peer
@@ -134,6 +164,22 @@ pub fn classify(
     raw: Option<&[u8]>,
     trusted_peer: bool,
     now: SystemTime,
+    max_age: Duration,
+) -> Stamp {
+    classify_at(
+        raw,
+        trusted_peer,
+        now.duration_since(UNIX_EPOCH).ok(),
+        max_age,
+    )
+}
+
+/// [`classify`] with `now` as time since the Unix epoch (`None`: the wall clock is
+/// before 1970 and cannot judge any stamp).
+pub fn classify_at(
+    raw: Option<&[u8]>,
+    trusted_peer: bool,
+    now: Option<Duration>,
     max_age: Duration,
 ) -> Stamp {
     let Some(raw) = raw else {
@@ -145,8 +191,7 @@ pub fn classify(
     let Some(stamp) = parse_stamp(raw) else {
         return Stamp::Invalid;
     };
-    // A wall clock before 1970 cannot judge any stamp.
-    let Ok(now) = now.duration_since(UNIX_EPOCH) else {
+    let Some(now) = now else {
         return Stamp::Invalid;
     };
     match now.checked_sub(stamp) {
@@ -283,6 +328,27 @@ mod tests {
             parse_stamp(text.as_bytes()),
             Some(Duration::from_nanos(max))
         );
+    }
+
+    #[test]
+    fn last_value_is_the_last_of_that_name_walked_or_hashed() {
+        let name = http::HeaderName::from_static("x-requesttime");
+        for filler in [2usize, 40] {
+            let mut h = http::HeaderMap::new();
+            h.append(name.clone(), "1".parse().unwrap());
+            for i in 0..filler {
+                h.append(
+                    http::HeaderName::from_bytes(format!("x-f{i}").as_bytes()).unwrap(),
+                    "x".parse().unwrap(),
+                );
+            }
+            h.append(name.clone(), "2".parse().unwrap());
+            assert_eq!(last_value(&h, &name).map(|v| v.as_bytes()), Some(&b"2"[..]));
+            assert_eq!(
+                last_value(&h, &http::HeaderName::from_static("x-other")),
+                None
+            );
+        }
     }
 
     const MAX_AGE: Duration = Duration::from_secs(3600);

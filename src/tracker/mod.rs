@@ -33,7 +33,7 @@ pub mod report;
 pub mod snapshot;
 pub mod timing;
 
-pub use header::{classify, parse_stamp, Stamp};
+pub use header::{classify, classify_at, last_value, parse_stamp, Stamp};
 pub use peers::TrustedPeers;
 pub use recorder::Recorder;
 pub use report::{MetricReport, Report, StampCounts, PROMETHEUS_BUCKETS};

@@ -276,7 +276,15 @@ pub fn build<'py>(
         env.set_item(intern!(py, "REMOTE_PORT"), digits.format(port))?;
     }
 
-    for name in job.headers.keys() {
+    // Each name once, with all its values. When no name repeats (nearly every
+    // request), the pairs are walked directly, without a hash lookup per header.
+    let unique = job.headers.keys_len() == job.headers.len();
+    let pairs = unique.then(|| job.headers.iter()).into_iter().flatten();
+    let names = (!unique).then(|| job.headers.keys()).into_iter().flatten();
+    for (name, single) in pairs
+        .map(|(n, v)| (n, Some(v)))
+        .chain(names.map(|n| (n, None)))
+    {
         if name == CONTENT_TYPE || name == CONTENT_LENGTH {
             let value = joined_value(&job.headers, name);
             let key = if name == CONTENT_TYPE {
@@ -290,6 +298,10 @@ pub fn build<'py>(
         let Some(key) = shared.header_key(py, name) else {
             continue;
         };
+        if let Some(v) = single {
+            env.set_item(key, latin1(py, v.as_bytes())?)?;
+            continue;
+        }
         let mut values = job.headers.get_all(name).iter();
         let value = match (values.next(), values.next()) {
             (Some(v), None) => latin1(py, v.as_bytes())?,

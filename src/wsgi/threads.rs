@@ -11,7 +11,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::Receiver;
 use pyo3::prelude::*;
@@ -24,7 +24,7 @@ use crate::server::access_log::AccessLog;
 use crate::server::forwarded;
 use crate::server::handoff::{plain, Job, Peer};
 use crate::server::WorkerShared;
-use crate::tracker::{classify, Stamp};
+use crate::tracker::{classify_at, last_value, Stamp};
 
 /// What a Python thread is given. A request is the common case and travels unboxed
 /// (no allocation per request); the rarer resume is boxed.
@@ -215,22 +215,24 @@ fn run_one(
         None => Stamp::Missing,
         // The last one: a proxy that appends its stamp (rather than replacing it) puts
         // it after any the client sent, and the client's must not be the one believed.
-        Some(name) => classify(
-            job.headers
-                .get_all(name)
-                .iter()
-                .next_back()
-                .map(|v| v.as_bytes()),
+        Some(name) => classify_at(
+            last_value(&job.headers, name).map(|v| v.as_bytes()),
             job.trusted,
-            // The wall clock at dispatch, from the reading taken at arrival when
-            // there is one (the monotonic clock carries it forward).
-            job.wall_at.map_or_else(SystemTime::now, |(read_at, wall)| {
-                wall + dispatched.saturating_duration_since(read_at)
-            }),
+            // The wall clock at dispatch: the arrival's, carried forward by the
+            // monotonic server_wait, when the kernel stamped the arrival.
+            match job.arrived_wall {
+                Some(arrived) => Some(arrived + server_wait),
+                None => SystemTime::now().duration_since(UNIX_EPOCH).ok(),
+            },
             cfg.tracker.max_age,
         ),
     };
-    let fwd = forwarded::resolve(&job.headers, peer_ip, &cfg.server.forwarded_allow);
+    let fwd = forwarded::resolve_for(
+        &job.headers,
+        peer_ip,
+        job.forwarded_allowed,
+        &cfg.server.forwarded_allow,
+    );
     let line = shared.access_log.as_ref().map(|_| {
         (
             RequestLine {
