@@ -23,6 +23,18 @@ pub(crate) const HIGHEST_US: u64 = 24 * 3600 * 1_000_000;
 pub(crate) const SIGFIG: u8 = 2;
 /// Number of finite Prometheus buckets.
 pub(crate) const BUCKETS: usize = PROMETHEUS_BUCKETS.len();
+
+/// [`PROMETHEUS_BUCKETS`] in nanoseconds, rounded: the bucket search on the request
+/// path compares integers.
+const BOUNDS_NS: [u64; BUCKETS] = {
+    let mut ns = [0u64; BUCKETS];
+    let mut i = 0;
+    while i < BUCKETS {
+        ns[i] = (PROMETHEUS_BUCKETS[i] * 1e9 + 0.5) as u64;
+        i += 1;
+    }
+    ns
+};
 /// CloudWatch takes at most 150 distinct values per datum.
 pub const MAX_DISTRIBUTION: usize = 150;
 
@@ -39,10 +51,9 @@ impl Sample {
     /// Converts and bucket-searches `value`: the work that needs no lock.
     pub(crate) fn new(value: Duration) -> Sample {
         let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
-        let secs = value.as_secs_f64();
         Sample {
             ns,
-            bucket: PROMETHEUS_BUCKETS.partition_point(|&bound| bound < secs),
+            bucket: BOUNDS_NS.partition_point(|&bound| bound < ns),
         }
     }
 }
@@ -266,6 +277,18 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn integer_bounds_match_the_published_ones() {
+        for (ns, secs) in BOUNDS_NS.iter().zip(PROMETHEUS_BUCKETS) {
+            assert_eq!(Duration::from_nanos(*ns).as_secs_f64(), *secs);
+        }
+        // A value on a bound is in that bound's bucket (`le`), one above is not.
+        let on = Sample::new(ms(5));
+        let above = Sample::new(ms(5) + Duration::from_nanos(1));
+        assert_eq!(PROMETHEUS_BUCKETS[on.bucket], 0.005);
+        assert_eq!(above.bucket, on.bucket + 1);
     }
 
     #[test]
