@@ -121,6 +121,33 @@ measure() {
   RESULT="$(awk -v t="$total" -v n="$REQUESTS" 'BEGIN { printf "%.0f", t / n }')"
 }
 
+# The worker's split of CPU time between user space and the kernel, without valgrind,
+# under the same kind of load (keep-alive, stamped): callgrind counts user space only,
+# so this says how much of a request's CPU time the instruction counts cover. Sets
+# USER_SHARE (0..1) from /proc/PID/stat's utime and stime over SPLIT_REQUESTS.
+SPLIT_REQUESTS=200000
+USER_SHARE=""
+cpu_split() {
+  setsid "$RWSGI" --bind "127.0.0.1:$PORT" --workers 1 --threads 1 --log-level warning "$APP" \
+    >"$WORK/split.log" 2>&1 &
+  PGID=$!
+  for _ in $(seq 100); do curl -s -o /dev/null "$URL" && break; sleep 0.1; done
+  "$LOADGEN" load "$URL" -n 20000 -c 8 -t 1 "${STAMP[@]}" >/dev/null
+  local worker
+  worker="$(pgrep -g "$PGID" | tail -1)"
+  local before after
+  before="$(awk '{print $14, $15}' "/proc/$worker/stat")"
+  "$LOADGEN" load "$URL" -n "$SPLIT_REQUESTS" -c 8 -t 1 "${STAMP[@]}" >"$WORK/split.load"
+  after="$(awk '{print $14, $15}' "/proc/$worker/stat")"
+  kill -TERM -- "-$PGID" 2>/dev/null || true
+  sleep 1
+  kill -KILL -- "-$PGID" 2>/dev/null || true
+  wait "$PGID" 2>/dev/null || true
+  PGID=""
+  USER_SHARE="$(echo "$before $after" | awk '{u = $3 - $1; s = $4 - $2; if (u + s > 0) printf "%.3f", u / (u + s)}')"
+  SPLIT_TICKS="$(echo "$before $after" | awk '{printf "user %d, system %d", $3 - $1, $4 - $2}')"
+}
+
 declare -A IR
 IFS=',' read -r -a list <<<"$SERVERS"
 for s in "${list[@]}"; do
@@ -129,6 +156,11 @@ for s in "${list[@]}"; do
   IR[$s]="$RESULT"
   echo "   ${IR[$s]} instructions per request" >&2
 done
+
+if [ -n "${IR[rwsgi]:-}" ] && [ -n "${IR[rwsgi-tracker]:-}" ]; then
+  echo "== CPU split of an rwsgi worker (no valgrind), $SPLIT_REQUESTS requests" >&2
+  cpu_split
+fi
 
 mkdir -p "$OUT"
 {
@@ -145,6 +177,16 @@ mkdir -p "$OUT"
     echo
     awk -v off="${IR[rwsgi]}" -v on="${IR[rwsgi-tracker]}" 'BEGIN {
       printf "Tracker on ÷ off (instructions, off ÷ on): **%.3f×** (the tracker adds %d instructions per request)\n", off / on, on - off }'
+    if [ -n "$USER_SHARE" ]; then
+      echo
+      echo "Without valgrind, under the same load ($SPLIT_REQUESTS stamped requests), the rwsgi worker"
+      echo "spent a share of **$USER_SHARE** of its CPU time in user space ($SPLIT_TICKS clock"
+      echo "ticks, /proc/PID/stat); the rest is the kernel's (TCP, epoll), the same with the tracker"
+      echo "on or off, since the tracker makes no system call. The tracker's share of the worker's"
+      echo "CPU time is then (on − off) ÷ off × that share:"
+      awk -v off="${IR[rwsgi]}" -v on="${IR[rwsgi-tracker]}" -v u="$USER_SHARE" 'BEGIN {
+        printf "**%.3f×** CPU time, tracker on ÷ off, as throughput (%.1f%% more CPU per request).\n", 1 / (1 + (on - off) / off * u), (on - off) / off * u * 100 }'
+    fi
   fi
 } >"$OUT/callgrind-${APP%%:*}.md"
 cat "$OUT/callgrind-${APP%%:*}.md"

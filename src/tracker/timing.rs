@@ -50,7 +50,11 @@ pub(crate) struct Sample {
 impl Sample {
     /// Converts and bucket-searches `value`: the work that needs no lock.
     pub(crate) fn new(value: Duration) -> Sample {
-        let ns = u64::try_from(value.as_nanos()).unwrap_or(u64::MAX);
+        // In u64 (saturating at ~584 years): `as_nanos` would go through u128.
+        let ns = value
+            .as_secs()
+            .saturating_mul(1_000_000_000)
+            .saturating_add(u64::from(value.subsec_nanos()));
         Sample {
             ns,
             bucket: BOUNDS_NS.partition_point(|&bound| bound < ns),
