@@ -202,7 +202,7 @@ mkdir -p "$OUT"
   if [ -n "${IR[rwsgi]:-}" ] && [ -n "${IR[rwsgi-tracker]:-}" ]; then
     echo
     awk -v off="${IR[rwsgi]}" -v on="${IR[rwsgi-tracker]}" 'BEGIN {
-      printf "Tracker on ÷ off (instructions, off ÷ on): **%.3f×** (the tracker adds %d instructions per request)\n", off / on, on - off }'
+      printf "Tracker on ÷ off (instructions, off ÷ on): **%.4f×** (the tracker adds %d instructions per request)\n", off / on, on - off }'
     if [ -n "${SHARE[rwsgi]:-}" ] && [ "${SHARE[rwsgi]}" != - ]; then
       echo
       echo "The tracker makes no system call (the same recvmsg/writev/epoll_wait per request with it"

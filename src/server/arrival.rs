@@ -194,3 +194,47 @@ impl AsyncWrite for StampedTcp {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn wall_ns() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+    }
+
+    #[test]
+    fn a_kernel_stamp_gives_both_clocks_of_the_arrival() {
+        let arrival = Arrival::default();
+        let now = Instant::now();
+        assert_eq!(arrival.instant(now), (now, None), "no stamp yet");
+
+        let stamp = wall_ns() - 50_000_000;
+        arrival.0.store(stamp, Ordering::Relaxed);
+        let (at, wall) = arrival.instant(now);
+        let age = now - at;
+        assert!(
+            age >= Duration::from_millis(50) && age < Duration::from_millis(150),
+            "{age:?}"
+        );
+        assert_eq!(wall, Some(Duration::from_nanos(stamp)));
+    }
+
+    #[test]
+    fn an_implausible_stamp_falls_back_to_now() {
+        let arrival = Arrival::default();
+        let now = Instant::now();
+        arrival
+            .0
+            .store(wall_ns() - 2 * MAX_AGE.as_nanos() as u64, Ordering::Relaxed);
+        let (at, wall) = arrival.instant(now);
+        assert_eq!(at, now);
+        let wall = wall.map(|w| w.as_nanos() as u64).unwrap_or(0);
+        assert!(
+            wall_ns().abs_diff(wall) < 1_000_000_000,
+            "the wall clock read now"
+        );
+    }
+}
