@@ -49,6 +49,25 @@ def test_readline_keeps_newlines(rules_server, is_chunked):
     assert parts == [b"line one\n", b"line two is longer\n", b"\n", b"short\n", b"no newline at end", b""]
 
 
+@pytest.mark.parametrize("name,n", [("readline", 0), ("readline_size", 4), ("read_n", 5),
+                                    ("readlines", 0)])
+def test_reads_across_many_small_frames(rules_server, name, n):
+    # A chunk of 1 to 3 bytes per frame: lines and reads span several of the frames
+    # wsgi.input keeps (it copies out of them directly), and must come out the same
+    # as from one piece.
+    sizes = [1, 2, 3]
+    pieces, i, k = [], 0, 0
+    while i < len(BODY):
+        pieces.append(BODY[i:i + sizes[k % 3]])
+        i += sizes[k % 3]
+        k += 1
+    path = f"/input?op={name}&n={n}"
+    whole = op(rules_server, name, n)
+    r = exchange(rules_server, "POST", path, {"Transfer-Encoding": "chunked"}, chunked(pieces))
+    assert r.status == 200, r.body[:2000]
+    assert [p.encode("latin-1") for p in r.json()["parts"]] == whole
+
+
 def test_readline_size(rules_server):
     parts = op(rules_server, "readline_size", 4)
     assert all(len(p) <= 4 for p in parts)

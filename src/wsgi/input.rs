@@ -7,7 +7,9 @@
 
 use std::sync::Mutex;
 
-use bytes::{Buf, BytesMut};
+use std::collections::VecDeque;
+
+use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use pyo3::exceptions::PyOSError;
@@ -33,7 +35,11 @@ impl BodySource {
 /// across a GIL release) guards against two threads reading one body at once.
 #[pyclass(module = "rwsgi", name = "Input")]
 pub struct Input {
-    buf: BytesMut,
+    /// Frames received and not yet handed to the app, as hyper delivered them (no
+    /// copy): the app's `bytes` are copied straight out of them, once.
+    chunks: VecDeque<Bytes>,
+    /// Total bytes in `chunks`.
+    buffered: usize,
     /// A `Mutex` only to make the pyclass `Sync`; `&mut self` already excludes sharing.
     source: Mutex<BodySource>,
     eof: bool,
@@ -45,14 +51,15 @@ impl Input {
     pub fn new(source: BodySource) -> Input {
         let eof = source.incoming.is_none();
         Input {
-            buf: BytesMut::new(),
+            chunks: VecDeque::new(),
+            buffered: 0,
             source: Mutex::new(source),
             eof,
             consumed: 0,
         }
     }
 
-    /// Pulls one more frame into `buf`. Returns false at end of body.
+    /// Pulls one more frame into `chunks`. Returns false at end of body.
     fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
         if self.eof {
             return Ok(false);
@@ -75,7 +82,10 @@ impl Input {
             }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
-                    self.buf.extend_from_slice(&data);
+                    if !data.is_empty() {
+                        self.buffered += data.len();
+                        self.chunks.push_back(data);
+                    }
                 }
                 Ok(true)
             }
@@ -90,17 +100,47 @@ impl Input {
         }
     }
 
-    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> Bound<'py, PyBytes> {
-        let n = n.min(self.buf.len());
+    /// The next `n` bytes (fewer if fewer are buffered), copied once, from the
+    /// frames into the new `bytes` object.
+    fn take<'py>(&mut self, py: Python<'py>, n: usize) -> PyResult<Bound<'py, PyBytes>> {
+        let n = n.min(self.buffered);
+        let chunks = &mut self.chunks;
+        let out = PyBytes::new_with(py, n, |dst| {
+            let mut filled = 0;
+            while filled < n {
+                let Some(front) = chunks.front_mut() else {
+                    break;
+                };
+                let k = front.len().min(n - filled);
+                dst[filled..filled + k].copy_from_slice(&front[..k]);
+                front.advance(k);
+                filled += k;
+                if front.is_empty() {
+                    chunks.pop_front();
+                }
+            }
+            Ok(())
+        })?;
+        self.buffered -= n;
         self.consumed += n as u64;
-        let out = PyBytes::new(py, &self.buf[..n]);
-        self.buf.advance(n);
-        out
+        Ok(out)
     }
 
+    /// The length of the buffered line (through its b"\n"), if one ends within
+    /// `limit` bytes.
     fn line_len(&self, limit: usize) -> Option<usize> {
-        let window = &self.buf[..self.buf.len().min(limit)];
-        window.iter().position(|b| *b == b'\n').map(|i| i + 1)
+        let mut seen = 0;
+        for chunk in &self.chunks {
+            let window = &chunk[..chunk.len().min(limit - seen)];
+            if let Some(i) = window.iter().position(|b| *b == b'\n') {
+                return Some(seen + i + 1);
+            }
+            seen += window.len();
+            if seen >= limit {
+                break;
+            }
+        }
+        None
     }
 }
 
@@ -120,12 +160,12 @@ impl Input {
         match size_arg(size) {
             None => {
                 while self.fill(py)? {}
-                let n = self.buf.len();
-                Ok(self.take(py, n))
+                let n = self.buffered;
+                self.take(py, n)
             }
             Some(n) => {
-                while self.buf.len() < n && self.fill(py)? {}
-                Ok(self.take(py, n))
+                while self.buffered < n && self.fill(py)? {}
+                self.take(py, n)
             }
         }
     }
@@ -140,14 +180,14 @@ impl Input {
         let limit = size_arg(size).unwrap_or(usize::MAX);
         loop {
             if let Some(n) = self.line_len(limit) {
-                return Ok(self.take(py, n));
+                return self.take(py, n);
             }
-            if self.buf.len() >= limit {
-                return Ok(self.take(py, limit));
+            if self.buffered >= limit {
+                return self.take(py, limit);
             }
             if !self.fill(py)? {
-                let n = self.buf.len().min(limit);
-                return Ok(self.take(py, n));
+                let n = self.buffered.min(limit);
+                return self.take(py, n);
             }
         }
     }
