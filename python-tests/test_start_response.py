@@ -60,6 +60,10 @@ def test_each_response_carries_its_own_header_values(rules_server):
                 200, value, "text/plain"), i
     assert exchange(rules_server, "GET", "/bad-header?kind=nonlatin-value").status == 500
     assert exchange(rules_server, "GET", "/echo-header?v=after").header("X-Echo") == "after"
+    # A str subclass is accepted (and not cached), also several times over.
+    for i in range(3):
+        r = exchange(rules_server, "GET", f"/echo-header?v=sub{i}&sub=1")
+        assert (r.status, r.header("X-Echo")) == (200, f"sub{i}")
 
 
 def test_bad_header_is_logged_and_server_keeps_serving(rules_server):

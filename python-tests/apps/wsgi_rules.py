@@ -23,6 +23,11 @@ _active = 0
 _active_max = 0
 
 
+
+class _Str(str):
+    """A str subclass, as some frameworks pass header values."""
+
+
 def record(name, line):
     with open(os.path.join(STATE, name), "a") as f:
         f.write(line + "\n")
@@ -256,6 +261,8 @@ def application(environ, start_response):
         # A value made per request next to constants: the server's header cache
         # (start_response.rs) must send each request's own value.
         value = q.get("v", "")
+        if q.get("sub"):
+            value = _Str(value)
         start_response("200 OK", [("Content-Type", "text/plain"), ("X-Echo", value),
                                   ("Content-Length", "2")])
         return [b"ok"]

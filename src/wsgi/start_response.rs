@@ -384,8 +384,8 @@ fn parse_value(
     name: Borrowed<'_, '_, PyAny>,
     value: Borrowed<'_, '_, PyAny>,
 ) -> PyResult<HeaderValue> {
-    let problem = match value.cast::<PyString>() {
-        Err(_) => "value must be str",
+    let (type_error, problem) = match value.cast::<PyString>() {
+        Err(_) => (true, "value must be str"),
         Ok(text) => {
             let text = text.to_str()?;
             let mut latin1 = Vec::with_capacity(text.len());
@@ -396,14 +396,14 @@ fn parse_value(
             }
             match HeaderValue::from_bytes(&latin1) {
                 Ok(v) if !wide => return Ok(v),
-                _ if wide => "value is not latin-1",
-                _ => "value has control characters",
+                _ if wide => (false, "value is not latin-1"),
+                _ => (false, "value has control characters"),
             }
         }
     };
     let name = name.str().map(|s| s.to_string()).unwrap_or_default();
     let message = format!("start_response: header {name:?} {problem}");
-    Err(if problem == "value must be str" {
+    Err(if type_error {
         PyTypeError::new_err(message)
     } else {
         PyValueError::new_err(message)
@@ -442,6 +442,12 @@ static FIELDS: Mutex<FieldCache> = Mutex::new(FieldCache {
     values: [const { None }; FIELD_SLOTS],
 });
 
+/// Only exact `str` objects are kept: dropping an entry then never runs Python code
+/// (a subclass could define `__del__`, which would run under the cache's lock).
+fn cacheable(obj: Borrowed<'_, '_, PyAny>) -> bool {
+    obj.is_exact_instance_of::<PyString>()
+}
+
 fn slot(obj: Borrowed<'_, '_, PyAny>) -> usize {
     (obj.as_ptr() as usize >> 4) % FIELD_SLOTS
 }
@@ -458,11 +464,14 @@ impl FieldCache {
     }
 
     fn put_name(&mut self, name: Borrowed<'_, '_, PyAny>, hname: &HeaderName) {
+        if !cacheable(name) {
+            return;
+        }
         self.names[slot(name)] = Some((Borrowed::to_owned(name).unbind(), hname.clone()));
     }
 
     fn put_value(&mut self, value: Borrowed<'_, '_, PyAny>, hvalue: &HeaderValue) {
-        if hvalue.len() <= FIELD_VALUE_MAX {
+        if hvalue.len() <= FIELD_VALUE_MAX && cacheable(value) {
             self.values[slot(value)] = Some((Borrowed::to_owned(value).unbind(), hvalue.clone()));
         }
     }
