@@ -23,7 +23,6 @@ _active = 0
 _active_max = 0
 
 
-
 class _Str(str):
     """A str subclass, as some frameworks pass header values."""
 
