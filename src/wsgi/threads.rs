@@ -221,7 +221,7 @@ fn run_one(
             // The wall clock at dispatch: the arrival's, carried forward by the
             // monotonic server_wait, when the kernel stamped the arrival.
             match job.arrived_wall {
-                Some(arrived) => Some(arrived + server_wait),
+                Some(arrived) => arrived.checked_add(server_wait),
                 None => SystemTime::now().duration_since(UNIX_EPOCH).ok(),
             },
             cfg.tracker.max_age,
