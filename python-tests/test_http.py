@@ -3,6 +3,7 @@ Expect: 100-continue, HEAD and bodiless statuses (1xx/204/304), the header-read
 timeout (slowloris), request limits (400/431), Content-Length truncation and
 short bodies, chunked responses, HTTP/1.0, and malformed requests."""
 
+import socket
 import time
 
 import pytest
@@ -38,6 +39,31 @@ def test_pipelined_request_after_slow_response(rules_server):
         r2 = c.read_response()
     assert r1.status == 200 and b"active_max" in r1.body
     assert r2.body == b"after"
+
+
+def test_requests_in_pieces_are_read_as_the_pieces_arrive(rules_server):
+    # Each piece is a read that does not fill the server's buffer, after which the
+    # server stops trying to read until epoll reports more (arrival.rs): every later
+    # piece must still wake it, whether it comes 20 ms later or right behind, and
+    # whether it ends the head or starts the next request.
+    with rules_server.raw() as c:
+        c.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for i in range(30):
+            raw = request_bytes("GET", f"/status?body=piece{i}")
+            cut = 5 + (i * 7) % (len(raw) - 6)
+            c.send(raw[:cut])
+            if i % 2:
+                time.sleep(0.02)
+            c.send(raw[cut:])
+            r = c.read_response()
+            assert (r.status, r.body) == (200, f"piece{i}".encode()), i
+        # The next request starts in the segment that ends this one.
+        first, second = request_bytes("GET", "/status?body=a"), request_bytes("GET", "/status?body=b")
+        c.send(first + second[:9])
+        time.sleep(0.02)
+        c.send(second[9:])
+        assert c.read_response().body == b"a"
+        assert c.read_response().body == b"b"
 
 
 def test_chunked_request_body(rules_server):
