@@ -225,6 +225,13 @@ pub fn render(c: &Comparison) -> String {
         let _ = writeln!(out, "| {} | RSS rwsgi ≤ granian | {rss} |", title(app));
     }
     out.push('\n');
+    let _ = writeln!(
+        out,
+        "The tracker rows compare two medians of rounds that each move by about ±10% on \
+         a shared machine (see the spread table), so they cannot resolve a 2% effect. \
+         `bench/run.sh callgrind` measures it without that noise: instructions per \
+         request with the tracker on and off, and the share of CPU time they make up.\n"
+    );
 
     let with_errors: Vec<String> = c
         .cells
