@@ -5,9 +5,8 @@
 //! when the app first reads, (b) a 1 GiB upload streams through a buffer no larger than
 //! what the app asked for plus one frame, and (c) the async side never waits on Python.
 
-use std::sync::Mutex;
-
 use std::collections::VecDeque;
+use std::sync::Mutex;
 
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
