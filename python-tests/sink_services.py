@@ -139,9 +139,19 @@ def msec_stamp(offset: float = 0.0) -> str:
     return f"{math.floor(t * 1000) / 1000:.3f}"
 
 
+# Sockets that hold the dead ports for the rest of the test run.
+_DEAD = []
+
+
 def dead_port() -> int:
-    """A loopback port nobody listens on (bound, then closed: connect is refused)."""
-    return free_port()
+    """A loopback port nobody listens on: connect is refused. The port stays bound
+    (never listening) for the rest of the run, so the kernel cannot hand it to a
+    server started later; a port merely bound and closed once went to the very
+    adapter that was told to forward to it."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    _DEAD.append(s)
+    return s.getsockname()[1]
 
 
 class HungListener:
