@@ -111,6 +111,25 @@ def test_remote_addr_and_port(rules_server):
     assert env["REMOTE_PORT"] == str(local_port)
 
 
+def test_per_request_values_do_not_carry_over_on_a_connection(rules_server):
+    # Each environ copies its connection's template (REMOTE_ADDR/PORT, SERVER_*,
+    # url_scheme filled in once): what one request changes there must not reach the
+    # next request on the same connection. 127.0.0.1 is a trusted forwarder by default.
+    forwarded = [("X-Forwarded-For", "203.0.113.9"), ("X-Forwarded-Proto", "https")]
+    with rules_server.raw() as c:
+        local_port = c.sock.getsockname()[1]
+        envs = []
+        for headers in ([], forwarded, [], forwarded, []):
+            c.send(request_bytes("GET", "/environ/mutate", headers))
+            envs.append(c.read_response().json()["environ"])
+    for env, headers in zip(envs, ([], forwarded, [], forwarded, [])):
+        addr, scheme = ("203.0.113.9", "https") if headers else ("127.0.0.1", "http")
+        assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == (addr, scheme), env
+        assert env["REMOTE_PORT"] == str(local_port)
+        assert env["HTTP_HOST"] == "localhost" and env["SCRIPT_NAME"] == "", env
+        assert "app.mark" not in env and env["SERVER_PROTOCOL"] == "HTTP/1.1"
+
+
 def test_http_header_latin1_byte_survives(rules_server):
     with rules_server.raw() as c:
         c.send(b"GET /environ HTTP/1.1\r\nHost: x\r\nX-Latin: caf\xe9\r\n\r\n")

@@ -70,6 +70,11 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub header_timeout: f64,
 
+    /// Serve every request through hyper's HTTP/1.1, without rwsgi's own path for
+    /// keep-alive requests without a body. For comparison and diagnosis.
+    #[arg(long)]
+    pub hyper_only: bool,
+
     /// Maximum size of the request line in bytes (0 = unlimited). Over it: 400.
     #[arg(long, default_value_t = 4094, value_name = "BYTES")]
     pub limit_request_line: usize,

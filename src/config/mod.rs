@@ -113,6 +113,8 @@ pub struct ServerConfig {
     pub keep_alive: Option<Duration>,
     /// Time allowed to receive a complete request head (slowloris guard).
     pub header_timeout: Duration,
+    /// `--hyper-only`: no own HTTP/1.1 path (`server/own.rs`).
+    pub hyper_only: bool,
     pub limits: Limits,
     /// Connections per worker at once; more wait in the kernel backlog.
     pub worker_connections: usize,
@@ -272,6 +274,7 @@ impl Config {
             unix_socket_mode,
             keep_alive: (!keep_alive.is_zero()).then_some(keep_alive),
             header_timeout: secs("--header-timeout", s.header_timeout, false)?,
+            hyper_only: s.hyper_only,
             limits: Limits {
                 request_line: unlimited(s.limit_request_line),
                 request_fields: if s.limit_request_fields == 0 {

@@ -20,6 +20,8 @@ use super::arrival::StampedTcp;
 use super::balance;
 use super::handoff::Peer;
 use super::listener::Listener;
+use super::own::{self, Ended, OwnConfig, OwnCtl};
+use super::rewind::Rewind;
 use super::service::RequestService;
 use super::{Stop, WorkerShared};
 use crate::config::{Config, ServerConfig};
@@ -29,6 +31,9 @@ use crate::wsgi::threads::{Inline, Work};
 pub struct Http {
     builder: http1::Builder,
     keep_alive: Option<Duration>,
+    /// The own HTTP/1.1 path (`own.rs`); `None` with `--hyper-only` or without
+    /// keep-alive (every response then closes, which hyper handles).
+    own: Option<OwnConfig>,
 }
 
 impl Http {
@@ -55,6 +60,11 @@ impl Http {
         Http {
             builder: b,
             keep_alive: cfg.keep_alive,
+            own: (!cfg.hyper_only && cfg.keep_alive.is_some()).then_some(OwnConfig {
+                limits: l,
+                head_limit: head,
+                header_timeout: cfg.header_timeout,
+            }),
         }
     }
 }
@@ -257,9 +267,11 @@ impl Future for CloseWhenDrainingFuture {
 }
 
 /// What woke a connection's task, in [`serve`].
-enum Event {
-    /// hyper finished with the connection.
+enum Event<S> {
+    /// hyper, or the own path, finished with the connection.
     Done(Result<(), hyper::Error>),
+    /// The own path hands the connection to hyper.
+    HandOff(S, bytes::Bytes, RequestService),
     /// The worker is stopping.
     Stop,
     /// The idle (or drain) timer fired.
@@ -268,9 +280,9 @@ enum Event {
 
 /// The waker handed to a connection's idle timer and stop signal: it notes that one of
 /// them fired, then wakes the connection's task.
-struct SideWake {
-    woken: std::sync::atomic::AtomicBool,
-    task: futures_util::task::AtomicWaker,
+pub(super) struct SideWake {
+    pub(super) woken: std::sync::atomic::AtomicBool,
+    pub(super) task: futures_util::task::AtomicWaker,
 }
 
 impl Default for SideWake {
@@ -293,6 +305,13 @@ impl std::task::Wake for SideWake {
     }
 }
 
+/// Who speaks HTTP on a connection: the own path first (when enabled), hyper after a
+/// hand-off or throughout.
+enum Phase<O, H> {
+    Own(Pin<Box<O>>),
+    Hyper(Pin<Box<H>>),
+}
+
 async fn serve<S>(stream: S, svc: RequestService, ctx: &AcceptCtx)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -300,22 +319,32 @@ where
     // Counted by the accept loop already (so that a burst sees its own count rise).
     let activity = Arc::new(AtomicU64::new(0));
     let in_flight = svc.in_flight();
-    let io = TokioIo::new(Tracked {
+    let io = Tracked {
         inner: stream,
         activity: activity.clone(),
-    });
-    let svc = CloseWhenDraining {
-        inner: svc,
-        stop: ctx.stop.clone(),
     };
-    let conn = ctx.http.builder.serve_connection(io, svc);
-    tokio::pin!(conn);
+    let ctl = OwnCtl::default();
+    let hyper_conn = |io, prefix, svc| {
+        let svc = CloseWhenDraining {
+            inner: svc,
+            stop: ctx.stop.clone(),
+        };
+        Box::pin(
+            ctx.http
+                .builder
+                .serve_connection(TokioIo::new(Rewind::new(prefix, io)), svc),
+        )
+    };
+    let mut conn = match &ctx.http.own {
+        Some(cfg) => Phase::Own(Box::pin(own::serve(io, svc, &ctl, cfg, &ctx.stop))),
+        None => Phase::Hyper(hyper_conn(io, bytes::Bytes::new(), svc)),
+    };
     let mut stop = ctx.stop.clone();
     let idle = ctx.http.keep_alive.unwrap_or(Duration::from_secs(3600));
     let mut seen = activity.load(Ordering::Relaxed);
     let mut idle_timer = Box::pin(tokio::time::sleep(idle));
     // `draining`: the worker stops; since when this connection has been quiet.
-    // `closing`: hyper was told to finish and close.
+    // `closing`: hyper (or the own path) was told to finish and close.
     let mut draining: Option<tokio::time::Instant> = None;
     let mut closing = false;
     if *stop.borrow() != Stop::Running {
@@ -334,8 +363,19 @@ where
             let mut changed = std::pin::pin!(stop.changed());
             std::future::poll_fn(|cx| {
                 side.task.register(cx.waker());
-                if let Poll::Ready(res) = conn.as_mut().poll(cx) {
-                    return Poll::Ready(Event::Done(res));
+                match &mut conn {
+                    Phase::Own(f) => match f.as_mut().poll(cx) {
+                        Poll::Ready(Ended::Closed) => return Poll::Ready(Event::Done(Ok(()))),
+                        Poll::Ready(Ended::HandOff(io, read, svc)) => {
+                            return Poll::Ready(Event::HandOff(io, read, svc))
+                        }
+                        Poll::Pending => {}
+                    },
+                    Phase::Hyper(c) => {
+                        if let Poll::Ready(res) = c.as_mut().poll(cx) {
+                            return Poll::Ready(Event::Done(res));
+                        }
+                    }
                 }
                 if side.woken.swap(false, Ordering::AcqRel) {
                     let mut side_cx = Context::from_waker(&side_waker);
@@ -358,6 +398,13 @@ where
                     tracing::debug!(error = %e, "connection ended with an error");
                 }
                 break;
+            }
+            Event::HandOff(io, read, svc) => {
+                let mut c = hyper_conn(io, read, svc);
+                if closing {
+                    c.as_mut().graceful_shutdown();
+                }
+                conn = Phase::Hyper(c);
             }
             Event::Stop => {
                 draining = Some(tokio::time::Instant::now());
@@ -382,7 +429,12 @@ where
                     // Quiet while draining, or idle past --keep-alive: close. (hyper
                     // lets a response still being written finish first.)
                     Some(_) | None if now == seen && !busy => {
-                        conn.as_mut().graceful_shutdown();
+                        match &mut conn {
+                            Phase::Hyper(c) => c.as_mut().graceful_shutdown(),
+                            // Awaiting a head: nothing to finish.
+                            Phase::Own(_) if ctl.waiting.load(Ordering::Relaxed) => break,
+                            Phase::Own(_) => ctl.close.store(true, Ordering::Relaxed),
+                        }
                         closing = true;
                     }
                     _ => {
@@ -393,6 +445,7 @@ where
             }
         }
     }
+    drop(conn);
     let open = ctx.shared.connections.fetch_sub(1, Ordering::AcqRel) - 1;
     if let Some(b) = &ctx.shared.balance {
         b.set_connections(open);

@@ -10,7 +10,8 @@ use crate::tracker::TrustedPeers;
 /// The client address and scheme after applying trusted forwarding headers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Forwarded {
-    pub remote_addr: String,
+    /// `None`: the peer's own address (its text is made once per connection).
+    pub remote_addr: Option<String>,
     pub scheme: &'static str,
 }
 
@@ -38,19 +39,14 @@ pub fn ip_text(ip: IpAddr) -> String {
 
 /// `peer` is `None` for unix-socket clients, which are trusted as in gunicorn.
 pub fn resolve(headers: &HeaderMap, peer: Option<IpAddr>, allow: &TrustedPeers) -> Forwarded {
-    resolve_for(headers, peer, peer.is_none_or(|p| allow.contains(p)), allow)
+    resolve_for(headers, peer.is_none_or(|p| allow.contains(p)), allow)
 }
 
 /// [`resolve`] for a peer already checked against `allow` (`peer_allowed`): the
 /// check is made once per connection.
-pub fn resolve_for(
-    headers: &HeaderMap,
-    peer: Option<IpAddr>,
-    peer_allowed: bool,
-    allow: &TrustedPeers,
-) -> Forwarded {
+pub fn resolve_for(headers: &HeaderMap, peer_allowed: bool, allow: &TrustedPeers) -> Forwarded {
     let mut out = Forwarded {
-        remote_addr: peer.map(ip_text).unwrap_or_default(),
+        remote_addr: None,
         scheme: "http",
     };
     if !peer_allowed {
@@ -98,7 +94,7 @@ pub fn resolve_for(
         .find(|ip| !allow.contains(**ip))
         .or(chain.first());
     if let Some(ip) = pick {
-        out.remote_addr = ip_text(*ip);
+        out.remote_addr = Some(ip_text(*ip));
     }
     out
 }
@@ -146,7 +142,7 @@ mod tests {
             Some("127.0.0.1".parse().unwrap()),
             &allow,
         );
-        assert_eq!(f.remote_addr, "203.0.113.7");
+        assert_eq!(f.remote_addr.as_deref(), Some("203.0.113.7"));
         assert_eq!(f.scheme, "https");
     }
 
@@ -161,7 +157,7 @@ mod tests {
             Some("198.51.100.1".parse().unwrap()),
             &allow,
         );
-        assert_eq!(f.remote_addr, "198.51.100.1");
+        assert_eq!(f.remote_addr, None, "the peer's own address");
         assert_eq!(f.scheme, "http");
     }
 
@@ -173,7 +169,7 @@ mod tests {
             Some("127.0.0.1".parse().unwrap()),
             &allow,
         );
-        assert_eq!(f.remote_addr, "203.0.113.7");
+        assert_eq!(f.remote_addr.as_deref(), Some("203.0.113.7"));
     }
 
     #[test]
@@ -184,8 +180,8 @@ mod tests {
             Some("127.0.0.1".parse().unwrap()),
             &allow,
         );
-        assert_eq!(f.remote_addr, "127.0.0.1");
+        assert_eq!(f.remote_addr, None, "the peer's own address");
         let unix = resolve(&h(&[("x-forwarded-for", "203.0.113.9")]), None, &allow);
-        assert_eq!(unix.remote_addr, "203.0.113.9");
+        assert_eq!(unix.remote_addr.as_deref(), Some("203.0.113.9"));
     }
 }

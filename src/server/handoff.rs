@@ -45,6 +45,33 @@ impl Local {
     }
 }
 
+/// What every request of one connection shares: the peer's address as text (the
+/// access log's remote address), and the environ template of the connection.
+pub struct PeerText {
+    /// Empty for a unix-socket peer.
+    pub addr: String,
+    pub port: Option<u16>,
+    /// The worker's environ template with this connection's `SERVER_NAME`,
+    /// `SERVER_PORT`, `REMOTE_ADDR` and `REMOTE_PORT` filled in (and HTTP/1.1 over
+    /// http), made by its first request: each request's environ is a copy of it, so
+    /// these are not set again per request (`wsgi/environ.rs`).
+    pub environ: pyo3::sync::PyOnceLock<pyo3::Py<pyo3::types::PyDict>>,
+}
+
+impl PeerText {
+    pub fn new(peer: Peer) -> PeerText {
+        let (addr, port) = match peer {
+            Peer::Tcp(a) => (super::forwarded::ip_text(a.ip()), Some(a.port())),
+            Peer::Unix => (String::new(), None),
+        };
+        PeerText {
+            addr,
+            port,
+            environ: pyo3::sync::PyOnceLock::new(),
+        }
+    }
+}
+
 /// A parsed request waiting for a Python thread.
 pub struct Job {
     pub method: Method,
@@ -52,6 +79,7 @@ pub struct Job {
     pub version: Version,
     pub headers: HeaderMap,
     pub peer: Peer,
+    pub peer_text: std::sync::Arc<PeerText>,
     pub local: std::sync::Arc<Local>,
     /// `None` when the request has no body (hyper knows from the framing).
     pub body: Option<Incoming>,

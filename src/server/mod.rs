@@ -11,7 +11,10 @@ pub mod balance;
 pub mod conn;
 pub mod forwarded;
 pub mod handoff;
+pub mod head;
 pub mod listener;
+pub mod own;
+pub mod rewind;
 pub mod service;
 pub mod turn;
 

@@ -9,12 +9,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{Request, Response};
+use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::{Body, Incoming};
 
 use super::arrival::Arrival;
 use super::conn::AcceptCtx;
-use super::handoff::{plain, Job, Local, Peer, ResponseBody};
+use super::handoff::{plain, Job, Local, Peer, PeerText, ResponseBody};
 use super::WorkerShared;
 use crate::config::Config;
 use crate::wsgi::threads::{run_inline, Inline, Work};
@@ -25,6 +25,7 @@ pub struct RequestService {
     inline: Option<Arc<Inline>>,
     shared: Arc<WorkerShared>,
     peer: Peer,
+    peer_text: Arc<PeerText>,
     local: Arc<Local>,
     /// When this connection's bytes reached the host (TCP only): `server_wait`
     /// starts there, not when the head was parsed.
@@ -46,6 +47,7 @@ impl RequestService {
             inline: ctx.inline.clone(),
             shared: ctx.shared.clone(),
             peer,
+            peer_text: Arc::new(PeerText::new(peer)),
             local,
             arrival,
             trusted: match peer {
@@ -111,6 +113,104 @@ impl Drop for InFlight {
     }
 }
 
+/// How a job was started: sent on its way (`false`: could not be queued), or held
+/// until the IO thread's turn comes (see `turn.rs`).
+enum Start {
+    Sent(bool),
+    Held(Box<Job>),
+}
+
+impl RequestService {
+    /// The job for a parsed request, and where its response will come from.
+    fn job(
+        &self,
+        parts: (Method, Uri, Version, HeaderMap),
+        body: Option<Incoming>,
+        now: Instant,
+    ) -> (Job, Reply) {
+        let (method, uri, version, headers) = parts;
+        let (arrived_at, wall) = self
+            .arrival
+            .as_ref()
+            .map_or((now, None), |a| a.instant(now));
+        // Only the inline decision needs the route (a hash of method and path).
+        let route = match self.inline {
+            Some(_) => super::RouteTimes::route(method.as_str(), uri.path()),
+            None => 0,
+        };
+        let (reply, response) = tokio::sync::oneshot::channel();
+        let job = Job {
+            method,
+            uri,
+            version,
+            headers,
+            peer: self.peer,
+            peer_text: self.peer_text.clone(),
+            local: self.local.clone(),
+            body,
+            arrived_at,
+            arrived_wall: wall,
+            trusted: self.trusted,
+            forwarded_allowed: self.forwarded_allowed,
+            route,
+            reply: Some(reply),
+        };
+        (job, response)
+    }
+
+    /// Runs the job inline, or sends it to the Python threads, or holds it.
+    fn start(&self, job: Job) -> Start {
+        let eligible = self.inline.is_some()
+            && job.body.is_none()
+            && self.shared.routes.quick(job.route)
+            && !self.shared.write_seen.load(Ordering::Relaxed);
+        match (&self.inline, eligible) {
+            (Some(inline), true) if self.shared.turns.io_may_run() => {
+                Start::Sent(run_here(inline, job, &self.shared, &self.jobs))
+            }
+            (Some(_), true) => Start::Held(Box::new(job)),
+            _ => Start::Sent(send(&self.shared, &self.jobs, Work::Request(job))),
+        }
+    }
+
+    /// The own HTTP/1.1 path's way in (`own.rs`): a bodiless request whose head was
+    /// parsed and checked against the limits there.
+    pub async fn respond(
+        &self,
+        parts: (Method, Uri, Version, HeaderMap),
+        now: Instant,
+    ) -> Response<ResponseBody> {
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _guard = InFlightRef(&self.in_flight);
+        let (job, response) = self.job(parts, None, now);
+        let sent = match self.start(job) {
+            Start::Sent(sent) => sent,
+            Start::Held(job) => {
+                let held = self.shared.turns.hold();
+                held.ready().await;
+                match &self.inline {
+                    Some(inline) => run_here(inline, *job, &self.shared, &self.jobs),
+                    None => false,
+                }
+            }
+        };
+        match answer(sent, response).await {
+            Ok(resp) => resp,
+            Err(never) => match never {},
+        }
+    }
+}
+
+type Reply = tokio::sync::oneshot::Receiver<Response<ResponseBody>>;
+
+struct InFlightRef<'a>(&'a AtomicUsize);
+
+impl Drop for InFlightRef<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl hyper::service::Service<Request<Incoming>> for RequestService {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
@@ -118,10 +218,6 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let now = Instant::now();
-        let (arrived_at, wall) = self
-            .arrival
-            .as_ref()
-            .map_or((now, None), |a| a.instant(now));
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let guard = InFlight(self.in_flight.clone());
         if let Some(resp) = check_limits(&req, &self.config) {
@@ -132,56 +228,35 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         }
         let (parts, body) = req.into_parts();
         let body = (!body.is_end_stream()).then_some(body);
-        // Only the inline decision needs the route (a hash of method and path).
-        let route = match self.inline {
-            Some(_) => super::RouteTimes::route(parts.method.as_str(), parts.uri.path()),
-            None => 0,
-        };
-        let (reply, response) = tokio::sync::oneshot::channel();
-        let job = Job {
-            method: parts.method,
-            uri: parts.uri,
-            version: parts.version,
-            headers: parts.headers,
-            peer: self.peer,
-            local: self.local.clone(),
+        let (job, response) = self.job(
+            (parts.method, parts.uri, parts.version, parts.headers),
             body,
-            arrived_at,
-            arrived_wall: wall,
-            trusted: self.trusted,
-            forwarded_allowed: self.forwarded_allowed,
-            route,
-            reply: Some(reply),
-        };
-        let eligible = self.inline.is_some()
-            && job.body.is_none()
-            && self.shared.routes.quick(route)
-            && !self.shared.write_seen.load(Ordering::Relaxed);
-        let sent = match (&self.inline, eligible) {
-            (Some(inline), true) if self.shared.turns.io_may_run() => {
-                run_here(inline, job, &self.shared, &self.jobs)
-            }
-            (Some(inline), true) => {
+            now,
+        );
+        match self.start(job) {
+            Start::Sent(sent) => Box::pin(async move {
+                let _guard = guard;
+                answer(sent, response).await
+            }),
+            Start::Held(job) => {
                 // The Python thread is busy: wait for a turn here rather than queue
                 // behind it (see `turn.rs`).
                 let (inline, shared, jobs) =
-                    (inline.clone(), self.shared.clone(), self.jobs.clone());
-                return Box::pin(async move {
+                    (self.inline.clone(), self.shared.clone(), self.jobs.clone());
+                Box::pin(async move {
                     let _guard = guard;
                     let sent = {
                         let held = shared.turns.hold();
                         held.ready().await;
-                        run_here(&inline, job, &shared, &jobs)
+                        match &inline {
+                            Some(inline) => run_here(inline, *job, &shared, &jobs),
+                            None => false,
+                        }
                     };
                     answer(sent, response).await
-                });
+                })
             }
-            _ => send(&self.shared, &self.jobs, Work::Request(job)),
-        };
-        Box::pin(async move {
-            let _guard = guard;
-            answer(sent, response).await
-        })
+        }
     }
 }
 

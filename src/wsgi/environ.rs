@@ -1,9 +1,10 @@
 //! The WSGI `environ` dict for one request (PEP 3333 "environ Variables").
 //!
 //! Native strings are latin-1 decoded bytes, so every byte of a path or header
-//! survives. Each environ starts as a copy of a per-worker template that already
-//! holds every key set on every request (`PyDict_Copy` copies its key table in one
-//! piece), so a request only replaces values. Keys are interned Python strings, built
+//! survives. Each environ starts as a copy of its connection's template (the
+//! worker's, with the peer's address and the listener's name filled in), which
+//! already holds every key set on every request (`PyDict_Copy` copies its key table
+//! in one piece), so a request only replaces values. Keys are interned Python strings, built
 //! once per worker: `HTTP_*` keys too, for the first [`MAX_HEADER_KEYS`] header names
 //! a worker sees.
 
@@ -18,7 +19,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
-use crate::server::handoff::Job;
+use crate::server::handoff::{Job, PeerText};
 
 /// At most this many `HTTP_*` keys are kept per worker: header names come from
 /// clients, and a client sending random names must not grow the cache without end.
@@ -118,9 +119,11 @@ impl EnvironShared {
 
 /// The per-request facts that do not come from the request bytes.
 pub struct RequestFacts<'a> {
-    /// `REMOTE_ADDR` after `--forwarded-allow-ips` handling.
-    pub remote_addr: &'a str,
-    pub remote_port: Option<u16>,
+    /// `REMOTE_ADDR` from a trusted `X-Forwarded-For` (`--forwarded-allow-ips`);
+    /// `None`: the peer's own.
+    pub remote_addr: Option<&'a str>,
+    /// The peer's address and port, as text made once per connection.
+    pub peer: &'a PeerText,
     /// `wsgi.url_scheme` after `--forwarded-allow-ips` handling.
     pub url_scheme: &'static str,
     /// `rwsgi.queue_time`: seconds since the proxy stamp, when there was a usable one.
@@ -222,11 +225,14 @@ pub fn build<'py>(
     shared: &EnvironShared,
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
+    let template = facts
+        .peer
+        .environ
+        .get_or_try_init(py, || connection_template(py, job, facts.peer, shared))?;
     // SAFETY: the template is a dict; PyDict_Copy returns a new reference or NULL
     // with an exception set, which from_owned_ptr_or_err turns into an error.
     let env: Bound<'py, PyDict> = unsafe {
-        Bound::from_owned_ptr_or_err(py, ffi::PyDict_Copy(shared.template.as_ptr()))?
-            .cast_into_unchecked()
+        Bound::from_owned_ptr_or_err(py, ffi::PyDict_Copy(template.as_ptr()))?.cast_into_unchecked()
     };
     env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &job.method))?;
     let raw_path = job.uri.path();
@@ -254,26 +260,18 @@ pub fn build<'py>(
     )?;
     let raw_uri = job.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
     env.set_item(intern!(py, "RAW_URI"), latin1(py, raw_uri.as_bytes())?)?;
-    env.set_item(
-        intern!(py, "SERVER_PROTOCOL"),
-        match job.version {
-            http::Version::HTTP_10 => intern!(py, "HTTP/1.0"),
-            http::Version::HTTP_09 => intern!(py, "HTTP/0.9"),
-            _ => intern!(py, "HTTP/1.1"),
-        },
-    )?;
-    let (server_name, server_port) = job.local.py.get_or_init(py, || {
-        (
-            PyString::intern(py, &job.local.name).unbind(),
-            PyString::intern(py, &job.local.port).unbind(),
-        )
-    });
-    env.set_item(intern!(py, "SERVER_NAME"), server_name.bind(py))?;
-    env.set_item(intern!(py, "SERVER_PORT"), server_port.bind(py))?;
-    env.set_item(intern!(py, "REMOTE_ADDR"), facts.remote_addr)?;
-    if let Some(port) = facts.remote_port {
-        let mut digits = itoa::Buffer::new();
-        env.set_item(intern!(py, "REMOTE_PORT"), digits.format(port))?;
+    // The connection's template says HTTP/1.1, the peer's address, and http.
+    match job.version {
+        http::Version::HTTP_10 => {
+            env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.0"))?
+        }
+        http::Version::HTTP_09 => {
+            env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/0.9"))?
+        }
+        _ => {}
+    }
+    if let Some(forwarded) = facts.remote_addr {
+        env.set_item(intern!(py, "REMOTE_ADDR"), forwarded)?;
     }
 
     // Each name once, with all its values. When no name repeats (nearly every
@@ -311,11 +309,39 @@ pub fn build<'py>(
         env.set_item(key, value)?;
     }
 
-    env.set_item(intern!(py, "wsgi.url_scheme"), facts.url_scheme)?;
+    if facts.url_scheme != "http" {
+        env.set_item(intern!(py, "wsgi.url_scheme"), facts.url_scheme)?;
+    }
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "rwsgi.queue_time"), facts.queue_time)?;
     env.set_item(intern!(py, "rwsgi.server_wait"), facts.server_wait)?;
     Ok(env)
+}
+
+/// The environ template of one connection: the worker's, with what every request of
+/// the connection shares (see [`PeerText::environ`]).
+fn connection_template(
+    py: Python<'_>,
+    job: &Job,
+    peer: &PeerText,
+    shared: &EnvironShared,
+) -> PyResult<Py<PyDict>> {
+    let t = shared.template.bind(py).copy()?;
+    let (server_name, server_port) = job.local.py.get_or_init(py, || {
+        (
+            PyString::intern(py, &job.local.name).unbind(),
+            PyString::intern(py, &job.local.port).unbind(),
+        )
+    });
+    t.set_item(intern!(py, "SERVER_NAME"), server_name.bind(py))?;
+    t.set_item(intern!(py, "SERVER_PORT"), server_port.bind(py))?;
+    t.set_item(intern!(py, "REMOTE_ADDR"), peer.addr.as_str())?;
+    if let Some(port) = peer.port {
+        t.set_item(intern!(py, "REMOTE_PORT"), itoa::Buffer::new().format(port))?;
+    }
+    t.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;
+    t.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
+    Ok(t.unbind())
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use super::file_wrapper::FileWrapper;
 use super::response::{self, Handled, Outcome, RequestLine, Suspended};
 use crate::server::access_log::AccessLog;
 use crate::server::forwarded;
-use crate::server::handoff::{plain, Job, Peer};
+use crate::server::handoff::{plain, Job, PeerText};
 use crate::server::WorkerShared;
 use crate::tracker::{classify_at, last_value, Stamp};
 
@@ -48,7 +48,9 @@ struct Tail {
     method: http::Method,
     /// The request's URI (a shared buffer, not a copy), for the busy slot's path.
     uri: http::Uri,
-    remote_addr: String,
+    /// A client named by a trusted `X-Forwarded-For`; else the peer's.
+    remote_addr: Option<String>,
+    peer: Arc<PeerText>,
     line: Option<(RequestLine, http::HeaderMap)>,
 }
 
@@ -207,10 +209,6 @@ fn run_one(
 ) -> (Option<Box<Resume>>, Instant) {
     let server_wait = dispatched.saturating_duration_since(job.arrived_at);
     let cfg = &shared.config;
-    let (peer_ip, remote_port) = match job.peer {
-        Peer::Tcp(addr) => (Some(addr.ip()), Some(addr.port())),
-        Peer::Unix => (None, None),
-    };
     let stamp = match &cfg.tracker.queue_header {
         None => Stamp::Missing,
         // The last one: a proxy that appends its stamp (rather than replacing it) puts
@@ -229,7 +227,6 @@ fn run_one(
     };
     let fwd = forwarded::resolve_for(
         &job.headers,
-        peer_ip,
         job.forwarded_allowed,
         &cfg.server.forwarded_allow,
     );
@@ -250,6 +247,7 @@ fn run_one(
         .map_or(server_wait, |queue_time| queue_time.max(server_wait));
     let method = job.method.clone();
     let uri = job.uri.clone();
+    let peer = job.peer_text.clone();
     let (handled, ended) = if cfg.tracker.max_queue_time.is_some_and(|max| waited > max) {
         shared.recorder.record_shed(server_wait, &stamp);
         let shed = shed(job, cfg.tracker.max_queue_time.unwrap_or_default());
@@ -259,8 +257,8 @@ fn run_one(
             .recorder
             .record_dispatch_at(&stamp, server_wait, dispatched);
         let facts = RequestFacts {
-            remote_addr: &fwd.remote_addr,
-            remote_port,
+            remote_addr: fwd.remote_addr.as_deref(),
+            peer: &peer,
             url_scheme: fwd.scheme,
             queue_time: stamp.queue_time().map(|d| d.as_secs_f64()),
             server_wait: server_wait.as_secs_f64(),
@@ -294,6 +292,7 @@ fn run_one(
         method,
         uri,
         remote_addr: fwd.remote_addr,
+        peer,
         line,
     };
     match handled {
@@ -310,8 +309,8 @@ fn run_one(
 fn finish(py: Python<'_>, shared: &WorkerShared, tail: Tail, outcome: Outcome, ended: Instant) {
     let elapsed = ended.saturating_duration_since(tail.dispatched);
     if let (Some(log), Some((line, headers))) = (&shared.access_log, tail.line) {
-        let remote = tail.remote_addr;
-        py.detach(|| log.write(&line, &headers, &remote, &outcome, elapsed));
+        let remote = tail.remote_addr.as_deref().unwrap_or(&tail.peer.addr);
+        py.detach(|| log.write(&line, &headers, remote, &outcome, elapsed));
     }
     shared.served.fetch_add(1, Ordering::Relaxed);
 }
