@@ -44,13 +44,24 @@ def test_quick_bodiless_requests_run_on_the_io_thread(start_server):
     assert all(d["multithread"] is False for d in later), later
 
 
-def test_requests_with_a_body_go_to_the_python_thread(start_server):
+def test_whole_bodies_run_inline_and_streamed_bodies_on_the_python_thread(start_server):
+    # A small body that arrived with its head is handed to wsgi.input whole, so the
+    # app cannot wait on the client and the request may run inline. A streamed body
+    # (chunked here) may keep the app waiting: it goes to the Python thread.
     srv = start_server(APP, "--threads", "1")
     until_inline(srv, "/where")
+    posted = lambda i: requests.post(srv.url + "/where", data=f"payload-{i}", timeout=TIMEOUT)
+    for i in range(50):
+        r = posted(i).json()
+        if r["where"] == "io":
+            break
+    assert r["where"] == "io", f"a POST with a whole body never ran inline: {r}"
+    assert r["body"] == f"payload-{i}" and r["multithread"] is False, r
     for i in range(3):
-        r = requests.post(srv.url + "/where", data=f"payload-{i}", timeout=TIMEOUT).json()
+        chunks = iter([b"stream", f"ed-{i}".encode()])
+        r = requests.post(srv.url + "/where", data=chunks, timeout=TIMEOUT).json()
         r.pop("server_wait")
-        assert r == {"where": "python", "body": f"payload-{i}", "multithread": False}, r
+        assert r == {"where": "python", "body": f"streamed-{i}", "multithread": False}, r
     until_inline(srv, "/where")
 
 

@@ -1,9 +1,9 @@
 """rwsgi's own HTTP/1.1 path (server/own.rs) against hyper's (`--hyper-only`): the
 same requests must get the same bytes back from both, Date aside. The own path takes
-keep-alive HTTP/1.1 requests without a body and hands anything else to hyper on the
-same connection, so each exchange below also checks the hand-over: a request with a
-body, HTTP/1.0, a malformed head or one over the limits, after a request the own
-path answered.
+keep-alive HTTP/1.1 requests without a body, or with a body of at most 64 KiB that
+arrived whole, and hands anything else to hyper on the same connection, so several
+exchanges below also check the hand-over: a chunked or larger body, HTTP/1.0, a
+malformed head or one over the limits, after a request the own path answered.
 
 Each exchange ends with a `Connection: close` request, so the server closes and the
 whole byte stream can be compared, including what happens after a response that
@@ -56,7 +56,16 @@ EXCHANGES = {
     "connection close first": get("/hello", {"Connection": "close"}),
     "pipelined": get("/status?body=one") + get("/chunks?n=2") + get("/hello", method="HEAD"),
     "not found": get("/nowhere"),
-    "then a body": get("/hello") + request_bytes("POST", "/echo", body=b"posted") + get("/hello"),
+    "small bodies": get("/hello") + request_bytes("POST", "/echo", body=b"posted") + get("/hello")
+    + request_bytes("PUT", "/echo", body=b"x" * 65536) + request_bytes("POST", "/echo", {"Content-Length": "0"}),
+    "unread body": request_bytes("POST", "/noread", body=b"ignored") + get("/hello"),
+    "body read by lines": request_bytes("POST", "/input?op=readlines", body=b"a\nbb\n\nccc")
+    + request_bytes("POST", "/input?op=read_minus1", body=b"all of it"),
+    "body on a HEAD": request_bytes("HEAD", "/echo", body=b"odd"),
+    "then a larger body": get("/hello") + request_bytes("POST", "/echo", body=b"y" * 65537) + get("/hello"),
+    "then two lengths": get("/hello")
+    + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+    "then a bad length": get("/hello") + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc",
     "then chunked": get("/hello")
     + request_bytes("POST", "/echo", {"Transfer-Encoding": "chunked"}, b"")[:-2]
     + b"\r\n3\r\nabc\r\n0\r\n\r\n",

@@ -451,3 +451,24 @@ where
         b.set_connections(open);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn http(args: &[&str]) -> Http {
+        let cli = crate::cli::Cli::parse_from([&["rwsgi", "app:application"], args].concat());
+        let config = Config::from_cli(&cli).unwrap();
+        Http::new(&config.server)
+    }
+
+    #[test]
+    fn the_own_path_serves_unless_turned_off_or_keep_alive_is() {
+        // python-tests/test_own_http.py compares the own path with hyper alone; it
+        // proves something only if the default server takes the own path.
+        assert!(http(&[]).own.is_some());
+        assert!(http(&["--hyper-only"]).own.is_none());
+        assert!(http(&["--keep-alive", "0"]).own.is_none());
+    }
+}

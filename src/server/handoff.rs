@@ -81,8 +81,8 @@ pub struct Job {
     pub peer: Peer,
     pub peer_text: std::sync::Arc<PeerText>,
     pub local: std::sync::Arc<Local>,
-    /// `None` when the request has no body (hyper knows from the framing).
-    pub body: Option<Incoming>,
+    /// `None` when the request has no body (known from the framing).
+    pub body: Option<RequestBody>,
     /// When the request arrived: the kernel's receive time of its bytes on TCP, else
     /// when its head was parsed. `server_wait` starts here.
     pub arrived_at: Instant,
@@ -101,6 +101,16 @@ pub struct Job {
     /// Where the Python thread sends the response head (and a full or streamed body).
     /// Taken (`None`) once a responder owns it.
     pub reply: Option<oneshot::Sender<Response<ResponseBody>>>,
+}
+
+/// A request's body, as `wsgi.input` reads it.
+pub enum RequestBody {
+    /// Frames pulled from hyper's connection as the app reads (and `Expect:
+    /// 100-continue` answered on the first read).
+    Streamed(Incoming),
+    /// The whole body, read together with the head by the own HTTP/1.1 path (small
+    /// bodies that arrived complete, `server/own.rs`).
+    Whole(Bytes),
 }
 
 /// Why a streamed body ended abnormally; hyper then closes the connection.

@@ -226,7 +226,8 @@ pub fn encode(
     Encoded { framing, last }
 }
 
-fn parse_u64(v: &[u8]) -> Option<u64> {
+/// A plain decimal (no sign, no spaces), as a length.
+pub fn parse_u64(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 {
         return None;
     }

@@ -1,12 +1,14 @@
-//! The own HTTP/1.1 path: keep-alive requests without a body (nearly all of a web
-//! app's traffic behind nginx) are parsed with `httparse` and answered by writing the
-//! head and body straight to the socket, without hyper's connection machinery, which
-//! cost more per request than the app's own Python (`bench/results/callgrind-hello.md`).
+//! The own HTTP/1.1 path: keep-alive requests without a body, or with a small one
+//! that arrived complete with the head (nearly all of a web app's traffic behind
+//! nginx), are parsed with `httparse` and answered by writing the head and body
+//! straight to the socket, without hyper's connection machinery, which cost more per
+//! request than the app's own Python (`bench/results/callgrind-hello.md`).
 //!
 //! Anything else hands the connection to hyper for the rest of its life, with the
-//! bytes read so far put back in front ([`super::rewind::Rewind`]): a request with a
-//! body or `Expect`, an upgrade, HTTP/1.0, a head over the limits (hyper and
-//! `service.rs` answer those with gunicorn's 400/431), a head that does not parse.
+//! bytes read so far put back in front ([`super::rewind::Rewind`]): a chunked,
+//! larger or incomplete body, `Expect`, an upgrade, HTTP/1.0, a head over the limits
+//! (hyper and `service.rs` answer those with gunicorn's 400/431), a head that does
+//! not parse.
 //! Responses follow hyper's framing rules ([`super::head`]), so a client cannot tell
 //! the paths apart; `--hyper-only` turns this path off.
 
@@ -37,6 +39,9 @@ use crate::config::Limits;
 const MAX_FIELDS: usize = 100;
 /// Bodies up to this size are copied behind the head and go out in one `write`.
 const COPY_BODY_MAX: usize = 8 * 1024;
+/// A request body this small that arrived complete with its head stays on this path
+/// (a form post, a JSON call); larger or incomplete ones stream through hyper.
+const WHOLE_BODY_MAX: u64 = 64 * 1024;
 
 /// Settings of the own path, fixed per worker.
 #[derive(Debug, Clone)]
@@ -71,6 +76,8 @@ struct Parsed {
     target: (usize, usize),
     /// The client sent `Connection: close`.
     close: bool,
+    /// `Content-Length` (0 without one).
+    body: usize,
 }
 
 enum Parse {
@@ -101,7 +108,9 @@ where
         let parsed = loop {
             if !buf.is_empty() {
                 match parse(&buf, cfg, &mut fields) {
-                    Parse::Complete(p) => break p,
+                    Parse::Complete(p) if buf.len() >= p.len + p.body => break p,
+                    // The body is still on its way: hyper streams it to the app.
+                    Parse::Complete(_) => return Ended::HandOff(io, buf.freeze(), svc),
                     Parse::Partial if buf.len() < cfg.head_limit => {}
                     _ => return Ended::HandOff(io, buf.freeze(), svc),
                 }
@@ -128,8 +137,9 @@ where
             all.extend_from_slice(&buf);
             return Ended::HandOff(io, all.freeze(), svc);
         };
+        let body = (parsed.body > 0).then(|| buf.split_to(parsed.body).freeze());
         let head_request = request.0 == Method::HEAD;
-        let mut resp = svc.respond(request, now).await;
+        let mut resp = svc.respond(request, body, now).await;
         drop(head);
         let draining = *stop.borrow() != Stop::Running || ctl.close.load(Ordering::Relaxed);
         if draining {
@@ -177,6 +187,7 @@ fn parse(buf: &[u8], cfg: &OwnConfig, fields: &mut Vec<[u32; 4]>) -> Parse {
     let at = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
     fields.clear();
     let mut close = false;
+    let mut body = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
         if name.len() + 2 + h.value.len() > l.request_field_size {
@@ -184,11 +195,15 @@ fn parse(buf: &[u8], cfg: &OwnConfig, fields: &mut Vec<[u32; 4]>) -> Parse {
         }
         if name.len() >= 6 {
             let special = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-            if special("content-length")
-                || special("transfer-encoding")
-                || special("expect")
-                || special("upgrade")
-            {
+            if special("content-length") {
+                // One plain length, small enough to take whole; anything else
+                // (repeats, lists, signs) is hyper's to judge.
+                match (body, head::parse_u64(h.value)) {
+                    (None, Some(n)) if n <= WHOLE_BODY_MAX => body = Some(n as usize),
+                    _ => return Parse::Hyper,
+                }
+            }
+            if special("transfer-encoding") || special("expect") || special("upgrade") {
                 return Parse::Hyper;
             }
             if special("connection") {
@@ -216,6 +231,7 @@ fn parse(buf: &[u8], cfg: &OwnConfig, fields: &mut Vec<[u32; 4]>) -> Parse {
         method: (at(method.as_bytes()) as usize, method.len()),
         target: (at(target.as_bytes()) as usize, target.len()),
         close,
+        body: body.unwrap_or(0),
     })
 }
 

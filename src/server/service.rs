@@ -9,12 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use bytes::Bytes;
 use http::{HeaderMap, Method, Request, Response, Uri, Version};
 use hyper::body::{Body, Incoming};
 
 use super::arrival::Arrival;
 use super::conn::AcceptCtx;
-use super::handoff::{plain, Job, Local, Peer, PeerText, ResponseBody};
+use super::handoff::{plain, Job, Local, Peer, PeerText, RequestBody, ResponseBody};
 use super::WorkerShared;
 use crate::config::Config;
 use crate::wsgi::threads::{run_inline, Inline, Work};
@@ -125,7 +126,7 @@ impl RequestService {
     fn job(
         &self,
         parts: (Method, Uri, Version, HeaderMap),
-        body: Option<Incoming>,
+        body: Option<RequestBody>,
         now: Instant,
     ) -> (Job, Reply) {
         let (method, uri, version, headers) = parts;
@@ -160,8 +161,9 @@ impl RequestService {
 
     /// Runs the job inline, or sends it to the Python threads, or holds it.
     fn start(&self, job: Job) -> Start {
+        // A whole body cannot make the app wait for the client; a streamed one can.
         let eligible = self.inline.is_some()
-            && job.body.is_none()
+            && !matches!(job.body, Some(RequestBody::Streamed(_)))
             && self.shared.routes.quick(job.route)
             && !self.shared.write_seen.load(Ordering::Relaxed);
         match (&self.inline, eligible) {
@@ -173,16 +175,17 @@ impl RequestService {
         }
     }
 
-    /// The own HTTP/1.1 path's way in (`own.rs`): a bodiless request whose head was
-    /// parsed and checked against the limits there.
+    /// The own HTTP/1.1 path's way in (`own.rs`): a request whose head was parsed and
+    /// checked against the limits there, with its whole body if it has one.
     pub async fn respond(
         &self,
         parts: (Method, Uri, Version, HeaderMap),
+        body: Option<Bytes>,
         now: Instant,
     ) -> Response<ResponseBody> {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _guard = InFlightRef(&self.in_flight);
-        let (job, response) = self.job(parts, None, now);
+        let (job, response) = self.job(parts, body.map(RequestBody::Whole), now);
         let sent = match self.start(job) {
             Start::Sent(sent) => sent,
             Start::Held(job) => {
@@ -227,7 +230,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             });
         }
         let (parts, body) = req.into_parts();
-        let body = (!body.is_end_stream()).then_some(body);
+        let body = (!body.is_end_stream()).then_some(RequestBody::Streamed(body));
         let (job, response) = self.job(
             (parts.method, parts.uri, parts.version, parts.headers),
             body,

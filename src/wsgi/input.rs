@@ -11,6 +11,8 @@ use std::sync::Mutex;
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+
+use crate::server::handoff::RequestBody;
 use pyo3::exceptions::PyOSError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
@@ -25,8 +27,15 @@ pub struct BodySource {
 }
 
 impl BodySource {
-    pub fn new(incoming: Option<Incoming>, handle: tokio::runtime::Handle) -> Self {
-        BodySource { incoming, handle }
+    /// The source and what is already read of it (a whole body, see
+    /// [`RequestBody::Whole`]).
+    pub fn new(body: Option<RequestBody>, handle: tokio::runtime::Handle) -> (Self, Option<Bytes>) {
+        let (incoming, whole) = match body {
+            Some(RequestBody::Streamed(incoming)) => (Some(incoming), None),
+            Some(RequestBody::Whole(bytes)) => (None, Some(bytes)),
+            None => (None, None),
+        };
+        (BodySource { incoming, handle }, whole)
     }
 }
 
@@ -47,11 +56,12 @@ pub struct Input {
 }
 
 impl Input {
-    pub fn new(source: BodySource) -> Input {
+    pub fn new((source, whole): (BodySource, Option<Bytes>)) -> Input {
         let eof = source.incoming.is_none();
+        let buffered = whole.as_ref().map_or(0, Bytes::len);
         Input {
-            chunks: VecDeque::new(),
-            buffered: 0,
+            chunks: whole.filter(|b| !b.is_empty()).into_iter().collect(),
+            buffered,
             source: Mutex::new(source),
             eof,
             consumed: 0,
