@@ -110,6 +110,19 @@ def test_empty_body_reads_return_immediately(rules_server):
     assert time.monotonic() - t0 < 2
 
 
+def test_bodiless_requests_read_nothing_whatever_came_before(rules_server):
+    # Requests without a body share one empty wsgi.input: reading it, in every way,
+    # between and after requests with bodies, must give nothing and change nothing.
+    ops = ["read_all", "read_minus1", "readline", "readlines", "iter", "mixed"]
+    with rules_server.raw() as c:
+        for op in ops:
+            c.send(request_bytes("POST", f"/input?op={op}", body=b"line1\nline2"))
+            assert c.read_response().json()["parts"], op
+            c.send(request_bytes("GET", f"/input?op={op}"))
+            parts = c.read_response().json()["parts"]
+            assert not any(p not in ("", "<rest>") for p in parts), (op, parts)
+
+
 def test_input_does_not_read_past_content_length(rules_server):
     # The body is followed by a pipelined request; read() must stop at CONTENT_LENGTH.
     with rules_server.raw() as c:

@@ -501,3 +501,105 @@ async fn write_all<S: AsyncWrite + Unpin>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> OwnConfig {
+        OwnConfig {
+            limits: Limits {
+                request_line: 4094,
+                request_fields: 100,
+                request_field_size: 8190,
+            },
+            head_limit: 64 * 1024,
+            header_timeout: Duration::from_secs(10),
+        }
+    }
+
+    fn decide(head: &[u8]) -> &'static str {
+        let mut fields = Vec::new();
+        match parse(head, &cfg(), &mut fields) {
+            Parse::Complete(p) if p.body > 0 => "own+body",
+            Parse::Complete(p) if p.close => "own+close",
+            Parse::Complete(_) => "own",
+            Parse::Partial => "partial",
+            Parse::Hyper => "hyper",
+        }
+    }
+
+    #[test]
+    fn keep_alive_requests_and_small_bodies_stay_on_the_own_path() {
+        assert_eq!(decide(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "own");
+        assert_eq!(decide(b"\r\nGET /a?b HTTP/1.1\r\n\r\n"), "own");
+        assert_eq!(
+            decide(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"),
+            "own"
+        );
+        assert_eq!(
+            decide(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"),
+            "own+close"
+        );
+        assert_eq!(
+            decide(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+            "own+body"
+        );
+        assert_eq!(
+            decide(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            "own"
+        );
+        assert_eq!(decide(b"GET / HTTP/1.1\r\nHost: x\r\n"), "partial");
+        assert_eq!(decide(b"GET / HTT"), "partial");
+    }
+
+    #[test]
+    fn anything_else_goes_to_hyper() {
+        for head in [
+            &b"GET / HTTP/1.0\r\n\r\n"[..],
+            b"GET http://x/ HTTP/1.1\r\n\r\n",
+            b"CONNECT x:443 HTTP/1.1\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 70000\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: +3\r\n\r\n",
+            b"POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n",
+            b"GET / HTTP/1.1\r\nConnection: keep-alive, te\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+        ] {
+            assert_eq!(decide(head), "hyper", "{}", String::from_utf8_lossy(head));
+        }
+        let long = format!("GET /{} HTTP/1.1\r\n\r\n", "x".repeat(5000));
+        assert_eq!(
+            decide(long.as_bytes()),
+            "hyper",
+            "request line over the limit"
+        );
+        let many: String = (0..101).map(|i| format!("X-{i}: 1\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(decide(many.as_bytes()), "hyper", "too many fields");
+    }
+
+    #[test]
+    fn the_parsed_request_shares_the_read_buffer() {
+        let raw = Bytes::from_static(b"GET /p?q=1 HTTP/1.1\r\nHost: h\r\nX-A: 1\r\nX-A: 2\r\n\r\n");
+        let mut fields = Vec::new();
+        let Parse::Complete(p) = parse(&raw, &cfg(), &mut fields) else {
+            panic!("not parsed");
+        };
+        assert_eq!(p.len, raw.len());
+        let (method, uri, version, headers) = build(&raw, &p, &fields).unwrap();
+        assert_eq!((method, version), (Method::GET, Version::HTTP_11));
+        assert_eq!((uri.path(), uri.query()), ("/p", Some("q=1")));
+        let xa: Vec<_> = headers
+            .get_all("x-a")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        assert_eq!(xa, [b"1", b"2"]);
+        assert_eq!(headers["host"], "h");
+    }
+}

@@ -19,6 +19,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
+use super::input::{BodySource, Input};
 use crate::server::handoff::{Job, PeerText};
 
 /// At most this many `HTTP_*` keys are kept per worker: header names come from
@@ -40,6 +41,10 @@ pub struct EnvironShared {
     script_name: String,
     /// `HTTP_*` key per header name already seen (interned, so its hash is cached).
     header_keys: Mutex<HashMap<HeaderName, Py<PyString>, fnv::FnvBuildHasher>>,
+    /// `wsgi.input` of every request without a body: an empty `Input` has no state
+    /// a request could change (it is at its end, and has handed out 0 bytes), so one
+    /// serves them all instead of a new object per request.
+    pub empty_input: Py<Input>,
 }
 
 impl EnvironShared {
@@ -51,6 +56,7 @@ impl EnvironShared {
         multithread: bool,
         multiprocess: bool,
         script_name: String,
+        handle: tokio::runtime::Handle,
     ) -> PyResult<EnvironShared> {
         let t = PyDict::new(py);
         // Set on every request: placeholders, so the copy already has the key slot.
@@ -97,6 +103,7 @@ impl EnvironShared {
             template: t.unbind(),
             script_name,
             header_keys: Mutex::new(HashMap::default()),
+            empty_input: Py::new(py, Input::new(BodySource::new(None, handle)))?,
         })
     }
 
@@ -248,7 +255,8 @@ pub fn build<'py>(
             path_info = rest;
         }
     }
-    env.set_item(intern!(py, "PATH_INFO"), latin1(py, path_info)?)?;
+    let path_info_str = latin1(py, path_info)?;
+    env.set_item(intern!(py, "PATH_INFO"), &path_info_str)?;
     let query = job.uri.query().unwrap_or("");
     env.set_item(
         intern!(py, "QUERY_STRING"),
@@ -259,7 +267,12 @@ pub fn build<'py>(
         },
     )?;
     let raw_uri = job.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    env.set_item(intern!(py, "RAW_URI"), latin1(py, raw_uri.as_bytes())?)?;
+    // Usually the same text as PATH_INFO (no query, nothing decoded): one str for both.
+    if raw_uri.as_bytes() == path_info {
+        env.set_item(intern!(py, "RAW_URI"), path_info_str)?;
+    } else {
+        env.set_item(intern!(py, "RAW_URI"), latin1(py, raw_uri.as_bytes())?)?;
+    }
     // The connection's template says HTTP/1.1, the peer's address, and http.
     match job.version {
         http::Version::HTTP_10 => {

@@ -136,7 +136,10 @@ pub fn handle(
     );
 
     let result = (|| -> PyResult<(Bound<'_, StartResponse>, Bound<'_, Input>)> {
-        let input = Bound::new(py, Input::new(BodySource::new(body, handle.clone())))?;
+        let input = match body {
+            None => shared.empty_input.bind(py).clone(),
+            body => Bound::new(py, Input::new(BodySource::new(body, handle.clone())))?,
+        };
         let sr = Bound::new(
             py,
             StartResponse {

@@ -81,6 +81,7 @@ pub fn spawn(
                 shared.threads > 1,
                 shared.workers > 1,
                 std::env::var("SCRIPT_NAME").unwrap_or_default(),
+                shared.handle.clone(),
             )
         })
         .map_err(|e| std::io::Error::other(e.to_string()))?,
