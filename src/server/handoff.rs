@@ -100,7 +100,7 @@ pub struct Job {
     pub route: usize,
     /// Where the Python thread sends the response head (and a full or streamed body).
     /// Taken (`None`) once a responder owns it.
-    pub reply: Option<oneshot::Sender<Response<ResponseBody>>>,
+    pub reply: Option<oneshot::Sender<Reply>>,
 }
 
 /// A request's body, as `wsgi.input` reads it.
@@ -208,21 +208,62 @@ impl Body for ResponseBody {
     }
 }
 
+/// A response as the Python side (or the server) made it: the header fields in the
+/// app's order, in a `Vec`. The own HTTP/1.1 path writes them from there; hyper gets
+/// an `http::Response` ([`Reply::into_response`]). Building a `HeaderMap` only to
+/// walk it once cost about 1,200 instructions per response.
+pub struct Reply {
+    pub status: http::StatusCode,
+    /// The app's reason phrase, when it is not the canonical one.
+    pub reason: Option<hyper::ext::ReasonPhrase>,
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    pub body: ResponseBody,
+}
+
+impl Reply {
+    /// The same response for hyper.
+    pub fn into_response(self) -> Response<ResponseBody> {
+        let mut r = Response::new(self.body);
+        *r.status_mut() = self.status;
+        if let Some(reason) = self.reason {
+            r.extensions_mut().insert(reason);
+        }
+        let map = r.headers_mut();
+        map.reserve(self.headers.len());
+        for (name, value) in self.headers {
+            map.append(name, value);
+        }
+        r
+    }
+
+    /// Asks for the connection to close after this response.
+    pub fn close(&mut self) {
+        let close = |(n, v): &(http::HeaderName, http::HeaderValue)| {
+            n == http::header::CONNECTION && v == "close"
+        };
+        if !self.headers.iter().any(close) {
+            self.headers.push((
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            ));
+        }
+    }
+}
+
 /// A short plain-text response made by the server itself (errors, limits, shedding).
-pub fn plain(status: u16, body: &'static str, close: bool) -> Response<ResponseBody> {
-    let mut r = Response::new(ResponseBody::full(Bytes::from_static(body.as_bytes())));
-    *r.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    let h = r.headers_mut();
-    h.insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+pub fn plain(status: u16, body: &'static str, close: bool) -> Reply {
+    let mut r = Reply {
+        status: http::StatusCode::from_u16(status)
+            .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR),
+        reason: None,
+        headers: vec![(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        )],
+        body: ResponseBody::full(Bytes::from_static(body.as_bytes())),
+    };
     if close {
-        h.insert(
-            http::header::CONNECTION,
-            http::HeaderValue::from_static("close"),
-        );
+        r.close();
     }
     r
 }

@@ -1,6 +1,8 @@
 //! Response heads for the own HTTP/1.1 path ([`super::own`]), framed by the rules
 //! hyper applies on the other path, so a response is the same bytes whichever path
-//! wrote it (`python-tests/test_own_http.py` compares the two): status line with the
+//! wrote it (`python-tests/test_own_http.py` compares the two; one difference: the
+//! fields go out in the app's order, where hyper groups repeated names under the
+//! first, as gunicorn does not): status line with the
 //! app's reason phrase, title-case names, the app's Content-Length or one from the
 //! body, chunked or close-delimited streams, nothing after HEAD/1xx/204/304, a cached
 //! `Date`, and `Connection: close` when the client asked for it.
@@ -9,7 +11,7 @@ use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 
 /// How the response body goes on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,7 +82,7 @@ fn title_case(dst: &mut Vec<u8>, name: &[u8]) {
 pub fn encode(
     status: StatusCode,
     reason: Option<&[u8]>,
-    headers: &HeaderMap,
+    headers: &[(HeaderName, HeaderValue)],
     body: BodyKind,
     req: ForRequest,
     dst: &mut Vec<u8>,
@@ -119,8 +121,9 @@ pub fn encode(
     let mut connection_seen = false;
     // A header of the same name as the last one continues its line (Content-Length,
     // Connection) or is dropped (repeated Content-Length).
-    let mut open_line: Option<&http::HeaderName> = None;
-    let mut prev_name: Option<&http::HeaderName> = None;
+    let mut open_line: Option<&HeaderName> = None;
+    let mut prev_name: Option<&HeaderName> = None;
+    let mut seen_len = false;
     for (name, value) in headers {
         let same = prev_name == Some(name);
         prev_name = Some(name);
@@ -128,9 +131,12 @@ pub fn encode(
             dst.extend_from_slice(b"\r\n");
         }
         if *name == CONTENT_LENGTH {
+            // hyper sends the first of repeated lengths (grouped under one name).
+            let first = !seen_len;
+            seen_len = true;
             match body {
                 BodyKind::Known(len) => {
-                    if open_line.is_none() && !same {
+                    if first {
                         dst.extend_from_slice(b"Content-Length: ");
                         dst.extend_from_slice(value.as_bytes());
                         framing = Framing::Length(len);
@@ -140,7 +146,7 @@ pub fn encode(
                     continue;
                 }
                 BodyKind::Unknown => {
-                    if !same {
+                    if first {
                         match parse_u64(value.as_bytes()) {
                             Some(len) => {
                                 dst.extend_from_slice(b"Content-Length: ");
@@ -270,7 +276,6 @@ fn write_date(dst: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http::HeaderValue;
 
     fn head(
         status: u16,
@@ -279,13 +284,15 @@ mod tests {
         body: BodyKind,
         req: ForRequest,
     ) -> (String, Encoded) {
-        let mut map = HeaderMap::new();
-        for (n, v) in hs {
-            map.append(
-                http::HeaderName::from_bytes(n.as_bytes()).unwrap(),
-                HeaderValue::from_str(v).unwrap(),
-            );
-        }
+        let map: Vec<_> = hs
+            .iter()
+            .map(|(n, v)| {
+                (
+                    HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect();
         let mut dst = Vec::new();
         let e = encode(
             StatusCode::from_u16(status).unwrap(),
@@ -452,6 +459,21 @@ mod tests {
         )
         .clone();
         assert!(!e.last);
+    }
+
+    #[test]
+    fn fields_keep_the_apps_order() {
+        let (h, _) = head(
+            200,
+            None,
+            &[("set-cookie", "a=1"), ("x", "1"), ("set-cookie", "b=2")],
+            BodyKind::Known(1),
+            GET,
+        );
+        assert_eq!(
+            h,
+            "HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX: 1\r\nSet-Cookie: b=2\r\nContent-Length: 1\r\nDate: X\r\n\r\n"
+        );
     }
 
     #[test]

@@ -22,14 +22,13 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use http::header::CONNECTION;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Response, Uri, Version};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 
 use super::conn::SideWake;
-use super::handoff::ResponseBody;
+use super::handoff::{Reply, ResponseBody};
 use super::head::{self, BodyKind, Encoded, ForRequest, Framing};
 use super::service::RequestService;
 use super::Stop;
@@ -143,8 +142,7 @@ where
         drop(head);
         let draining = *stop.borrow() != Stop::Running || ctl.close.load(Ordering::Relaxed);
         if draining {
-            resp.headers_mut()
-                .insert(CONNECTION, HeaderValue::from_static("close"));
+            resp.close();
         }
         let req = ForRequest {
             head: head_request,
@@ -331,23 +329,25 @@ impl Alarm {
 /// Writes one response. `Ok(true)`: the connection must close after it.
 async fn write_response<S: AsyncWrite + Unpin>(
     io: &mut S,
-    resp: Response<ResponseBody>,
+    resp: Reply,
     req: ForRequest,
     out: &mut Vec<u8>,
 ) -> std::io::Result<bool> {
-    let (parts, mut body) = resp.into_parts();
+    let Reply {
+        status,
+        reason,
+        headers,
+        mut body,
+    } = resp;
     let kind = match &body {
         ResponseBody::Empty | ResponseBody::Full(None) => BodyKind::None,
         ResponseBody::Full(Some(b)) => BodyKind::Known(b.len() as u64),
         ResponseBody::Stream(_) => BodyKind::Unknown,
     };
-    let reason = parts
-        .extensions
-        .get::<hyper::ext::ReasonPhrase>()
-        .map(|r| r.as_bytes());
     out.clear();
-    let Encoded { framing, last } =
-        head::encode(parts.status, reason, &parts.headers, kind, req, out);
+    let reason = reason.as_ref().map(|r| r.as_bytes());
+    let Encoded { framing, last } = head::encode(status, reason, &headers, kind, req, out);
+    drop(headers);
     match (&mut body, framing) {
         (_, Framing::Length(0)) => {
             write_all(io, &mut [IoSlice::new(out)]).await?;

@@ -15,7 +15,7 @@ use hyper::body::{Body, Incoming};
 
 use super::arrival::Arrival;
 use super::conn::AcceptCtx;
-use super::handoff::{plain, Job, Local, Peer, PeerText, RequestBody, ResponseBody};
+use super::handoff::{plain, Job, Local, Peer, PeerText, Reply, RequestBody, ResponseBody};
 use super::WorkerShared;
 use crate::config::Config;
 use crate::wsgi::threads::{run_inline, Inline, Work};
@@ -71,7 +71,7 @@ impl RequestService {
 
 /// gunicorn's limit checks, with its status codes: 400 for the request line, 431 for
 /// header fields.
-fn check_limits(req: &Request<Incoming>, cfg: &Config) -> Option<Response<ResponseBody>> {
+fn check_limits(req: &Request<Incoming>, cfg: &Config) -> Option<Reply> {
     let l = cfg.server.limits;
     let uri_len = req
         .uri()
@@ -128,7 +128,7 @@ impl RequestService {
         parts: (Method, Uri, Version, HeaderMap),
         body: Option<RequestBody>,
         now: Instant,
-    ) -> (Job, Reply) {
+    ) -> (Job, ReplyRx) {
         let (method, uri, version, headers) = parts;
         let (arrived_at, wall) = self
             .arrival
@@ -182,7 +182,7 @@ impl RequestService {
         parts: (Method, Uri, Version, HeaderMap),
         body: Option<Bytes>,
         now: Instant,
-    ) -> Response<ResponseBody> {
+    ) -> Reply {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
         let _guard = InFlightRef(&self.in_flight);
         let (job, response) = self.job(parts, body.map(RequestBody::Whole), now);
@@ -197,14 +197,11 @@ impl RequestService {
                 }
             }
         };
-        match answer(sent, response).await {
-            Ok(resp) => resp,
-            Err(never) => match never {},
-        }
+        answer(sent, response).await
     }
 }
 
-type Reply = tokio::sync::oneshot::Receiver<Response<ResponseBody>>;
+type ReplyRx = tokio::sync::oneshot::Receiver<Reply>;
 
 struct InFlightRef<'a>(&'a AtomicUsize);
 
@@ -226,7 +223,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         if let Some(resp) = check_limits(&req, &self.config) {
             return Box::pin(async move {
                 drop(guard);
-                Ok(resp)
+                Ok(resp.into_response())
             });
         }
         let (parts, body) = req.into_parts();
@@ -239,7 +236,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         match self.start(job) {
             Start::Sent(sent) => Box::pin(async move {
                 let _guard = guard;
-                answer(sent, response).await
+                Ok(answer(sent, response).await.into_response())
             }),
             Start::Held(job) => {
                 // The Python thread is busy: wait for a turn here rather than queue
@@ -256,7 +253,7 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                             None => false,
                         }
                     };
-                    answer(sent, response).await
+                    Ok(answer(sent, response).await.into_response())
                 })
             }
         }
@@ -290,19 +287,16 @@ fn send(shared: &WorkerShared, jobs: &crossbeam_channel::Sender<Work>, work: Wor
 /// The response: what the Python side replied, or a server-made error. It goes to
 /// hyper (to be written) only after the other connections that are ready now have had
 /// their turn; see [`WriteTogether`].
-async fn answer(
-    sent: bool,
-    response: tokio::sync::oneshot::Receiver<Response<ResponseBody>>,
-) -> Result<Response<ResponseBody>, Infallible> {
+async fn answer(sent: bool, response: ReplyRx) -> Reply {
     if !sent {
-        return Ok(plain(503, "Service Unavailable: shutting down\n", true));
+        return plain(503, "Service Unavailable: shutting down\n", true);
     }
     let resp = match response.await {
         Ok(resp) => resp,
         Err(_) => plain(500, "Internal Server Error\n", true),
     };
     WriteTogether(false).await;
-    Ok(resp)
+    resp
 }
 
 /// Yields once, to the back of the worker's run queue. The connections that became

@@ -11,15 +11,15 @@
 use std::sync::Mutex;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH};
-use http::{Response, StatusCode};
+use http::header::{HeaderName, HeaderValue, CONTENT_LENGTH};
+use http::StatusCode;
 use pyo3::exceptions::{PyAssertionError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::server::handoff::{BodyAbort, ChunkSender, ResponseBody, Streamed};
+use crate::server::handoff::{BodyAbort, ChunkSender, Reply, ResponseBody, Streamed};
 
 /// From this size on a chunk is handed to hyper without a copy (below it, copying is
 /// cheaper than the shared ownership).
@@ -42,7 +42,7 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// What the app has said about its response so far, and where it goes.
 pub struct Responder {
-    reply: Option<oneshot::Sender<Response<ResponseBody>>>,
+    reply: Option<oneshot::Sender<Reply>>,
     stream: Option<ChunkSender>,
     /// Status code and the reason phrase exactly as the app wrote it.
     pub status: Option<(u16, String)>,
@@ -73,7 +73,7 @@ pub struct Responder {
 
 impl Responder {
     pub fn new(
-        reply: Option<oneshot::Sender<Response<ResponseBody>>>,
+        reply: Option<oneshot::Sender<Reply>>,
         head_request: bool,
         close: bool,
         keep_headers: bool,
@@ -121,33 +121,30 @@ impl Responder {
         self.content_length = content_length;
     }
 
-    fn head(&mut self, body: ResponseBody) -> Response<ResponseBody> {
+    fn head(&mut self, body: ResponseBody) -> Reply {
         let (code, reason) = match &self.status {
             Some((code, reason)) => (*code, reason.as_str()),
             None => (500, ""),
         };
-        let mut resp = Response::new(body);
         let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        *resp.status_mut() = status;
-        if !reason.is_empty() && status.canonical_reason() != Some(reason) {
-            if let Ok(r) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
-                resp.extensions_mut().insert(r);
-            }
-        }
+        let reason = (!reason.is_empty() && status.canonical_reason() != Some(reason))
+            .then(|| hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()).ok())
+            .flatten();
         let headers = std::mem::take(&mut self.headers);
         if self.keep_headers {
             self.sent_headers = headers.clone();
         }
-        let map = resp.headers_mut();
-        map.reserve(headers.len() + 1);
-        for (name, value) in headers {
-            map.append(name, value);
-        }
+        let mut reply = Reply {
+            status,
+            reason,
+            headers,
+            body,
+        };
         if self.close {
-            map.insert(CONNECTION, HeaderValue::from_static("close"));
+            reply.close();
         }
         self.headers_sent = true;
-        resp
+        reply
     }
 
     /// Cuts `data` at the declared Content-Length. `None` when nothing may be sent.

@@ -323,7 +323,7 @@ fn shed(job: Job, max: Duration) -> Outcome {
     let mut resp = plain(503, BODY, false);
     let retry = max.as_secs().max(1).to_string();
     if let Ok(v) = http::HeaderValue::from_str(&retry) {
-        resp.headers_mut().insert(http::header::RETRY_AFTER, v);
+        resp.headers.push((http::header::RETRY_AFTER, v));
     }
     if let Some(reply) = job.reply {
         let _ = reply.send(resp);
