@@ -36,6 +36,8 @@ use crate::config::Limits;
 
 /// Most header fields a request on this path may have; more goes to hyper.
 const MAX_FIELDS: usize = 100;
+/// Field names remembered per connection, by position (see [`build`]).
+const NAMES_KEPT: usize = 32;
 /// Bodies up to this size are copied behind the head and go out in one `write`.
 const COPY_BODY_MAX: usize = 8 * 1024;
 /// A request body this small that arrived complete with its head stays on this path
@@ -100,6 +102,7 @@ where
     let mut buf = BytesMut::with_capacity(8 * 1024);
     let mut out: Vec<u8> = Vec::with_capacity(512);
     let mut fields: Vec<[u32; 4]> = Vec::new();
+    let mut names: Vec<(Vec<u8>, HeaderName)> = Vec::new();
     let mut alarm = Alarm::new();
     loop {
         ctl.waiting.store(true, Ordering::Relaxed);
@@ -128,7 +131,7 @@ where
         ctl.waiting.store(false, Ordering::Relaxed);
         let now = Instant::now();
         let head = buf.split_to(parsed.len).freeze();
-        let Some(request) = build(&head, &parsed, &fields) else {
+        let Some(request) = build(&head, &parsed, &fields, &mut names) else {
             // The request line or a field that httparse let through and `http` does
             // not: hyper gives the error answer.
             let mut all = BytesMut::with_capacity(head.len() + buf.len());
@@ -234,17 +237,33 @@ fn parse(buf: &[u8], cfg: &OwnConfig, fields: &mut Vec<[u32; 4]>) -> Parse {
 }
 
 /// The `http` types of a parsed head; values share `head`'s memory.
+/// `names`: the field names of the connection's last request, by position, as sent
+/// and as parsed. A client sends the same fields in the same order on every request,
+/// so a name is usually compared, not parsed again (a name `http` does not know,
+/// such as `X-RequestTime`, would otherwise be lower-cased into a new allocation).
 fn build(
     head: &Bytes,
     p: &Parsed,
     fields: &[[u32; 4]],
+    names: &mut Vec<(Vec<u8>, HeaderName)>,
 ) -> Option<(Method, Uri, Version, HeaderMap)> {
     let method = Method::from_bytes(&head[p.method.0..p.method.0 + p.method.1]).ok()?;
     let uri = Uri::from_maybe_shared(head.slice(p.target.0..p.target.0 + p.target.1)).ok()?;
     let mut headers = HeaderMap::with_capacity(fields.len());
-    for &[n, nl, v, vl] in fields {
+    for (i, &[n, nl, v, vl]) in fields.iter().enumerate() {
         let (n, nl, v, vl) = (n as usize, nl as usize, v as usize, vl as usize);
-        let name = HeaderName::from_bytes(&head[n..n + nl]).ok()?;
+        let raw = &head[n..n + nl];
+        let name = match names.get(i) {
+            Some((seen, name)) if seen.as_slice() == raw => name.clone(),
+            _ => {
+                let name = HeaderName::from_bytes(raw).ok()?;
+                if i < NAMES_KEPT {
+                    names.truncate(i);
+                    names.push((raw.to_vec(), name.clone()));
+                }
+                name
+            }
+        };
         let value = HeaderValue::from_maybe_shared(head.slice(v..v + vl)).ok()?;
         headers.append(name, value);
     }
@@ -591,7 +610,8 @@ mod tests {
             panic!("not parsed");
         };
         assert_eq!(p.len, raw.len());
-        let (method, uri, version, headers) = build(&raw, &p, &fields).unwrap();
+        let mut names = Vec::new();
+        let (method, uri, version, headers) = build(&raw, &p, &fields, &mut names).unwrap();
         assert_eq!((method, version), (Method::GET, Version::HTTP_11));
         assert_eq!((uri.path(), uri.query()), ("/p", Some("q=1")));
         let xa: Vec<_> = headers
@@ -601,5 +621,18 @@ mod tests {
             .collect();
         assert_eq!(xa, [b"1", b"2"]);
         assert_eq!(headers["host"], "h");
+        // The next request on the connection: same names where they repeat, by
+        // position, and the new ones parsed.
+        let raw = Bytes::from_static(b"GET / HTTP/1.1\r\nHost: g\r\nX-B: 3\r\n\r\n");
+        let Parse::Complete(p) = parse(&raw, &cfg(), &mut fields) else {
+            panic!("not parsed");
+        };
+        let (_, _, _, headers) = build(&raw, &p, &fields, &mut names).unwrap();
+        let got: Vec<_> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_bytes()))
+            .collect();
+        assert_eq!(got, [("host", &b"g"[..]), ("x-b", b"3")]);
+        assert_eq!(names.len(), 2);
     }
 }
