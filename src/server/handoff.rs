@@ -1,5 +1,5 @@
 //! What crosses between the async side and a Python thread: the [`Job`] going in and
-//! the [`ResponseBody`] coming out.
+//! the [`Reply`] (with its [`ResponseBody`]) coming out.
 //!
 //! The async side only ever sends a job (non-blocking) and awaits a oneshot; a Python
 //! thread only ever blocks on channels with the GIL released. Neither waits on the

@@ -1,6 +1,8 @@
-//! The per-connection request service: checks gunicorn's request limits, then runs
-//! the request inline (`--threads 1`, no body, Python thread idle) or hands it to the
-//! Python threads, and awaits the response.
+//! The per-connection request service: checks gunicorn's request limits (hyper's
+//! path; the own path checks them while parsing), then runs the request inline
+//! (`--threads 1`, no streamed body, Python thread idle) or hands it to the Python
+//! threads, and awaits the response. hyper calls it as a `Service`; the own HTTP/1.1
+//! path (`own.rs`) through [`RequestService::respond`].
 
 use std::convert::Infallible;
 use std::future::Future;

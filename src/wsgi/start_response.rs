@@ -1,5 +1,5 @@
 //! `start_response` and the `write()` callable it returns, plus the [`Responder`] that
-//! turns what the app said into a hyper response.
+//! turns what the app said into a [`Reply`] for the connection.
 //!
 //! PEP 3333 rules enforced here: the status keeps its reason phrase verbatim; header
 //! names must be tokens and values latin-1 without control characters; hop-by-hop
@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::server::handoff::{BodyAbort, ChunkSender, Reply, ResponseBody, Streamed};
 
-/// From this size on a chunk is handed to hyper without a copy (below it, copying is
+/// From this size on a chunk is handed to the connection without a copy (below it, copying is
 /// cheaper than the shared ownership).
 const ZERO_COPY_MIN: usize = 16 * 1024;
 
@@ -50,7 +50,7 @@ pub struct Responder {
     pub headers_sent: bool,
     /// Declared by the app; the body is cut there.
     pub content_length: Option<u64>,
-    /// Body bytes handed to hyper.
+    /// Body bytes handed to the connection.
     pub sent: u64,
     /// HEAD, 1xx, 204 and 304 carry no body.
     head_request: bool,
