@@ -108,9 +108,11 @@ fn check_limits(req: &Request<Incoming>, cfg: &Config) -> Option<Reply> {
     None
 }
 
-struct InFlight(Arc<AtomicUsize>);
+/// Counts a request in flight until dropped: the connection's counter, owned (hyper's
+/// `'static` futures) or borrowed (the own path).
+struct InFlight<T: std::ops::Deref<Target = AtomicUsize>>(T);
 
-impl Drop for InFlight {
+impl<T: std::ops::Deref<Target = AtomicUsize>> Drop for InFlight<T> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
     }
@@ -120,7 +122,7 @@ impl Drop for InFlight {
 /// until the IO thread's turn comes (see `turn.rs`).
 enum Start {
     Sent(bool),
-    Held(Box<Job>),
+    Held(Arc<Inline>, Box<Job>),
 }
 
 impl RequestService {
@@ -172,7 +174,7 @@ impl RequestService {
             (Some(inline), true) if self.shared.turns.io_may_run() => {
                 Start::Sent(run_here(inline, job, &self.shared, &self.jobs))
             }
-            (Some(_), true) => Start::Held(Box::new(job)),
+            (Some(inline), true) => Start::Held(inline.clone(), Box::new(job)),
             _ => Start::Sent(send(&self.shared, &self.jobs, Work::Request(job))),
         }
     }
@@ -186,32 +188,17 @@ impl RequestService {
         now: Instant,
     ) -> Reply {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _guard = InFlightRef(&self.in_flight);
+        let _guard = InFlight(&*self.in_flight);
         let (job, response) = self.job(parts, body.map(RequestBody::Whole), now);
         let sent = match self.start(job) {
             Start::Sent(sent) => sent,
-            Start::Held(job) => {
-                let held = self.shared.turns.hold();
-                held.ready().await;
-                match &self.inline {
-                    Some(inline) => run_here(inline, *job, &self.shared, &self.jobs),
-                    None => false,
-                }
-            }
+            Start::Held(inline, job) => run_in_turn(&inline, *job, &self.shared, &self.jobs).await,
         };
         answer(sent, response).await
     }
 }
 
 type ReplyRx = tokio::sync::oneshot::Receiver<Reply>;
-
-struct InFlightRef<'a>(&'a AtomicUsize);
-
-impl Drop for InFlightRef<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
-    }
-}
 
 impl hyper::service::Service<Request<Incoming>> for RequestService {
     type Response = Response<ResponseBody>;
@@ -240,26 +227,29 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
                 let _guard = guard;
                 Ok(answer(sent, response).await.into_response())
             }),
-            Start::Held(job) => {
-                // The Python thread is busy: wait for a turn here rather than queue
-                // behind it (see `turn.rs`).
-                let (inline, shared, jobs) =
-                    (self.inline.clone(), self.shared.clone(), self.jobs.clone());
+            Start::Held(inline, job) => {
+                let (shared, jobs) = (self.shared.clone(), self.jobs.clone());
                 Box::pin(async move {
                     let _guard = guard;
-                    let sent = {
-                        let held = shared.turns.hold();
-                        held.ready().await;
-                        match &inline {
-                            Some(inline) => run_here(inline, *job, &shared, &jobs),
-                            None => false,
-                        }
-                    };
+                    let sent = run_in_turn(&inline, *job, &shared, &jobs).await;
                     Ok(answer(sent, response).await.into_response())
                 })
             }
         }
     }
+}
+
+/// [`run_here`] once the IO thread's turn comes: the Python thread is busy, and a
+/// quick request waits here rather than queue behind it (see `turn.rs`).
+async fn run_in_turn(
+    inline: &Inline,
+    job: Job,
+    shared: &WorkerShared,
+    jobs: &crossbeam_channel::Sender<Work>,
+) -> bool {
+    let held = shared.turns.hold();
+    held.ready().await;
+    run_here(inline, job, shared, jobs)
 }
 
 /// Runs `job` on this (IO) thread; what must wait on the client goes on to the Python
