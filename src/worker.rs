@@ -15,8 +15,9 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
+use crate::dispatch::{Dispatcher, Shared};
 use crate::master::exit;
-use crate::server::{self, listener::Listener, Stop, WorkerShared};
+use crate::server::{self, listener::Listener, Stop};
 use crate::wsgi::interpreter;
 
 /// Runs worker `id` on the control socket `control_fd`; returns the exit code.
@@ -94,13 +95,14 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
             None
         }
     });
-    let shared = match WorkerShared::new(&config, runtime.handle().clone(), balance) {
-        Ok(s) => Arc::new(s),
+    let dispatch = match Dispatcher::start(&config, app, runtime.handle().clone()) {
+        Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             return exit::RUNTIME;
         }
     };
+    let shared = dispatch.shared().clone();
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     // The control channel (heartbeats, snapshots, recycling, signals) runs on a thread
     // of its own, so that a request running on the IO thread (`--threads 1` runs
@@ -126,12 +128,12 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     };
     tracing::info!(pid = std::process::id(), "Booted worker");
 
-    let result = server::run(
-        config,
+    server::run(
+        &config,
         listeners,
-        app,
         &runtime,
-        shared.clone(),
+        dispatch,
+        balance,
         stop_rx.clone(),
     );
     let how = *stop_rx.borrow();
@@ -139,23 +141,15 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     if control.join().is_err() {
         tracing::error!("the control thread panicked");
     }
-    match result {
-        Ok(()) => {
-            tracing::info!(pid = std::process::id(), "Worker exiting");
-            exit::OK
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "worker failed");
-            exit::RUNTIME
-        }
-    }
+    tracing::info!(pid = std::process::id(), "Worker exiting");
+    exit::OK
 }
 
 /// Runs the control channel until the server is done (`served` fires), then sends
 /// the last partial interval unless the stop was fast.
 fn control_thread(
     ctl: UnixStream,
-    shared: Arc<WorkerShared>,
+    shared: Arc<Shared>,
     stop_tx: watch::Sender<Stop>,
     limit: Option<u64>,
     served: tokio::sync::oneshot::Receiver<Stop>,
@@ -258,7 +252,7 @@ async fn read_loop(
     mut r: tokio::net::unix::OwnedReadHalf,
     out: mpsc::Sender<ToMaster>,
     stop: watch::Sender<Stop>,
-    shared: Arc<WorkerShared>,
+    shared: Arc<Shared>,
 ) {
     while let Some(body) = control::read_frame(&mut r).await {
         match control::decode::<ToWorker>(&body) {
@@ -282,11 +276,7 @@ async fn read_loop(
 /// (a busy worker serves hundreds of requests per heartbeat).
 const RECYCLE_POLL: Duration = Duration::from_millis(20);
 
-async fn heartbeat_loop(
-    shared: Arc<WorkerShared>,
-    out: mpsc::Sender<ToMaster>,
-    limit: Option<u64>,
-) {
+async fn heartbeat_loop(shared: Arc<Shared>, out: mpsc::Sender<ToMaster>, limit: Option<u64>) {
     let mut asked = false;
     let mut beat = tokio::time::interval(Duration::from_millis(500));
     let mut poll = tokio::time::interval(RECYCLE_POLL);
@@ -294,7 +284,7 @@ async fn heartbeat_loop(
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
+                let served = shared.served();
                 let beat = ToMaster::Heartbeat {
                     served,
                     oldest: shared.oldest_busy(),
@@ -304,7 +294,7 @@ async fn heartbeat_loop(
                 }
             }
             _ = poll.tick(), if limit.is_some() && !asked => {
-                let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
+                let served = shared.served();
                 if limit.is_some_and(|limit| served >= limit) {
                     asked = true;
                     tracing::info!(served, "max requests reached; asking to be replaced");
@@ -317,7 +307,7 @@ async fn heartbeat_loop(
     }
 }
 
-async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
+async fn signals(stop: watch::Sender<Stop>, shared: Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -336,10 +326,8 @@ async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
             _ = quit.recv() => { let _ = stop.send(Stop::Fast); }
             _ = hup.recv() => {}
             _ = usr1.recv() => {
-                if let Some(log) = &shared.access_log {
-                    if let Err(e) = log.reopen() {
-                        tracing::warn!(error = %e, "cannot reopen the access log");
-                    }
+                if let Err(e) = shared.reopen_access_log() {
+                    tracing::warn!(error = %e, "cannot reopen the access log");
                 }
                 crate::logging::reopen();
             }
