@@ -191,7 +191,7 @@ fn apply_django_header(
     let Some(key) = django.get("HEADER") else {
         return config;
     };
-    let name = crate::wsgi::django::header_from_environ_key(key)
+    let name = crate::config::django::header_from_environ_key(key)
         .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok());
     match name {
         Some(name) => {
