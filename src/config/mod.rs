@@ -6,7 +6,9 @@
 
 pub mod bind;
 pub mod django;
+pub mod gunicorn;
 pub mod print;
+pub mod pyfile;
 pub mod sources;
 
 use std::path::PathBuf;
@@ -43,6 +45,12 @@ pub struct Config {
     pub log: LogConfig,
     pub tracker: TrackerConfig,
     pub notify: crate::notify::NotifyConfig,
+    /// gunicorn settings that other parts of rwsgi implement, with gunicorn's meaning.
+    pub gunicorn: gunicorn::Gunicorn,
+    /// `--check-config`: import the app and exit instead of serving.
+    pub check_config: bool,
+    /// One line each for settings given that do nothing in rwsgi; the master logs them.
+    pub notes: Vec<String>,
 }
 
 /// Queue-time measurement and load shedding.
@@ -121,6 +129,25 @@ pub struct ServerConfig {
     /// Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (unix-socket
     /// peers always are, as in gunicorn).
     pub forwarded_allow: crate::tracker::TrustedPeers,
+    /// `--remote-addr-from-forwarded`: REMOTE_ADDR is the client from a trusted
+    /// X-Forwarded-For; otherwise the peer's address, as in gunicorn.
+    pub remote_addr_from_forwarded: bool,
+    /// `--reuse-port`: SO_REUSEPORT on TCP sockets.
+    pub reuse_port: bool,
+    /// `--header-map`: what becomes of header names that contain `_`.
+    pub header_map: HeaderMap,
+}
+
+/// gunicorn's `--header-map`: `X_Foo` and `X-Foo` both map to `HTTP_X_FOO`, so a
+/// client could pose as a header a proxy set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMap {
+    /// Such headers are left out of the environ (gunicorn's default).
+    Drop,
+    /// A request with such a header gets 400.
+    Refuse,
+    /// Mapped like any other, colliding names joined (gunicorn before 22).
+    Dangerous,
 }
 
 /// gunicorn's request limits; 0 in the CLI means "no limit" and becomes `usize::MAX`.
@@ -151,12 +178,15 @@ pub struct PythonConfig {
 #[derive(Debug, Clone)]
 pub struct ProcessConfig {
     pub workers: usize,
+    /// Longest a request may run before its worker is replaced; zero: no limit.
     pub timeout: Duration,
     pub graceful_timeout: Duration,
     /// 0 = never recycle.
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     pub pid_file: Option<PathBuf>,
+    /// `-e/--env KEY=VALUE`, set in the master before workers start.
+    pub env: Vec<(String, String)>,
 }
 
 impl ProcessConfig {
@@ -189,6 +219,8 @@ pub struct LogConfig {
     /// `None`: no access log; `Some(None)`: stdout; `Some(Some(path))`: a file.
     pub access_log: Option<Option<PathBuf>>,
     pub access_log_format: String,
+    /// `--capture-output`: the app's stdout and stderr go to `error_log`.
+    pub capture_output: bool,
 }
 
 pub(crate) fn secs(option: &str, value: f64, allow_zero: bool) -> Result<Duration, ConfigError> {
@@ -267,6 +299,17 @@ impl Config {
                 ))
             })?;
         let keep_alive = secs("--keep-alive", s.keep_alive, true)?;
+        let header_map = match s.header_map.trim().to_ascii_lowercase().as_str() {
+            "drop" => HeaderMap::Drop,
+            "refuse" => HeaderMap::Refuse,
+            "dangerous" => HeaderMap::Dangerous,
+            _ => {
+                return Err(ConfigError(format!(
+                    "--header-map {}: expected drop, refuse or dangerous",
+                    s.header_map
+                )))
+            }
+        };
         let unlimited = |v: usize| if v == 0 { usize::MAX } else { v };
         let server = ServerConfig {
             binds,
@@ -291,7 +334,14 @@ impl Config {
             },
             forwarded_allow: crate::tracker::TrustedPeers::parse(&s.forwarded_allow_ips)
                 .map_err(|e| ConfigError(format!("--forwarded-allow-ips: {e}")))?,
+            remote_addr_from_forwarded: s.remote_addr_from_forwarded,
+            reuse_port: s.reuse_port,
+            header_map,
         };
+        let mut notes = Vec::new();
+        if let Some(class) = &cli.python.worker_class {
+            notes.extend(gunicorn::worker_class(class)?);
+        }
 
         let p = &cli.python;
         if p.threads == 0 || p.threads > 4096 {
@@ -343,11 +393,23 @@ impl Config {
         }
         let process = ProcessConfig {
             workers,
-            timeout: secs("--timeout", pr.timeout, false)?,
+            timeout: secs("--timeout", pr.timeout, true)?,
             graceful_timeout: secs("--graceful-timeout", pr.graceful_timeout, true)?,
             max_requests: pr.max_requests,
             max_requests_jitter: pr.max_requests_jitter,
             pid_file: pr.pid_file.clone(),
+            env: cli.python
+                .env
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if !k.trim().is_empty() && !kv.contains('\0') => {
+                        Ok((k.trim().to_string(), v.to_string()))
+                    }
+                    _ => Err(ConfigError(format!(
+                        "--env {kv}: expected KEY=VALUE (for example -e DJANGO_DEBUG=0)"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
         };
 
         let l = &cli.logging;
@@ -360,7 +422,9 @@ impl Config {
                 Some(v) => Some(log_path("--access-log", v)?),
             },
             access_log_format: l.access_log_format.clone(),
+            capture_output: l.capture_output,
         };
+
         let t = &cli.tracker;
         let queue_header = match &t.queue_header {
             None => None,
@@ -392,6 +456,8 @@ impl Config {
             l.log_format,
         )
         .map_err(ConfigError)?;
+        let gunicorn = gunicorn::Gunicorn::from_values(&cli.gunicorn)?;
+        notes.extend(gunicorn.notes().iter().cloned());
         Ok(Config {
             app,
             server,
@@ -400,6 +466,9 @@ impl Config {
             log,
             tracker,
             notify,
+            gunicorn,
+            check_config: cli.check_config,
+            notes,
         })
     }
 }
@@ -432,7 +501,7 @@ mod tests {
             .0
             .contains("--timeout"));
         assert!(secs("--timeout", f64::NAN, false).is_err());
-        assert!(secs("--timeout", 0.0, false).is_err());
+        assert!(secs("--header-timeout", 0.0, false).is_err());
         assert_eq!(secs("--keep-alive", 0.0, true).unwrap(), Duration::ZERO);
         assert_eq!(
             secs("--keep-alive", 2.5, true).unwrap(),

@@ -37,12 +37,29 @@ fn to_toml(sources: &Sources, config: &Config) -> String {
         )),
         None => out.push_str("# config file: none\n\n"),
     }
-    let lines: Vec<(String, String)> = sources
+    // gunicorn's settings that are not rwsgi options show only when given.
+    let gunicorn_only = |o: &Effective| {
+        super::gunicorn::SETTINGS.iter().any(|g| {
+            !matches!(g.treat, super::gunicorn::Treat::Same(..))
+                && super::gunicorn::own_long(g) == Some(o.name.as_str())
+        })
+    };
+    let mut lines: Vec<(String, String)> = sources
         .options()
         .iter()
-        .filter(|o| o.in_file)
+        .filter(|o| o.in_file && !(o.source == Source::Default && gunicorn_only(o)))
         .map(|o| line(o, config))
         .collect();
+    // Hooks and dicts of a Python file: shown as comments, since TOML cannot hold them.
+    if let Some((path, _)) = sources.config_file() {
+        for (name, value) in sources.file_only() {
+            let value: String = value.chars().take(60).collect();
+            lines.push((
+                format!("# {name} = {value}"),
+                format!("config file {} (a gunicorn setting, not an option)", path.display()),
+            ));
+        }
+    }
     let width = lines
         .iter()
         .map(|(body, _)| body.len())

@@ -51,7 +51,12 @@ pub fn main() -> i32 {
         Ok(c) => c,
         Err(e) => {
             eprintln!("rwsgi: error: {}", sources.annotate(&e));
-            return exit::USAGE;
+            // --check-config answers 0 or 1, as gunicorn's.
+            return if cli.check_config {
+                exit::RUNTIME
+            } else {
+                exit::USAGE
+            };
         }
     };
     if let Err(e) = crate::logging::init(&config.log) {
@@ -62,7 +67,65 @@ pub fn main() -> i32 {
     if let Some(worker) = worker_env() {
         return crate::worker::main(config, worker.0, worker.1, worker.2);
     }
+    for note in &config.notes {
+        tracing::info!("{note}");
+    }
+    for (key, value) in &config.process.env {
+        // SAFETY (edition 2021: safe fn): no other thread runs yet; workers inherit it.
+        std::env::set_var(key, value);
+    }
+    if config.check_config {
+        return check_config(&config);
+    }
+    if let Err(e) = capture_output(&config.log) {
+        eprintln!("rwsgi: error: --capture-output: {e}");
+        return exit::USAGE;
+    }
     run_master(config, &cli, &sources)
+}
+
+/// `--check-config`: the configuration is valid (it was validated to get here); import
+/// the app as a worker would, and answer 0, or 1 with the reason.
+fn check_config(config: &Config) -> i32 {
+    if let Some(dir) = &config.python.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("rwsgi: error: --chdir {}: {e}", dir.display());
+            return exit::RUNTIME;
+        }
+    }
+    let loaded = crate::wsgi::interpreter::initialize(&config.python).and_then(|()| {
+        pyo3::Python::attach(|py| crate::wsgi::interpreter::load_app(py, &config.app))
+    });
+    match loaded {
+        Ok(_) => {
+            tracing::info!(app = %config.app, "--check-config: configuration and app are valid");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("rwsgi: error: {e}");
+            exit::RUNTIME
+        }
+    }
+}
+
+/// `--capture-output`: stdout and stderr of the master, and so of every worker and the
+/// app's prints, go to the `--error-log` file.
+fn capture_output(log: &crate::config::LogConfig) -> std::io::Result<()> {
+    let (true, Some(path)) = (log.capture_output, &log.error_log) else {
+        return Ok(());
+    };
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: dup2 onto the standard descriptors; `file` stays open during the call.
+        if unsafe { libc::dup2(file.as_raw_fd(), target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The notifier configuration, with request-time-tracker's Django settings (from the

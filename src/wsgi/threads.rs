@@ -226,11 +226,15 @@ fn run_one(
             cfg.tracker.max_age,
         ),
     };
-    let fwd = forwarded::resolve_for(
+    let mut fwd = forwarded::resolve_for(
         &job.headers,
         job.forwarded_allowed,
         &cfg.server.forwarded_allow,
     );
+    // REMOTE_ADDR stays the peer's, as in gunicorn, unless the user opted in.
+    if !cfg.server.remote_addr_from_forwarded {
+        fwd.remote_addr = None;
+    }
     let line = shared.access_log.as_ref().map(|_| {
         (
             RequestLine {
