@@ -27,6 +27,12 @@ pub mod exit {
 
 /// Runs rwsgi (master or worker) and returns the process exit code.
 pub fn main() -> i32 {
+    // Not an option (no RWSGI_* variable may turn the server into a printer): the
+    // gunicorn settings table for docs/gunicorn-settings.md's generator.
+    if std::env::args_os().nth(1).is_some_and(|a| a == "--gunicorn-settings") {
+        print!("{}", crate::config::gunicorn::table_json());
+        return exit::OK;
+    }
     // Command line > RWSGI_* environment > --config file > default; see config::sources.
     let (cli, sources) = match crate::config::sources::parse_layered(
         std::env::args_os().collect(),

@@ -264,11 +264,6 @@ impl Gunicorn {
             ciphers: one("ciphers"),
             ssl_version: one("ssl_version"),
         };
-        if tls.keyfile.is_some() && tls.certfile.is_none() {
-            return Err(ConfigError(
-                "--keyfile needs --certfile (the certificate for that key)".into(),
-            ));
-        }
         for (option, id) in [("--user", "user"), ("--group", "group")] {
             if one(id).is_some_and(|v| v.trim().is_empty()) {
                 return Err(ConfigError(format!("{option}: empty name")));
@@ -306,6 +301,40 @@ fn accepted_default(s: &Setting, vals: &[String]) -> bool {
             .is_some_and(|v| v.trim().eq_ignore_ascii_case("http")),
         _ => vals.is_empty(),
     }
+}
+
+/// The table as JSON lines, for `rwsgi --gunicorn-settings` (the docs generator
+/// reads it): name, flags, kind, treatment, the rwsgi option and the note.
+pub fn table_json() -> String {
+    let mut out = String::new();
+    for s in SETTINGS {
+        let (treatment, option, note) = match s.treat {
+            Treat::Same(long, note) => ("same", long, note),
+            Treat::Ignored(why) => ("ignored", "", why),
+            Treat::Planned(what) => ("planned", "", what),
+            Treat::Refused(why) => ("refused", "", why),
+        };
+        let kind = match s.kind {
+            Kind::Flag => "flag",
+            Kind::Value => "value",
+            Kind::List => "list",
+            Kind::Hook => "hook",
+            Kind::FileOnly => "file-only",
+        };
+        out.push_str(
+            &serde_json::json!({
+                "name": s.name,
+                "flags": s.flags,
+                "kind": kind,
+                "treatment": treatment,
+                "option": option,
+                "note": note,
+            })
+            .to_string(),
+        );
+        out.push('\n');
+    }
+    out
 }
 
 /// gunicorn's `auto_int`: `0o22`, `0x12`, `0b10010` or decimal; a leading `0` alone

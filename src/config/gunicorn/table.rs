@@ -74,7 +74,7 @@ const RELOAD: &str = "restarting workers when a source file changes";
 
 /// Every setting of `gunicorn.config.KNOWN_SETTINGS` in gunicorn 27, in its order.
 pub const SETTINGS: &[Setting] = &[
-    s("config", &["-c", "--config"], Value, Same("config", "a path ending in .toml is rwsgi's TOML; any other path, or python:MODULE, is a Python file as in gunicorn")),
+    s("config", &["-c", "--config"], Value, Same("config", "a path ending in .toml is rwsgi's TOML; any other path, or python:MODULE, is a Python file as in gunicorn; a `config` variable inside a file names nothing")),
     s("wsgi_app", &[], FileOnly, Same("app", "")),
     s("bind", &["-b", "--bind"], List, Same("bind", "a bare port N binds 0.0.0.0:N")),
     s("backlog", &["--backlog"], Value, Same("backlog", "")),
@@ -95,7 +95,7 @@ pub const SETTINGS: &[Setting] = &[
     s("reload_extra_files", &["--reload-extra-file"], List, Planned(RELOAD)),
     s("spew", &["--spew"], Flag, Ignored("rwsgi has no line tracer; use sys.settrace in the app")),
     s("check_config", &["--check-config"], Flag, Same("check-config", "")),
-    s("print_config", &["--print-config"], Flag, Same("print-config", "prints rwsgi's configuration as TOML, each value with its source")),
+    s("print_config", &["--print-config"], Flag, Same("print-config", "prints rwsgi's configuration as TOML, each value with its source; from the command line only")),
     s("preload_app", &["--preload"], Flag, Ignored(FORK)),
     s("sendfile", &["--no-sendfile"], Flag, Ignored("rwsgi does not use sendfile(); wsgi.file_wrapper streams in blocks")),
     s("reuse_port", &["--reuse-port"], Flag, Same("reuse-port", "")),
@@ -152,7 +152,7 @@ pub const SETTINGS: &[Setting] = &[
     s("ssl_context", &[], Hook, Planned(TLS)),
     s("proxy_protocol", &["--proxy-protocol"], Value, Planned(PROXY)),
     s("proxy_allow_ips", &["--proxy-allow-from"], Value, Planned(PROXY)),
-    s("protocol", &["--protocol"], Value, Refused("rwsgi speaks HTTP only (--protocol http): for nginx, use proxy_pass instead of uwsgi_pass")),
+    s("protocol", &["--protocol"], Value, Refused("rwsgi speaks HTTP only (--protocol http is accepted): for nginx, use proxy_pass instead of uwsgi_pass")),
     s("uwsgi_allow_ips", &["--uwsgi-allow-from"], Value, Ignored("only used with --protocol uwsgi, which rwsgi refuses")),
     s("keyfile", &["--keyfile"], Value, Planned(TLS)),
     s("certfile", &["--certfile"], Value, Planned(TLS)),

@@ -395,8 +395,12 @@ fn early_venv(
 /// The variable names of a Python config file that are settings: gunicorn's names,
 /// and rwsgi's own options (`queue_header`) that no gunicorn setting stands for.
 fn python_names(specs: &[Spec]) -> std::collections::HashSet<String> {
-    let mut names: std::collections::HashSet<String> =
-        gunicorn::SETTINGS.iter().map(|s| s.name.to_string()).collect();
+    // `config` names nothing inside a file, and a file does not print.
+    let mut names: std::collections::HashSet<String> = gunicorn::SETTINGS
+        .iter()
+        .map(|s| s.name.to_string())
+        .filter(|n| n != "config" && n != "print_config")
+        .collect();
     for spec in specs.iter().filter(|s| s.in_file && s.kind != Kind::Positional) {
         let shared = gunicorn::SETTINGS.iter().any(|g| {
             g.name == spec.id || matches!(g.treat, gunicorn::Treat::Same(long, _) if long == spec.name)
