@@ -398,7 +398,8 @@ impl Config {
             max_requests: pr.max_requests,
             max_requests_jitter: pr.max_requests_jitter,
             pid_file: pr.pid_file.clone(),
-            env: cli.python
+            env: cli
+                .python
                 .env
                 .iter()
                 .map(|kv| match kv.split_once('=') {

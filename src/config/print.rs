@@ -56,7 +56,10 @@ fn to_toml(sources: &Sources, config: &Config) -> String {
             let value: String = value.chars().take(60).collect();
             lines.push((
                 format!("# {name} = {value}"),
-                format!("config file {} (a gunicorn setting, not an option)", path.display()),
+                format!(
+                    "config file {} (a gunicorn setting, not an option)",
+                    path.display()
+                ),
             ));
         }
     }
@@ -292,9 +295,20 @@ mod tests {
             assert!(l.starts_with(start) && l.ends_with(end), "{name}: {l}");
         }
         assert!(out.contains(&format!("# config file: {} (command line)", file.path())));
-        // Every option but --config and --print-config has a line, set or not.
+        // Every option but --config and --print-config has a line, set or not;
+        // gunicorn's settings that are not options only when given.
         let (_, sources) = parse(&["rwsgi"], &[]);
-        for o in sources.options().iter().filter(|o| o.in_file) {
+        let gunicorn_only = |name: &str| {
+            crate::config::gunicorn::SETTINGS.iter().any(|g| {
+                crate::config::gunicorn::own_long(g) == Some(name)
+                    && !matches!(g.treat, crate::config::gunicorn::Treat::Same(..))
+            })
+        };
+        for o in sources
+            .options()
+            .iter()
+            .filter(|o| o.in_file && !gunicorn_only(&o.name))
+        {
             assert!(
                 out.lines().any(|l| l.starts_with(&format!("{} =", o.name))
                     || l.starts_with(&format!("# {} =", o.name))),

@@ -120,7 +120,10 @@ fn run<'py>(py: Python<'py>, target: &str) -> PyResult<Bound<'py, PyDict>> {
             module
         }
     };
-    module.getattr("__dict__")?.cast_into::<PyDict>().map_err(Into::into)
+    module
+        .getattr("__dict__")?
+        .cast_into::<PyDict>()
+        .map_err(Into::into)
 }
 
 /// A value that an option can take, as TOML; `None` for callables, dicts and other

@@ -288,14 +288,9 @@ pub fn parse_layered(
 
     let mut errors = Vec::new();
     let env_layer = env_layer(&specs, env, &mut errors);
-    let (cmd_args_layer, cmd_args_config) = cmd_args_layer(&mut cmd, &prog, &specs, env, &mut errors);
-    let config_file = config_path(
-        &specs,
-        &cli_matches,
-        &on_command_line,
-        cmd_args_config,
-        env,
-    );
+    let (cmd_args_layer, cmd_args_config) =
+        cmd_args_layer(&mut cmd, &prog, &specs, env, &mut errors);
+    let config_file = config_path(&specs, &cli_matches, &on_command_line, cmd_args_config, env);
     let mut file_only = Vec::new();
     let file_layer = match &config_file {
         Some((path, path_source)) => {

@@ -29,7 +29,10 @@ pub mod exit {
 pub fn main() -> i32 {
     // Not an option (no RWSGI_* variable may turn the server into a printer): the
     // gunicorn settings table for docs/gunicorn-settings.md's generator.
-    if std::env::args_os().nth(1).is_some_and(|a| a == "--gunicorn-settings") {
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "--gunicorn-settings")
+    {
         print!("{}", crate::config::gunicorn::table_json());
         return exit::OK;
     }

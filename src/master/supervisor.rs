@@ -633,12 +633,14 @@ impl Supervisor {
                 }
                 State::Ready => match &w.oldest {
                     // `--timeout 0`: no limit, as in gunicorn.
-                    Some(b) if !timeout.is_zero() && Duration::from_millis(b.age_ms) > timeout => Some(format!(
-                        "'{}' ran for {:.1}s (--timeout {}s)",
-                        b.request,
-                        b.age_ms as f64 / 1000.0,
-                        timeout.as_secs_f64()
-                    )),
+                    Some(b) if !timeout.is_zero() && Duration::from_millis(b.age_ms) > timeout => {
+                        Some(format!(
+                            "'{}' ran for {:.1}s (--timeout {}s)",
+                            b.request,
+                            b.age_ms as f64 / 1000.0,
+                            timeout.as_secs_f64()
+                        ))
+                    }
                     _ if w.last_beat.elapsed() > silence => Some(format!(
                         "sent no heartbeat for {}s",
                         w.last_beat.elapsed().as_secs()

@@ -93,9 +93,7 @@ pub fn command(mut cmd: Command) -> Command {
 fn add_spelling(arg: Arg, flag: &'static str) -> Arg {
     if let Some(long) = flag.strip_prefix("--") {
         let known = arg.get_long() == Some(long)
-            || arg
-                .get_all_aliases()
-                .is_some_and(|a| a.contains(&long));
+            || arg.get_all_aliases().is_some_and(|a| a.contains(&long));
         if known {
             arg
         } else {
@@ -271,7 +269,10 @@ impl Gunicorn {
         }
         Ok(Gunicorn {
             reload: flag("reload"),
-            reload_extra_files: values.get("reload_extra_files").cloned().unwrap_or_default(),
+            reload_extra_files: values
+                .get("reload_extra_files")
+                .cloned()
+                .unwrap_or_default(),
             user: one("user"),
             group: one("group"),
             umask,
@@ -379,7 +380,10 @@ pub fn worker_class(value: &str) -> Result<Option<String>, ConfigError> {
             "--worker-class {v}: rwsgi has no {} worker: the app's monkey-patched \
              concurrency would silently run on plain threads. Use --threads N for \
              concurrency, or keep gunicorn with this worker class",
-            green.iter().find(|g| lower.contains(*g)).unwrap_or(&"green")
+            green
+                .iter()
+                .find(|g| lower.contains(*g))
+                .unwrap_or(&"green")
         )));
     }
     if lower.contains("uvicorn") || lower.contains("asgi") || lower.contains("hypercorn") {
@@ -426,7 +430,12 @@ mod tests {
         for ok in ["sync", "gthread", "gunicorn.workers.gthread.ThreadWorker"] {
             assert!(worker_class(ok).unwrap().is_some(), "{ok}");
         }
-        for bad in ["gevent", "eventlet", "tornado", "uvicorn.workers.UvicornWorker"] {
+        for bad in [
+            "gevent",
+            "eventlet",
+            "tornado",
+            "uvicorn.workers.UvicornWorker",
+        ] {
             let e = worker_class(bad).unwrap_err();
             assert!(e.0.starts_with("--worker-class"), "{e}");
         }
@@ -442,6 +451,6 @@ mod tests {
         assert!(g.notes()[0].starts_with("--preload: gunicorn's preload_app"));
         v.insert("daemon".into(), vec!["true".into()]);
         let e = Gunicorn::from_values(&v).unwrap_err();
-        assert!(e.0.starts_with("--daemon:"), "{e}");
+        assert!(e.0.starts_with("--daemon (gunicorn's daemon): "), "{e}");
     }
 }

@@ -196,7 +196,12 @@ pub const SETTINGS: &[Setting] = &[
     s("control_socket_disable", &["--no-control-socket"], Flag, Ignored(CONTROL)),
 ];
 
-const fn s(name: &'static str, flags: &'static [&'static str], kind: Kind, treat: Treat) -> Setting {
+const fn s(
+    name: &'static str,
+    flags: &'static [&'static str],
+    kind: Kind,
+    treat: Treat,
+) -> Setting {
     Setting {
         name,
         flags,

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, ArgMatches, Command};
 
-use super::{clap_message, Kind, ParseError, Source, CMD_ARGS_ENV, CONFIG, ENV_PREFIX, PRINT_CONFIG};
+use super::{
+    clap_message, Kind, ParseError, Source, CMD_ARGS_ENV, CONFIG, ENV_PREFIX, PRINT_CONFIG,
+};
 use crate::config::{gunicorn, pyfile, ConfigError};
 
 // ===== Options, from clap =====
@@ -259,7 +261,10 @@ pub(super) fn cmd_args_layer(
             continue;
         }
         if spec.name == CONFIG {
-            config = m.get_raw(&spec.id).and_then(|mut v| v.next_back()).map(PathBuf::from);
+            config = m
+                .get_raw(&spec.id)
+                .and_then(|mut v| v.next_back())
+                .map(PathBuf::from);
             continue;
         }
         if !spec.in_env {
@@ -401,9 +406,13 @@ fn python_names(specs: &[Spec]) -> std::collections::HashSet<String> {
         .map(|s| s.name.to_string())
         .filter(|n| n != "config" && n != "print_config")
         .collect();
-    for spec in specs.iter().filter(|s| s.in_file && s.kind != Kind::Positional) {
+    for spec in specs
+        .iter()
+        .filter(|s| s.in_file && s.kind != Kind::Positional)
+    {
         let shared = gunicorn::SETTINGS.iter().any(|g| {
-            g.name == spec.id || matches!(g.treat, gunicorn::Treat::Same(long, _) if long == spec.name)
+            g.name == spec.id
+                || matches!(g.treat, gunicorn::Treat::Same(long, _) if long == spec.name)
         });
         if !shared {
             names.insert(spec.name.replace('-', "_"));
@@ -421,7 +430,9 @@ pub(super) fn gunicorn_values(
 ) -> gunicorn::Values {
     let mut values = gunicorn::Values::new();
     for spec in specs {
-        if gunicorn::setting(&spec.id).is_none_or(|g| g.name != spec.id) {
+        let own = gunicorn::setting(&spec.id)
+            .is_some_and(|g| g.name == spec.id && !matches!(g.treat, gunicorn::Treat::Same(..)));
+        if !own {
             continue;
         }
         let set = merged
