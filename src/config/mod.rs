@@ -1,8 +1,13 @@
-//! The validated configuration: built once at start from [`crate::cli::Cli`], then
-//! borrowed by every component as its own typed sub-struct.
+//! The validated configuration: built from every layer of sources by
+//! [`Config::from_layers`], then borrowed by every component as its own typed
+//! sub-struct.
 //!
-//! Validation happens here and only here, so a bad value fails at start with a message
-//! that names the option, never later as a panic inside a worker.
+//! The layers, highest first: the command line, `GUNICORN_CMD_ARGS`, `RWSGI_*` and
+//! gunicorn's own variables, the config file (TOML or Python), request-time-tracker's
+//! Django settings ([`django`], known once a worker has imported the app), defaults.
+//! Validation happens here and only here, on all layers at once, so a bad value fails
+//! at start with a message that names the option, never later as a panic inside a
+//! worker, and no component patches a validated config.
 
 pub mod bind;
 pub mod django;
@@ -51,6 +56,16 @@ pub struct Config {
     pub check_config: bool,
     /// One line each for settings given that do nothing in rwsgi; the master logs them.
     pub notes: Vec<String>,
+    /// `--option from QUEUE_TIME_TRACKER_X`: what the Django layer filled, for the log.
+    pub django: Vec<String>,
+}
+
+/// The parsed sources a [`Config`] is built from: kept, so that the Django layer can
+/// be added once the app is imported and the whole validated again.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    pub cli: Cli,
+    pub sources: sources::Sources,
 }
 
 /// Queue-time measurement and load shedding.
@@ -264,8 +279,35 @@ fn log_path(option: &str, value: &str) -> Result<Option<PathBuf>, ConfigError> {
 }
 
 impl Config {
-    /// Validates the raw command line into a [`Config`].
-    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+    /// Builds the config from all layers: `django` holds the QUEUE_TIME_TRACKER_*
+    /// settings (without the prefix) a worker read after importing the app, empty
+    /// before that or with `--ignore-django-settings`. They fill only options that no
+    /// other layer set. Errors say where the value came from.
+    pub fn from_layers(
+        layers: &Layers,
+        django: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let Layers { cli, sources } = layers;
+        if django.is_empty() || cli.python.ignore_django_settings {
+            return Config::from_cli(cli).map_err(|e| sources.annotate(&e));
+        }
+        let applied = django::apply(cli, sources, django);
+        let mut config = Config::from_cli(&applied.cli).map_err(|e| {
+            ConfigError(format!(
+                "{} (with QUEUE_TIME_TRACKER_* settings from Django)",
+                sources.annotate(&e)
+            ))
+        })?;
+        if let Some(keys) = applied.aws_keys {
+            config.notify.set_aws_keys(keys);
+        }
+        config.django = applied.used;
+        Ok(config)
+    }
+
+    /// Validates one merged command line into a [`Config`] (every layer but Django's
+    /// is in it already: see [`sources::parse_layered`]).
+    pub(crate) fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         let app = match &cli.app {
             Some(app) => AppSpec::parse(app)?,
             None => {
@@ -470,6 +512,7 @@ impl Config {
             gunicorn,
             check_config: cli.check_config,
             notes,
+            django: Vec::new(),
         })
     }
 }

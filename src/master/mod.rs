@@ -12,7 +12,6 @@ pub mod supervisor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::sources::Sources;
 use crate::config::Config;
 use crate::control::{CONTROL_FD_ENV, WORKER_ID_ENV};
 
@@ -56,12 +55,14 @@ pub fn main() -> i32 {
             }
         };
     }
-    let config = match Config::from_cli(&cli) {
+    let layers = crate::config::Layers { cli, sources };
+    // Before the app is imported, the Django layer is empty: see `Config::from_layers`.
+    let config = match Config::from_layers(&layers, &Default::default()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("rwsgi: error: {}", sources.annotate(&e));
+            eprintln!("rwsgi: error: {e}");
             // --check-config answers 0 or 1, as gunicorn's.
-            return if cli.check_config {
+            return if layers.cli.check_config {
                 exit::RUNTIME
             } else {
                 exit::USAGE
@@ -74,7 +75,7 @@ pub fn main() -> i32 {
     }
     let config = Arc::new(config);
     if let Some(worker) = worker_env() {
-        return crate::worker::main(config, worker.0, worker.1, worker.2);
+        return crate::worker::main(&layers, config, worker.0, worker.1, worker.2);
     }
     for note in &config.notes {
         tracing::info!("{note}");
@@ -90,7 +91,7 @@ pub fn main() -> i32 {
         eprintln!("rwsgi: error: --capture-output: {e}");
         return exit::USAGE;
     }
-    run_master(config, &cli, &sources)
+    run_master(config, &layers)
 }
 
 /// `--check-config`: the configuration is valid (it was validated to get here); import
@@ -137,31 +138,21 @@ fn capture_output(log: &crate::config::LogConfig) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The notifier configuration, with request-time-tracker's Django settings (from the
-/// first worker) filling options nobody set.
+/// The notifier configuration once the first worker has read the Django settings:
+/// the whole config built again with the Django layer, never patched.
 fn notify_config(
     config: &Config,
-    cli: &crate::cli::Cli,
-    sources: &Sources,
+    layers: &crate::config::Layers,
     settings: &std::collections::BTreeMap<String, String>,
 ) -> Result<crate::notify::NotifyConfig, String> {
     if settings.is_empty() || !config.python.read_django_settings {
         return Ok(config.notify.clone());
     }
-    let applied = crate::config::django::apply(cli, sources, settings);
-    for used in &applied.used {
+    let layered = Config::from_layers(layers, settings).map_err(|e| e.0)?;
+    for used in &layered.django {
         tracing::info!("Django settings: {used}");
     }
-    let mut notify = crate::notify::NotifyConfig::from_args(
-        &applied.cli.notify,
-        applied.cli.tracker.queue_header.is_some(),
-        config.log.format,
-    )
-    .map_err(|e| format!("{e} (with QUEUE_TIME_TRACKER_* settings from Django)"))?;
-    if let Some(keys) = applied.aws_keys {
-        notify.set_aws_keys(keys);
-    }
-    Ok(notify)
+    Ok(layered.notify)
 }
 
 /// `(id, control fd, balance memfd)` when this process is a worker; the variables are removed so
@@ -180,7 +171,7 @@ fn worker_env() -> Option<(u32, i32, Option<i32>)> {
     Some((id, fd, balance))
 }
 
-fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> i32 {
+fn run_master(config: Arc<Config>, layers: &crate::config::Layers) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -211,7 +202,7 @@ fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> 
             Ok(settings) => settings,
             Err(code) => return code,
         };
-        let notify = match notify_config(&config, cli, sources, &settings) {
+        let notify = match notify_config(&config, layers, &settings) {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("rwsgi: error: {e}");
