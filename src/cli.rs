@@ -123,8 +123,8 @@ pub struct ServerArgs {
     #[arg(long)]
     pub reuse_port: bool,
 
-    /// Header names with `_`: drop (ignored, gunicorn's default), refuse (400) or
-    /// dangerous (mapped like `-`, so `X_A` and `X-A` collide).
+    /// Header names with `_`: drop (left out of the environ, gunicorn's default);
+    /// refuse and dangerous are accepted and not implemented yet (logged).
     #[arg(long, default_value = "drop", value_name = "drop|refuse|dangerous")]
     pub header_map: String,
 }

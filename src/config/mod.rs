@@ -381,6 +381,13 @@ impl Config {
             header_map,
         };
         let mut notes = Vec::new();
+        if header_map != HeaderMap::Drop {
+            notes.push(format!(
+                "--header-map {}: not implemented yet in this build; header names with _ \
+                 are dropped (gunicorn's default, --header-map drop)",
+                s.header_map
+            ));
+        }
         if let Some(class) = &cli.python.worker_class {
             notes.extend(gunicorn::worker_class(class)?);
         }

@@ -343,8 +343,20 @@ pub(super) fn read_file(
         }
         let venv = early_venv(specs, cli, env).map_err(|e| ParseError::Sources(vec![e]))?;
         let wanted = python_names(specs);
-        let read = pyfile::evaluate(path, venv, &|name| wanted.contains(name))
-            .map_err(ParseError::ConfigFile)?;
+        let read = pyfile::evaluate(path, venv, &|name| wanted.contains(name)).map_err(|e| {
+            // A TOML file under another name fails as Python: say how to name it.
+            let toml =
+                std::fs::read_to_string(path).is_ok_and(|text| text.parse::<toml::Table>().is_ok());
+            ParseError::ConfigFile(if toml {
+                ConfigError(format!(
+                    "{}\n(this file is valid TOML: rwsgi reads a config file as TOML only \
+                     when its name ends in .toml, else as Python, as gunicorn does)",
+                    e.0
+                ))
+            } else {
+                e
+            })
+        })?;
         return Ok(FileSettings {
             table: read.table,
             file_only: read.file_only,
