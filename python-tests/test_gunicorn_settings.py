@@ -43,3 +43,40 @@ def test_docs_table_is_current(walk):
         "docs/gunicorn-settings.md is stale: run "
         ".venv/bin/python python-tests/gen_gunicorn_settings.py"
     )
+
+
+def test_defaults_match_gunicorns_except_where_documented(rwsgi_bin, tmp_path):
+    """For every setting rwsgi shares, rwsgi's default is gunicorn's, unless the
+    table's note (docs/gunicorn-settings.md) starts with "default" and says why."""
+    import subprocess
+    import tomllib
+
+    out = subprocess.run([rwsgi_bin, "--print-config", "m:app"], capture_output=True, text=True,
+                         env=base_env(), cwd=tmp_path, timeout=60)
+    assert out.returncode == 0, out.stderr
+    ours = tomllib.loads(out.stdout)
+    table = {r["name"]: r for r in map(__import__("json").loads, subprocess.run(
+        [rwsgi_bin, "--gunicorn-settings"], capture_output=True, text=True, check=True
+    ).stdout.splitlines())}
+
+    def empty(v):
+        return v in (None, "", [], False, 0) or v == "sync"
+
+    differ, documented = [], []
+    for s in gunicorn.config.KNOWN_SETTINGS:
+        t = table[s.name]
+        if t["treatment"] != "same" or t["option"] in ("app", "config", "chdir"):
+            continue
+        theirs, mine = s.default, ours.get(t["option"])
+        if t["option"] == "statsd-tag":
+            mine = ",".join(mine or [])
+        if empty(theirs) and empty(mine):
+            continue
+        if isinstance(theirs, list) and isinstance(mine, list) and theirs == mine:
+            continue
+        if str(theirs) == str(mine) or (isinstance(mine, float) and mine == theirs):
+            continue
+        (documented if t["note"].startswith("default") else differ).append(
+            f"{s.name}: gunicorn {theirs!r}, rwsgi {mine!r}")
+    assert not differ, "\n".join(differ)
+    assert sorted(d.split(":")[0] for d in documented) == ["keepalive", "statsd_prefix"]
