@@ -295,7 +295,7 @@ def problems(r: SettingResult) -> list:
             if len(said) != 1 or t["note"] not in said[0]:
                 out.append(f"{r.name} ({o.spelling}): expected one log line saying "
                            f"{t['note']!r}, got {o.messages}")
-        elif said and r.name != "worker_class":
+        elif said and r.name != "worker_class":  # same, implemented
             out.append(f"{r.name} ({o.spelling}): implemented, yet logged {said}")
     if t["treatment"] != "refused" and r.name != "check_config" and not r.served:
         out.append(f"{r.name}: did not serve: {r.serve_error}")
@@ -325,6 +325,7 @@ def markdown(results: list) -> str:
         "its aliases; `RWSGI_<OPTION>` and TOML keys work too).",
         "- **ignored**: accepted; it cannot mean anything in rwsgi, and rwsgi logs one "
         "line saying why (the text below).",
+        "- **implemented**: gunicorn's meaning, without an rwsgi option of its own.",
         "- **planned**: parsed and validated with gunicorn's meaning; this build logs one "
         "line that it has no effect yet.",
         "- **refused**: rwsgi does not start, with the message below: accepting it would "
@@ -339,6 +340,8 @@ def markdown(results: list) -> str:
         if t["treatment"] == "same":
             opt = "APP" if t["option"] == "app" else f"`--{t['option']}`"
             what = f"as {opt}" + (f"; {t['note']}" if t["note"] else "")
+        elif t["treatment"] == "implemented":
+            what = f"gunicorn's meaning: {t['note']}"
         elif t["treatment"] == "refused":
             what = f"refused: {t['note']}"
         else:

@@ -113,6 +113,7 @@ fn add_spelling(arg: Arg, flag: &'static str) -> Arg {
 fn help(s: &Setting) -> String {
     match s.treat {
         Treat::Same(..) => String::new(),
+        Treat::Implemented(what) => format!("gunicorn's {}: {what}", s.name),
         Treat::Ignored(why) => format!("gunicorn's {}: no effect in rwsgi ({why})", s.name),
         Treat::Planned(what) => format!("gunicorn's {}: {what}", s.name),
         Treat::Refused(why) => format!("gunicorn's {}: refused ({why})", s.name),
@@ -171,7 +172,9 @@ pub struct Gunicorn {
     /// `--proxy-allow-from`: peers allowed to send a PROXY header (gunicorn's default
     /// 127.0.0.1,::1).
     pub proxy_allow: crate::tracker::TrustedPeers,
-    /// Server hooks named in the config file (their callables: [`crate::config::pyfile`]).
+    /// Server hooks the config file defines (gunicorn names); their callables are in
+    /// [`crate::config::pyfile::namespace`] (an import string from a TOML file is in
+    /// [`Values`] as given).
     pub hooks: Vec<String>,
     /// One line per gunicorn setting given that does nothing (yet) in rwsgi.
     notes: Vec<String>,
@@ -187,8 +190,12 @@ impl Gunicorn {
         for (name, vals) in values {
             let Some(s) = setting(name) else { continue };
             let shown = display_name(s);
+            if s.kind == Kind::Hook && matches!(s.treat, Treat::Planned(_) | Treat::Implemented(_))
+            {
+                hooks.push(s.name.to_string());
+            }
             match s.treat {
-                Treat::Same(..) => {}
+                Treat::Same(..) | Treat::Implemented(_) => {}
                 Treat::Refused(why) => {
                     if accepted_default(s, vals) {
                         continue;
@@ -203,9 +210,6 @@ impl Gunicorn {
                     s.name
                 )),
                 Treat::Planned(what) => {
-                    if s.kind == Kind::Hook {
-                        hooks.push(s.name.to_string());
-                    }
                     notes.push(format!(
                         "{shown}: gunicorn's {} is accepted but has no effect yet: this \
                          build does not implement {what}",
@@ -311,6 +315,7 @@ pub fn table_json() -> String {
     for s in SETTINGS {
         let (treatment, option, note) = match s.treat {
             Treat::Same(long, note) => ("same", long, note),
+            Treat::Implemented(what) => ("implemented", "", what),
             Treat::Ignored(why) => ("ignored", "", why),
             Treat::Planned(what) => ("planned", "", what),
             Treat::Refused(why) => ("refused", "", why),

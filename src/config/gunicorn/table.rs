@@ -30,8 +30,12 @@ pub enum Treat {
     Same(&'static str, &'static str),
     /// Accepted; it cannot mean anything in rwsgi, and one log line says why.
     Ignored(&'static str),
-    /// Parsed, validated and kept in the config with gunicorn's meaning; another
-    /// part of rwsgi implements it. Until then one log line says it has no effect.
+    /// Implemented with gunicorn's meaning, without an rwsgi option of its own: the
+    /// validated value is in [`super::Gunicorn`] (hooks: [`crate::config::pyfile`]).
+    Implemented(&'static str),
+    /// Parsed, validated and kept in [`super::Gunicorn`] with gunicorn's meaning for
+    /// the part of rwsgi that will implement it (it then becomes `Implemented`). Until
+    /// then one log line says it has no effect.
     Planned(&'static str),
     /// Refused at start with this message (naming the alternative): accepting it
     /// would silently change how the app behaves.

@@ -568,6 +568,8 @@ fn file_values(spec: &Spec, value: &toml::Value) -> Result<Vec<OsString>, &'stat
                 .collect::<Option<Vec<_>>>()
                 .map(|v| vec![OsString::from(v.join(","))])
                 .ok_or(scalar_kind),
+            // gunicorn's validators take booleans for some strings (proxy_protocol).
+            toml::Value::Boolean(b) if !spec.numeric => Ok(vec![OsString::from(b.to_string())]),
             other => scalar(other).map(|v| vec![v]).ok_or(scalar_kind),
         },
         Kind::Positional => scalar(value).map(|v| vec![v]).ok_or(scalar_kind),
