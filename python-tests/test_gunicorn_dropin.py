@@ -354,3 +354,16 @@ def test_statsd_host_alone_turns_the_sink_on(rwsgi, project):
     sink.close()
     assert packet.startswith("myapp."), packet
     assert "#env:prod,team:web" in packet, packet
+
+
+def test_gunicorns_variables_rank_below_the_config_file_as_in_gunicorn(rwsgi_bin, project):
+    env = {"FORWARDED_ALLOW_IPS": "10.9.9.9", "WEB_CONCURRENCY": "3"}
+    plain = run(rwsgi_bin, "--print-config", "main:app", env=env, cwd=project).stdout
+    assert 'forwarded-allow-ips = "10.9.9.9"' in plain and "$FORWARDED_ALLOW_IPS" in plain
+    assert "workers = 3" in plain
+    (project / "gunicorn.conf.py").write_text("forwarded_allow_ips = '*'\nworkers = 2\n")
+    filed = run(rwsgi_bin, "--print-config", "main:app", env=env, cwd=project).stdout
+    lines = {l.split(" = ")[0]: l for l in filed.splitlines() if " = " in l}
+    assert lines["forwarded-allow-ips"].startswith('forwarded-allow-ips = "*"'), filed
+    assert "config file gunicorn.conf.py" in lines["forwarded-allow-ips"]
+    assert lines["workers"].startswith("workers = 2"), filed

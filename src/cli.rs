@@ -105,14 +105,10 @@ pub struct ServerArgs {
     pub worker_connections: usize,
 
     /// Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list of
-    /// IPs or CIDRs, `*` for all). `$FORWARDED_ALLOW_IPS` as in gunicorn.
-    #[arg(
-        long,
-        default_value = "127.0.0.1,::1",
-        value_name = "IPS",
-        env = "FORWARDED_ALLOW_IPS"
-    )]
-    pub forwarded_allow_ips: String,
+    /// IPs or CIDRs, `*` for all). Default: `$FORWARDED_ALLOW_IPS`, else
+    /// 127.0.0.1,::1 (as in gunicorn, the variable ranks below the config file).
+    #[arg(long, value_name = "IPS")]
+    pub forwarded_allow_ips: Option<String>,
 
     /// Set REMOTE_ADDR to the client address from a trusted X-Forwarded-For. Off by
     /// default: REMOTE_ADDR is the peer's address, as in gunicorn.

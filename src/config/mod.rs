@@ -278,6 +278,20 @@ fn log_path(option: &str, value: &str) -> Result<Option<PathBuf>, ConfigError> {
     Ok(Some(PathBuf::from(value)))
 }
 
+/// gunicorn's default for an unset `--forwarded-allow-ips`.
+pub const FORWARDED_ALLOW_IPS_DEFAULT: &str = "127.0.0.1,::1";
+
+/// `--forwarded-allow-ips`, else `$FORWARDED_ALLOW_IPS` (gunicorn's default, so below
+/// the config file as in gunicorn), else 127.0.0.1,::1.
+pub(crate) fn forwarded_allow_ips(cli: &Cli) -> String {
+    cli.server.forwarded_allow_ips.clone().unwrap_or_else(|| {
+        std::env::var("FORWARDED_ALLOW_IPS")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| FORWARDED_ALLOW_IPS_DEFAULT.to_string())
+    })
+}
+
 impl Config {
     /// Builds the config from all layers: `django` holds the QUEUE_TIME_TRACKER_*
     /// settings (without the prefix) a worker read after importing the app, empty
@@ -374,7 +388,7 @@ impl Config {
             } else {
                 s.worker_connections
             },
-            forwarded_allow: crate::tracker::TrustedPeers::parse(&s.forwarded_allow_ips)
+            forwarded_allow: crate::tracker::TrustedPeers::parse(&forwarded_allow_ips(cli))
                 .map_err(|e| ConfigError(format!("--forwarded-allow-ips: {e}")))?,
             remote_addr_from_forwarded: s.remote_addr_from_forwarded,
             reuse_port: s.reuse_port,

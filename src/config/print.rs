@@ -105,7 +105,8 @@ fn line(opt: &Effective, config: &Config) -> (String, String) {
 }
 
 /// Options whose default is not clap's but computed at validation (gunicorn's
-/// `$WEB_CONCURRENCY` and `$PORT`): show the value the server will use.
+/// `$WEB_CONCURRENCY`, `$PORT` and `$FORWARDED_ALLOW_IPS`): show the value the server
+/// will use.
 fn derived(opt: &Effective, config: &Config) -> Option<(Vec<String>, String)> {
     if opt.source != Source::Default || !opt.values.is_empty() {
         return None;
@@ -122,6 +123,13 @@ fn derived(opt: &Effective, config: &Config) -> Option<(Vec<String>, String)> {
         "bind" => Some((
             config.server.binds.iter().map(bind_value).collect(),
             from("PORT"),
+        )),
+        "forwarded-allow-ips" => Some((
+            vec![std::env::var("FORWARDED_ALLOW_IPS")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| super::FORWARDED_ALLOW_IPS_DEFAULT.to_string())],
+            from("FORWARDED_ALLOW_IPS"),
         )),
         _ => None,
     }

@@ -61,9 +61,10 @@ APP), in GUNICORN_CMD_ARGS (\"--threads 4 --bind :8000\"), or in the file given 
 -c/--config: TOML when its name ends in .toml (threads = 4, bind = [\"a\", \"b\"]), \
 else a Python file as gunicorn reads it (./gunicorn.conf.py by default; \
 python:MODULE names a module). Every gunicorn setting and spelling is accepted: see \
-docs/gunicorn-settings.md. Precedence: command line, GUNICORN_CMD_ARGS, RWSGI_*, \
-gunicorn's own variables (FORWARDED_ALLOW_IPS, WEB_CONCURRENCY, PORT, VIRTUAL_ENV), \
-config file, default. --print-config shows the result and where each value came from.";
+docs/gunicorn-settings.md. Precedence: command line, GUNICORN_CMD_ARGS, RWSGI_* (and \
+VIRTUAL_ENV for --venv), config file, Django's QUEUE_TIME_TRACKER_* settings, then \
+gunicorn's defaults from FORWARDED_ALLOW_IPS, WEB_CONCURRENCY and PORT, then the \
+default. --print-config shows the result and where each value came from.";
 
 // ===== Public API =====
 

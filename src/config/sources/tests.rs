@@ -107,7 +107,10 @@ fn toml_files_take_gunicorn_names() {
     assert_eq!(cli.server.keep_alive, 5.0);
     assert_eq!(cli.app.as_deref(), Some("m:a"));
     assert_eq!(cli.python.env, ["A=1"]);
-    assert_eq!(cli.server.forwarded_allow_ips, "10.0.0.1,10.0.0.2");
+    assert_eq!(
+        cli.server.forwarded_allow_ips.as_deref(),
+        Some("10.0.0.1,10.0.0.2")
+    );
     assert!(cli.gunicorn.contains_key("preload_app"));
     assert_eq!(cli.gunicorn["on_starting"], ["\"hooks.start\""]);
     let bad = TempToml::new("post_fork = 3\n");
