@@ -1,10 +1,12 @@
 //! `rwsgi --print-config`: the effective configuration as TOML, one line per option with
 //! its source in a trailing comment, secrets masked.
 //!
-//! The output is a valid `--config` file: fed back with `rwsgi -c FILE` it gives the same
-//! effective configuration (masked secrets aside). It is validated exactly as a start
-//! would be, so a wrong value fails here too, but Python is never started, and a
-//! missing APP is shown as unset rather than refused.
+//! The output is a valid TOML `--config` file: fed back with `rwsgi -c FILE.toml` it
+//! gives the same effective configuration (masked secrets aside). It is validated
+//! exactly as a start would be, so a wrong value fails here too, but the app is never
+//! imported (Python runs only to read a Python config file), and a missing APP is
+//! shown as unset rather than refused. A Python file's hooks and dicts, which TOML
+//! cannot hold, are shown as comments.
 
 use super::sources::{Effective, Kind, Source, Sources};
 use super::{BindSpec, Config, ConfigError};
@@ -28,7 +30,7 @@ pub fn render(cli: &Cli, sources: &Sources) -> Result<String, ConfigError> {
 fn to_toml(sources: &Sources, config: &Config) -> String {
     let mut out = String::from(
         "# rwsgi --print-config: the effective configuration, each value's source in its\n\
-         # comment, secrets masked. Feed it back with `rwsgi -c FILE`.\n",
+         # comment, secrets masked. Feed it back with `rwsgi -c FILE.toml`.\n",
     );
     match sources.config_file() {
         Some((path, named_by)) => out.push_str(&format!(

@@ -90,6 +90,14 @@ fn gunicorn_cmd_args_rank_between_the_command_line_and_rwsgi_vars() {
     assert_eq!(cli.server.bind, [":9000"]);
     assert_eq!(cli.server.backlog, 7);
     assert_eq!(cli.gunicorn.get("preload_app").map(Vec::len), Some(1));
+    let file = TempToml::new("threads = 2\n");
+    let cmd_args = format!("-c {} --workers 2", file.path());
+    let (cli, s) = ok(&["rwsgi", "m"], &[("GUNICORN_CMD_ARGS", &cmd_args)]);
+    assert_eq!(cli.python.threads, 2);
+    assert_eq!(
+        s.config_file(),
+        Some((file.0.as_path(), &Source::Env("GUNICORN_CMD_ARGS".into())))
+    );
     let e = errors(&["rwsgi", "m"], &[("GUNICORN_CMD_ARGS", "--threads 'x")]);
     assert!(
         e[0].starts_with("environment GUNICORN_CMD_ARGS: cannot split"),
