@@ -296,6 +296,13 @@ def test_bad_values_in_a_python_config_name_the_key(rwsgi_bin, project):
     out = run(rwsgi_bin, "main:app", cwd=project)
     assert out.returncode == 2
     assert "gunicorn.conf.py: key 'workers'" in out.stderr
+    (project / "gunicorn.conf.py").write_text(
+        "forwarded_allow_ips = {'10.0.0.1'}\ndef notify(msg):\n    pass\n")
+    out = run(rwsgi_bin, "main:app", cwd=project)
+    assert out.returncode == 2
+    assert "key 'forwarded_allow_ips': expected a string, a number, a boolean or a list, " \
+        "found {'10.0.0.1'}" in out.stderr
+    assert "notify" not in out.stderr, "a helper function is not a setting"
 
 
 # ===== --check-config =====

@@ -357,9 +357,33 @@ pub(super) fn read_file(
                 e
             })
         })?;
+        // Only hooks and gunicorn's dict or path settings may be other objects; an
+        // option's value that is not a string, number, boolean or list is an error,
+        // and an rwsgi option's name bound to a helper (a function) is not a setting.
+        let mut file_only = Vec::new();
+        let mut errors = Vec::new();
+        for (name, repr) in read.file_only {
+            match gunicorn::setting(&name) {
+                Some(g)
+                    if matches!(g.kind, gunicorn::Kind::Hook | gunicorn::Kind::FileOnly)
+                        && gunicorn::rwsgi_option(&name).is_none() =>
+                {
+                    file_only.push((name, repr))
+                }
+                Some(_) => errors.push(ConfigError(format!(
+                    "config file {}: key '{name}': expected a string, a number, a boolean \
+                     or a list, found {repr}",
+                    path.display()
+                ))),
+                None => {}
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ParseError::Sources(errors));
+        }
         return Ok(FileSettings {
             table: read.table,
-            file_only: read.file_only,
+            file_only,
         });
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
