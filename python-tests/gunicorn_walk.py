@@ -212,6 +212,8 @@ class Walk:
             return p.returncode == 0 and "app = \"main:app\"" in p.stdout, p.stderr[-2000:]
         if setting.name != "wsgi_app":
             argv.append("main:app")
+        if setting.name == "daemon":
+            return self.serve_daemon(argv, port)
         log = tempfile.TemporaryFile(mode="w+")
         proc = subprocess.Popen(argv, stdout=log, stderr=log, env=self.env, cwd=self.dir,
                                 start_new_session=True)
@@ -236,6 +238,25 @@ class Walk:
                     os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
             log.close()
+
+    def serve_daemon(self, argv, port) -> tuple[bool, str]:
+        """A daemon leaves its process group: it is found, and stopped, by its pid file."""
+        pidfile = self.dir / f"daemon-{port}.pid"
+        p = subprocess.run([*argv[:-1], "--pid", str(pidfile), argv[-1]], capture_output=True,
+                           text=True, env=self.env, cwd=self.dir, timeout=60)
+        if p.returncode != 0:
+            return False, p.stderr[-2000:]
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+                        return r.status == 200 and r.read() == b"served", ""
+                except OSError:
+                    time.sleep(0.05)
+            return False, "the daemon did not serve"
+        finally:
+            stop_by_pidfile(pidfile)
 
     # --- the whole walk -------------------------------------------------------
 
@@ -262,6 +283,24 @@ class Walk:
                 else:
                     results[name].served, results[name].serve_error = out
         return [results[s.name] for s in gunicorn.config.KNOWN_SETTINGS]
+
+
+def stop_by_pidfile(pidfile: Path, timeout: float = 15) -> None:
+    deadline = time.monotonic() + 5
+    while not pidfile.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
 
 
 def free_port() -> int:

@@ -14,6 +14,7 @@ import urllib.request
 import pytest
 
 from conftest import base_env, free_port
+from gunicorn_walk import stop_by_pidfile
 
 APP = '''
 import os, sys, time
@@ -374,3 +375,29 @@ def test_gunicorns_variables_rank_below_the_config_file_as_in_gunicorn(rwsgi_bin
     assert lines["forwarded-allow-ips"].startswith('forwarded-allow-ips = "*"'), filed
     assert "config file gunicorn.conf.py" in lines["forwarded-allow-ips"]
     assert lines["workers"].startswith("workers = 2"), filed
+
+
+def test_daemon_detaches_and_serves(rwsgi_bin, project):
+    port, pidfile = free_port(), project / "daemon.pid"
+    started = time.monotonic()
+    p = subprocess.run([rwsgi_bin, "-D", "--pid", str(pidfile), "-b", f"127.0.0.1:{port}",
+                        "main:app"], env=base_env(), cwd=project, capture_output=True, text=True,
+                       timeout=30)
+    try:
+        assert p.returncode == 0, p.stderr
+        assert time.monotonic() - started < 10, "the command returned once detached"
+        deadline = time.monotonic() + 20
+        while not pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        daemon_pid = int(pidfile.read_text())
+        assert os.getsid(daemon_pid) == daemon_pid, "a session of its own (setsid)"
+        status = None
+        while status is None and time.monotonic() < deadline:
+            try:
+                status = get(f"http://127.0.0.1:{port}/")[0]
+            except OSError:
+                time.sleep(0.05)
+        assert status == 200
+    finally:
+        stop_by_pidfile(pidfile)
+    assert not listening(port)

@@ -31,7 +31,7 @@ def test_every_setting_and_spelling_does_what_rwsgi_documents(walk):
 
 def test_refusals_name_the_alternative(walk):
     refused = {r.name: r for r in walk if r.treatment["treatment"] == "refused"}
-    assert {"daemon", "paste", "dirty_apps", "protocol"} <= set(refused)
+    assert {"paste", "dirty_apps", "protocol"} <= set(refused)
     for r in refused.values():
         for o in r.outcomes:
             assert o.code == 1 and any(r.treatment["note"] in m for m in o.messages), o

@@ -87,6 +87,15 @@ pub fn main() -> i32 {
     if config.check_config {
         return check_config(&config);
     }
+    if config.gunicorn.daemon {
+        // As gunicorn: once the configuration is known to be valid, before any thread,
+        // runtime or socket exists; the pid file is written after, with the new pid.
+        let keep_stdio = config.gunicorn.enable_stdio_inheritance;
+        if let Err(e) = nix::unistd::daemon(true, keep_stdio) {
+            eprintln!("rwsgi: error: --daemon: {e}");
+            return exit::RUNTIME;
+        }
+    }
     if let Err(e) = capture_output(&config.log) {
         eprintln!("rwsgi: error: --capture-output: {e}");
         return exit::USAGE;

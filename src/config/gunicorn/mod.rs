@@ -152,6 +152,10 @@ pub struct Tls {
 /// [`Gunicorn::notes`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Gunicorn {
+    /// `-D/--daemon`: the master detaches (fork, setsid) before it starts anything.
+    pub daemon: bool,
+    /// `-R/--enable-stdio-inheritance`: a daemon keeps stdio instead of /dev/null.
+    pub enable_stdio_inheritance: bool,
     /// `--reload`: restart workers when a source file changes (development).
     pub reload: bool,
     /// `--reload-extra-file`: more files (or globs) that trigger a reload.
@@ -272,6 +276,8 @@ impl Gunicorn {
             }
         }
         Ok(Gunicorn {
+            daemon: flag("daemon"),
+            enable_stdio_inheritance: flag("enable_stdio_inheritance"),
             reload: flag("reload"),
             reload_extra_files: values
                 .get("reload_extra_files")
@@ -454,8 +460,8 @@ mod tests {
         let g = Gunicorn::from_values(&v).unwrap();
         assert_eq!(g.notes().len(), 1);
         assert!(g.notes()[0].starts_with("--preload: gunicorn's preload_app"));
-        v.insert("daemon".into(), vec!["true".into()]);
+        v.insert("paste".into(), vec!["app.ini".into()]);
         let e = Gunicorn::from_values(&v).unwrap_err();
-        assert!(e.0.starts_with("--daemon (gunicorn's daemon): "), "{e}");
+        assert!(e.0.starts_with("--paste (gunicorn's paste): "), "{e}");
     }
 }
