@@ -1,10 +1,12 @@
 //! Command-line surface: every option rwsgi takes, as raw values (clap derive).
 //!
 //! Nothing here is validated beyond its type: [`crate::config`] turns a [`Cli`] into a
-//! checked [`crate::config::Config`]. Every long option `--foo-bar` can also come from
-//! the environment as `RWSGI_FOO_BAR` or from the `--config` TOML file as `foo-bar`;
-//! [`crate::config::sources`] merges those layers before clap sees them, so the
-//! precedence is command line, then environment, then file, then the default below.
+//! checked [`crate::config::Config`]. gunicorn's spellings of these options, and
+//! gunicorn's settings rwsgi has no option for, are added to the command by
+//! [`crate::config::gunicorn::command`] from its table. Every long option `--foo-bar`
+//! can also come from `GUNICORN_CMD_ARGS`, from the environment as `RWSGI_FOO_BAR`, or
+//! from the `--config` file as `foo-bar` / `foo_bar`; [`crate::config::sources`]
+//! merges those layers before clap sees them.
 
 use std::path::PathBuf;
 
