@@ -38,11 +38,10 @@ use clap::{CommandFactory, FromArgMatches};
 
 use super::ConfigError;
 use crate::cli::Cli;
-use layers::{
-    cmd_args_layer, config_path, env_layer, file_layer, gunicorn_values, raw_values, read_file,
-    specs, Setting,
-};
+use file::{config_path, read_file};
+use layers::{cmd_args_layer, env_layer, file_layer, gunicorn_values, raw_values, specs, Setting};
 
+mod file;
 mod layers;
 
 /// Prefix of every option's environment variable.
