@@ -3,8 +3,9 @@
 //! # Layout
 //!
 //! - [`cli`]: every command-line option, raw (clap derive).
-//! - [`config`]: layered sources (command line, `RWSGI_*` environment, TOML file) and
-//!   the validated [`config::Config`], one sub-struct per component.
+//! - [`config`]: layered sources (command line, `GUNICORN_CMD_ARGS`, `RWSGI_*`
+//!   environment, TOML or Python config file, Django settings), gunicorn's settings
+//!   table, and the validated [`config::Config`], one sub-struct per component.
 //! - [`master`]: the supervising process: sockets, workers, signals, snapshot merging,
 //!   the notifier timer.
 //! - [`server`]: a worker's HTTP side, bytes ↔ requests and replies: accept loops,

@@ -4,13 +4,23 @@
 
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, Layers};
 use crate::control::{CONTROL_FD_ENV, WORKER_ID_ENV};
 use crate::error::Fatal;
 
 /// Runs rwsgi (master or worker); `Err` says why it stopped, with the exit code.
 pub fn run() -> Result<(), Fatal> {
-    // Command line > RWSGI_* environment > --config file > default; see config::sources.
+    // Not an option (no RWSGI_* variable may turn the server into a printer): the
+    // gunicorn settings table for docs/gunicorn-settings.md's generator.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "--gunicorn-settings")
+    {
+        print!("{}", crate::config::gunicorn::table_json());
+        return Ok(());
+    }
+    // Command line > GUNICORN_CMD_ARGS > RWSGI_* environment > config file > Django >
+    // default; see config::sources.
     let (cli, sources) = crate::config::sources::parse_layered(
         std::env::args_os().collect(),
         &std::env::vars_os().collect(),
@@ -21,15 +31,76 @@ pub fn run() -> Result<(), Fatal> {
         print!("{toml}");
         return Ok(());
     }
-    let config = Config::from_cli(&cli).map_err(|e| Fatal::usage(sources.annotate(&e)))?;
+    let layers = Layers { cli, sources };
+    // Before the app is imported, the Django layer is empty: see `Config::from_layers`.
+    let config = Config::from_layers(&layers, &Default::default()).map_err(|e| {
+        // --check-config answers 0 or 1, as gunicorn's.
+        if layers.cli.check_config {
+            Fatal::runtime(e)
+        } else {
+            Fatal::usage(e)
+        }
+    })?;
     crate::logging::init(&config.log).map_err(Fatal::usage)?;
     let config = Arc::new(config);
-    match worker_env() {
-        Some((id, control_fd, balance_fd)) => {
-            crate::worker::main(config, id, control_fd, balance_fd)
-        }
-        None => crate::master::run(config, &cli, &sources),
+    if let Some((id, control_fd, balance_fd)) = worker_env() {
+        return crate::worker::main(&layers, config, id, control_fd, balance_fd);
     }
+    for note in &config.notes {
+        tracing::info!("{note}");
+    }
+    for (key, value) in &config.process.env {
+        // SAFETY (edition 2021: safe fn): no other thread runs yet; workers inherit it.
+        std::env::set_var(key, value);
+    }
+    if config.check_config {
+        return check_config(&config);
+    }
+    if config.gunicorn.daemon {
+        // As gunicorn: once the configuration is known to be valid, before any thread,
+        // runtime or socket exists; the pid file is written after, with the new pid.
+        let keep_stdio = config.gunicorn.enable_stdio_inheritance;
+        nix::unistd::daemon(true, keep_stdio)
+            .map_err(|e| Fatal::runtime(format_args!("--daemon: {e}")))?;
+    }
+    capture_output(&config.log).map_err(|e| Fatal::usage(format_args!("--capture-output: {e}")))?;
+    crate::master::run(config, &layers)
+}
+
+/// `--check-config`: the configuration is valid (it was validated to get here); import
+/// the app as a worker would, and answer 0, or 1 with the reason.
+fn check_config(config: &Config) -> Result<(), Fatal> {
+    if let Some(dir) = &config.python.chdir {
+        std::env::set_current_dir(dir)
+            .map_err(|e| Fatal::runtime(format_args!("--chdir {}: {e}", dir.display())))?;
+    }
+    crate::wsgi::interpreter::initialize(&config.python)
+        .and_then(|()| {
+            pyo3::Python::attach(|py| crate::wsgi::interpreter::load_app(py, &config.app))
+        })
+        .map_err(Fatal::runtime)?;
+    tracing::info!(app = %config.app, "--check-config: configuration and app are valid");
+    Ok(())
+}
+
+/// `--capture-output`: stdout and stderr of the master, and so of every worker and the
+/// app's prints, go to the `--error-log` file.
+fn capture_output(log: &crate::config::LogConfig) -> std::io::Result<()> {
+    let (true, Some(path)) = (log.capture_output, &log.error_log) else {
+        return Ok(());
+    };
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: dup2 onto the standard descriptors; `file` stays open during the call.
+        if unsafe { libc::dup2(file.as_raw_fd(), target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// `(id, control fd, balance memfd)` when this process is a worker; the variables are

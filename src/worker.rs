@@ -23,6 +23,7 @@ use crate::wsgi::interpreter;
 
 /// Runs worker `id` on the control socket `control_fd` until it is told to stop.
 pub fn main(
+    layers: &crate::config::Layers,
     config: Arc<Config>,
     id: u32,
     control_fd: RawFd,
@@ -49,7 +50,12 @@ pub fn main(
     } else {
         Default::default()
     };
-    let config = apply_django_header(config, &django);
+    // The Django layer is known now: the config is built again from all layers.
+    let config = if django.is_empty() {
+        config
+    } else {
+        Arc::new(Config::from_layers(layers, &django).map_err(Fatal::boot)?)
+    };
     let ready = ToMaster::Ready {
         pid: std::process::id(),
         django,
@@ -177,34 +183,6 @@ fn control_thread(
             let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         }
     });
-}
-
-/// `QUEUE_TIME_TRACKER_HEADER` from Django settings, when no `--queue-header` was
-/// given by the command line, the environment or the config file.
-fn apply_django_header(
-    config: Arc<Config>,
-    django: &std::collections::BTreeMap<String, String>,
-) -> Arc<Config> {
-    if config.tracker.queue_header.is_some() {
-        return config;
-    }
-    let Some(key) = django.get("HEADER") else {
-        return config;
-    };
-    let name = crate::config::django::header_from_environ_key(key)
-        .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok());
-    match name {
-        Some(name) => {
-            tracing::info!(header = %name, "queue header from Django's QUEUE_TIME_TRACKER_HEADER");
-            let mut c = (*config).clone();
-            c.tracker.queue_header = Some(name);
-            Arc::new(c)
-        }
-        None => {
-            tracing::warn!(value = %key, "ignoring QUEUE_TIME_TRACKER_HEADER: not a header name");
-            config
-        }
-    }
 }
 
 async fn write_loop(mut w: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::Receiver<ToMaster>) {

@@ -12,42 +12,31 @@ pub mod supervisor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::sources::Sources;
 use crate::config::Config;
 use crate::error::Fatal;
 
 pub use crate::error::exit;
 
-/// The notifier configuration, with request-time-tracker's Django settings (from the
-/// first worker) filling options nobody set.
+/// The notifier configuration once the first worker has read the Django settings:
+/// the whole config built again with the Django layer, never patched.
 fn notify_config(
     config: &Config,
-    cli: &crate::cli::Cli,
-    sources: &Sources,
+    layers: &crate::config::Layers,
     settings: &std::collections::BTreeMap<String, String>,
 ) -> Result<crate::notify::NotifyConfig, String> {
     if settings.is_empty() || !config.python.read_django_settings {
         return Ok(config.notify.clone());
     }
-    let applied = crate::config::django::apply(cli, sources, settings);
-    for used in &applied.used {
+    let layered = Config::from_layers(layers, settings).map_err(|e| e.0)?;
+    for used in &layered.django {
         tracing::info!("Django settings: {used}");
     }
-    let mut notify = crate::notify::NotifyConfig::from_args(
-        &applied.cli.notify,
-        applied.cli.tracker.queue_header.is_some(),
-        config.log.format,
-    )
-    .map_err(|e| format!("{e} (with QUEUE_TIME_TRACKER_* settings from Django)"))?;
-    if let Some(keys) = applied.aws_keys {
-        notify.set_aws_keys(keys);
-    }
-    Ok(notify)
+    Ok(layered.notify)
 }
 
 /// Runs the master until shutdown. A failure it reports itself (a worker that would
 /// not boot) ends with that exit code and nothing more to say.
-pub fn run(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> Result<(), Fatal> {
+pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fatal> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -69,7 +58,7 @@ pub fn run(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> Res
         let settings = sup.boot().await.map_err(Fatal::said)?;
         // A sink that cannot start stops the workers that booted before it.
         let sinks = async {
-            let notify = notify_config(&config, cli, sources, &settings).map_err(Fatal::usage)?;
+            let notify = notify_config(&config, layers, &settings).map_err(Fatal::usage)?;
             let notifier = if notify.sinks().is_empty() {
                 None
             } else {
