@@ -14,6 +14,7 @@
 //! - [`tracker`]: queue-time measurement: stamp parsing, the per-worker recorder,
 //!   snapshots that merge exactly, the per-interval [`tracker::report::Report`].
 //! - [`notify`]: the timer's sinks: log, prometheus, statsd, cloudwatch, azure, redis.
+//! - [`throttle`]: one log line per interval for errors that repeat per request.
 
 pub mod cli;
 pub mod config;
@@ -22,6 +23,7 @@ pub mod logging;
 pub mod master;
 pub mod notify;
 pub mod server;
+pub mod throttle;
 pub mod tracker;
 pub mod worker;
 pub mod wsgi;

@@ -132,6 +132,8 @@ pub struct AccessLog {
     /// Computed once: the keys `%({key}e)s` atoms read from each request's environ.
     env_keys: Vec<String>,
     sink: Mutex<Sink>,
+    /// A failing sink (a full disk) fails every line: one error line per interval.
+    errors: crate::throttle::Throttle,
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
@@ -277,7 +279,9 @@ impl AccessLog {
             Sink::File { file, .. } => file.write_all(text.as_bytes()),
         };
         if let Err(e) = res {
-            tracing::warn!(error = %e, "cannot write the access log");
+            if let Some(skipped) = self.errors.allow() {
+                tracing::warn!(error = %e, skipped, "cannot write the access log");
+            }
         }
     }
 }
@@ -295,6 +299,7 @@ impl AccessLog {
             atoms,
             env_keys,
             sink: Mutex::new(sink),
+            errors: crate::throttle::Throttle::new(),
         }
     }
 }
