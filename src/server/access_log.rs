@@ -102,12 +102,16 @@ fn compile(format: &str) -> Vec<Atom> {
             "L" => Atom::DecimalSecs,
             "p" => Atom::Pid,
             n if n.starts_with('{') && n.len() > 3 => {
-                let (inner, kind) = n[1..].split_at(n.len() - 3);
+                // `{name}i`, `{name}o`, `{key}e`: the last two characters say which.
+                // Cut at a character boundary: the format may hold any UTF-8.
+                let body = &n[1..];
+                let cut = body.char_indices().rev().nth(1).map_or(0, |(i, _)| i);
+                let (inner, kind) = body.split_at(cut);
                 let inner = inner.trim_end_matches('}').to_ascii_lowercase();
                 match kind {
-                    "}i" | "i" => Atom::ReqHeader(inner),
-                    "}o" | "o" => Atom::RespHeader(inner),
-                    _ => Atom::Env(n[1..n.len() - 2].trim_end_matches('}').to_ascii_lowercase()),
+                    "}i" => Atom::ReqHeader(inner),
+                    "}o" => Atom::RespHeader(inner),
+                    _ => Atom::Env(inner),
                 }
             }
             _ => Atom::Dash,
