@@ -173,6 +173,7 @@ def test_fd_exhaustion_does_not_spin_and_serving_resumes(start_server):
     print(f"worker CPU {cpu:.3f}s in {span:.1f}s of EMFILE; {log_lines} 'accept failed' lines")
     assert cpu < 0.1 * span, f"the worker used {cpu:.2f}s of CPU in {span:.1f}s while out of fds"
     assert log_lines <= 2, f"{log_lines} 'accept failed' lines in {span:.1f}s: one per interval is enough"
+    assert "accept failed" in srv.logs() and "Too many open files" in srv.logs(), "no trace of the EMFILE in the log"
     assert alive(worker)
 
     # Free the fds: every connection still queued is accepted and answered.
