@@ -87,7 +87,10 @@ struct Seen {
 
 fn talk(addr: SocketAddr, data: &[u8]) -> Seen {
     let mut c = TcpStream::connect(addr).expect("connect");
-    c.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    // Every case ends in a `Connection: close` request and no framing asks for more
+    // than what is sent, so a case that waits this long is a finding; the bound
+    // is generous for a loaded CI machine.
+    c.set_read_timeout(Some(Duration::from_secs(10))).ok();
     let mut sent = data.to_vec();
     sent.extend_from_slice(CLOSE);
     // A server that refuses early may close before taking everything: that shows in
@@ -216,7 +219,7 @@ fn field() -> impl Strategy<Value = String> {
 
 /// How the body is framed: a truthful or false Content-Length (never one larger than
 /// what follows, which would only wait for a client that never sends), chunked (valid
-/// or not), or both.
+/// or not, always with its last chunk, for the same reason), or both.
 #[derive(Debug, Clone)]
 enum Framing {
     None,
@@ -235,7 +238,7 @@ fn framing() -> impl Strategy<Value = Framing> {
         4 => Just(Framing::Length("=".into())),
         1 => prop::sample::select(vec!["+1", " 1", "1,1", "0x1", "-1", "1 1", "99999999999999999999999", "=,=", "=\r\nContent-Length: ="]).prop_map(|s| Framing::Length(s.into())),
         3 => (prop::collection::vec(0usize..40, 0..4),
-              prop::option::weighted(0.3, prop::sample::select(vec!["zz", ";ext=1", "ext", "trailer", "nolast", "lf"])),
+              prop::option::weighted(0.3, prop::sample::select(vec!["zz", ";ext=1", "ext", "trailer", "lf"])),
               prop::sample::select(vec!["chunked", "chunked", "Chunked", "gzip, chunked", "chunked, gzip", "identity", "chunked\r\nTransfer-Encoding: chunked"]))
             .prop_map(|(sizes, bad, te)| Framing::Chunked { sizes, bad, te }),
         1 => Just(Framing::Both),
@@ -322,7 +325,6 @@ impl Req {
                     at += n;
                 }
                 match bad {
-                    Some("nolast") => {}
                     Some("trailer") => body.extend_from_slice(b"0\r\nX-Trailer: t\r\n\r\n"),
                     _ => body.extend_from_slice(b"0\r\n\r\n"),
                 }
@@ -343,6 +345,7 @@ fn exchange() -> impl Strategy<Value = (Vec<Req>, bool)> {
 }
 
 static CASES: AtomicU64 = AtomicU64::new(0);
+static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
 
 #[test]
 fn own_path_answers_as_hyper_does() {
@@ -374,6 +377,9 @@ fn own_path_answers_as_hyper_does() {
         }
         let mine = talk(own.addr, &data);
         let theirs = talk(hyper.addr, &data);
+        if theirs.end == "timeout" {
+            TIMEOUTS.fetch_add(1, Ordering::Relaxed);
+        }
         if mine != theirs {
             return Err(TestCaseError::fail(format!(
                 "sent {:?}\nown path: {mine:?}\nhyper:    {theirs:?}",
@@ -383,9 +389,10 @@ fn own_path_answers_as_hyper_does() {
         Ok(())
     });
     eprintln!(
-        "fuzz own path vs hyper: {} cases run in {:.1}s",
+        "fuzz own path vs hyper: {} cases run in {:.1}s ({} waited for more input on both)",
         CASES.load(Ordering::Relaxed),
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        TIMEOUTS.load(Ordering::Relaxed)
     );
     if let Err(e) = result {
         panic!("{e}");
