@@ -7,6 +7,14 @@
 #   bench/run.sh scenario        autoscaling ramp on rwsgi (tracker on)
 #   bench/run.sh callgrind       instructions per request under valgrind (tracker on ÷ off,
 #                                rwsgi vs bjoern); options in bench/callgrind.sh
+#   bench/run.sh soak [SECS]     30-minute soak (python-tests/soak.py: mixed load, HUP,
+#                                recycling; RSS and fds of master and workers), figures in
+#                                bench/results/soak-*.json; CI runs 60 s of the same code
+#   bench/run.sh fuzz            the property tests with millions of cases (FUZZ_CASES,
+#                                default 2,000,000 per parser; FUZZ_HTTP_CASES, default
+#                                100,000 own-path-vs-hyper exchanges), optimised build
+#                                (FUZZ_PROFILE, default perf);
+#                                cases run in bench/results/fuzz-*.txt
 #   bench/run.sh MODE ARGS...    any rwsgi-bench subcommand (load, compare, render, …)
 #
 # Environment: PYTHON (interpreter for the venv; default python3, which must be the
@@ -27,6 +35,29 @@ case "${1:-}" in
 esac
 
 say() { printf '\n== %s\n' "$*" >&2; }
+
+# --- soak and fuzz: no peers, no load generator ------------------------------------
+stamp_now="$(date -u +%Y%m%dT%H%M%SZ)"
+case "${1:-}" in
+  soak)
+    shift
+    secs="${1:-1800}"
+    if [ -z "${RWSGI_BIN:-}" ]; then
+      say "building rwsgi"
+      cargo build --release -q -p rwsgi
+    fi
+    out="$ROOT/bench/results/soak-$stamp_now.json"
+    say "soak: ${secs}s against $RWSGI"
+    exec "$PYTHON" "$ROOT/python-tests/soak.py" --bin "$RWSGI" --seconds "$secs" --out "$out" ;;
+  fuzz)
+    shift
+    out="$ROOT/bench/results/fuzz-$stamp_now.txt"
+    say "fuzz: ${FUZZ_CASES:=2000000} cases per parser, ${FUZZ_HTTP_CASES:=100000} HTTP exchanges"
+    export FUZZ_CASES FUZZ_HTTP_CASES
+    cargo test --profile "${FUZZ_PROFILE:-perf}" -p rwsgi --test fuzz_parsers --test own_vs_hyper -- --nocapture "$@" 2>&1 \
+      | tee "$out.log" | grep --line-buffered -E '^fuzz |test result|panicked|Test failed' | tee "$out"
+    exit "${PIPESTATUS[0]}" ;;
+esac
 
 # --- system packages: libev for bjoern, a TrueType font for the charts, wrk --------
 missing=()

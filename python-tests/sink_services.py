@@ -16,7 +16,8 @@ A backend that cannot start fails the test loudly; nothing here skips.
 
 Helpers: ``msec_stamp()`` (nginx ``$msec``), ``drive()`` (concurrent keep-alive load,
 optionally stamped), ``scrape()`` (prometheus text → dict), ``poll()``, ``by_metric()`` and
-``totals()`` (what the Azure fake accepted), ``HungListener`` (a black-holed port).
+``totals()`` (what the Azure fake accepted), ``HungListener`` (a black-holed port), ``Switch``
+(a black-holed port that can start forwarding to a real backend).
 """
 
 from __future__ import annotations
@@ -179,6 +180,79 @@ class HungListener:
         self.closed = True
         try:
             self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept()
+        except OSError:
+            pass
+        for c in [self.sock, *self.held]:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+
+class Switch:
+    """A loopback port in front of a real backend that can be black-holed and brought
+    back: while ``hung``, it accepts and never answers (like HungListener); once
+    ``forward_to(port)`` is called, the held connections are closed (as a backend
+    restarting would) and every new one is piped to the backend."""
+
+    def __init__(self):
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(128)
+        self.port = self.sock.getsockname()[1]
+        self.target = None
+        self.held = []
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def forward_to(self, port: int):
+        self.target = port
+        for c in self.held:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            if self.target is None:
+                self.held.append(conn)
+            else:
+                threading.Thread(target=self._pipe, args=(conn, self.target), daemon=True).start()
+
+    @staticmethod
+    def _pipe(conn, port):
+        try:
+            up = socket.create_connection(("127.0.0.1", port), timeout=10)
+        except OSError:
+            conn.close()
+            return
+        pair = {conn: up, up: conn}
+        try:
+            while True:
+                ready, _, _ = select.select(list(pair), [], [], 30)
+                if not ready:
+                    return
+                for s in ready:
+                    data = s.recv(65536)
+                    if not data:
+                        return
+                    pair[s].sendall(data)
+        except OSError:
+            return
+        finally:
+            conn.close()
+            up.close()
+
+    def close(self):
+        self.closed = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         for c in [self.sock, *self.held]:
@@ -489,7 +563,11 @@ class RedisServer:
         except Exception:  # noqa: BLE001 - still loading
             return False
 
-    def stop(self):
+    def stop(self, kill: bool = False):
+        """TERM (redis-server shuts down cleanly), or kill=True: SIGKILL, a crash."""
+        if kill and self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
         stop_proc(self.proc)
         self.proc = None
 

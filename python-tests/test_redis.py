@@ -2,13 +2,16 @@
 the hash `{prefix}:{hostname}` (count, avg, p50, p90, p99, max, utilization, timestamp),
 its TTL of 3 × the interval, the history list capped at ceil(--redis-history / interval)
 entries, newest first; the password never reaches rwsgi's logs. Redis stopped mid-run
-costs no request, and reporting resumes once it is back on the same port."""
+(shut down, or SIGKILLed) costs no request, and reporting resumes once it is back on the
+same port."""
 
 import json
 import math
 import socket
 import time
 import uuid
+
+import pytest
 
 from sink_services import REDIS_PASSWORD, drive, poll
 
@@ -87,7 +90,8 @@ def test_hash_ttl_and_capped_history(start_server, redis_server):
     assert REDIS_PASSWORD not in srv.logs()
 
 
-def test_redis_down_costs_no_request_and_reporting_resumes(start_server, redis_server):
+@pytest.mark.parametrize("how", ["term", "kill"])
+def test_redis_down_costs_no_request_and_reporting_resumes(start_server, redis_server, how):
     prefix = f"qt-{uuid.uuid4().hex[:8]}"
     interval = 0.5
     srv = start_server(APP, *redis_args(redis_server, prefix, interval))
@@ -96,7 +100,7 @@ def test_redis_down_costs_no_request_and_reporting_resumes(start_server, redis_s
     assert drive(srv, 10, concurrency=2, path="/hello").failures == []
     before = float(poll(lambda: r.hget(hash_key, "timestamp"), 10, what="a first report"))
 
-    redis_server.stop()
+    redis_server.stop(kill=how == "kill")
     down_at = time.monotonic()
     sent = failures = 0
     while time.monotonic() - down_at < 2.5:

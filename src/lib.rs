@@ -20,6 +20,7 @@
 //! - [`tracker`]: queue-time measurement: stamp parsing, the per-worker recorder,
 //!   snapshots that merge exactly, the per-interval [`tracker::report::Report`].
 //! - [`notify`]: the timer's sinks: log, prometheus, statsd, cloudwatch, azure, redis.
+//! - [`throttle`]: one log line per interval for errors that repeat per request.
 
 pub mod cli;
 pub mod config;
@@ -32,6 +33,7 @@ pub mod master;
 pub mod notify;
 pub mod server;
 pub mod start;
+pub mod throttle;
 pub mod tracker;
 pub mod worker;
 pub mod wsgi;

@@ -31,8 +31,10 @@ Control (for tests)::
 
     GET  /_received   accepted posts: [{"path", "body", "token_n"}]
     GET  /_rejected   rejected posts: [{"path", "status", "code", "message"}]
-    GET  /_state      {"tokens_issued": n, "token_lifetime": s, "ingest_status": s|null}
-    POST /_config     {"token_lifetime": secs, "ingest_status": 403 | null}
+    GET  /_state      {"tokens_issued": n, "token_lifetime": s, "ingest_status": s|null,
+                       "token_status": s|null, "token_failures": n}
+    POST /_config     {"token_lifetime": secs, "ingest_status": 403 | null,
+                       "token_status": 500 | null (the identity endpoint's answer)}
     POST /_reset      forget received/rejected posts (tokens stay valid)
 
 Usage::
@@ -154,7 +156,8 @@ class Fakes(BaseHTTPRequestHandler):
             if url.path == "/_rejected":
                 return self._json(200, state["rejected"])
             if url.path == "/_state":
-                return self._json(200, {k: state[k] for k in ("tokens_issued", "token_lifetime", "ingest_status")})
+                return self._json(200, {k: state[k] for k in ("tokens_issued", "token_lifetime", "ingest_status",
+                                                          "token_status", "token_failures")})
         self._json(404, {"error": {"code": "NotFound", "message": self.path}})
 
     def _token(self, query):
@@ -165,6 +168,13 @@ class Fakes(BaseHTTPRequestHandler):
             return self._json(400, {"statusCode": 400, "message": "api-version must be 2019-08-01"})
         if query.get("resource") != [AUDIENCE]:
             return self._json(400, {"statusCode": 400, "message": f"unknown resource {query.get('resource')}"})
+        with state["lock"]:
+            forced = state["token_status"]
+            if forced:
+                state["token_failures"] += 1
+        if forced:
+            # What the App Service identity endpoint says when it is in trouble.
+            return self._json(int(forced), {"statusCode": int(forced), "message": "An unexpected error occured"})
         with state["lock"]:
             state["tokens_issued"] += 1
             n = state["tokens_issued"]
@@ -191,7 +201,7 @@ class Fakes(BaseHTTPRequestHandler):
         if path == "/_config":
             conf = json.loads(raw or b"{}")
             with state["lock"]:
-                for key in ("token_lifetime", "ingest_status"):
+                for key in ("token_lifetime", "ingest_status", "token_status"):
                     if key in conf:
                         state[key] = conf[key]
             return self._json(200, {})
@@ -262,6 +272,8 @@ def main():
         "identity_header": args.identity_header,
         "token_lifetime": args.token_lifetime,
         "ingest_status": args.ingest_status,
+        "token_status": None,
+        "token_failures": 0,
         "tokens_issued": 0,
         "tokens": {},
         "received": [],

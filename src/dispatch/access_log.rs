@@ -109,12 +109,16 @@ fn compile(format: &str) -> Vec<Atom> {
             "L" => Atom::DecimalSecs,
             "p" => Atom::Pid,
             n if n.starts_with('{') && n.len() > 3 => {
-                let (inner, kind) = n[1..].split_at(n.len() - 3);
+                // `{name}i`, `{name}o`, `{key}e`: the last two characters say which.
+                // Cut at a character boundary: the format may hold any UTF-8.
+                let body = &n[1..];
+                let cut = body.char_indices().rev().nth(1).map_or(0, |(i, _)| i);
+                let (inner, kind) = body.split_at(cut);
                 let inner = inner.trim_end_matches('}').to_ascii_lowercase();
                 match kind {
-                    "}i" | "i" => Atom::ReqHeader(inner),
-                    "}o" | "o" => Atom::RespHeader(inner),
-                    _ => Atom::Env(n[1..n.len() - 2].trim_end_matches('}').to_ascii_lowercase()),
+                    "}i" => Atom::ReqHeader(inner),
+                    "}o" => Atom::RespHeader(inner),
+                    _ => Atom::Env(inner),
                 }
             }
             _ => Atom::Dash,
@@ -139,6 +143,8 @@ pub struct AccessLog {
     /// Computed once: the keys `%({key}e)s` atoms read from each request's environ.
     env_keys: Vec<String>,
     sink: Mutex<Sink>,
+    /// A failing sink (a full disk) fails every line: one error line per interval.
+    errors: crate::throttle::Throttle,
 }
 
 fn header<'a>(h: &'a HeaderMap, name: &str) -> &'a str {
@@ -292,7 +298,9 @@ impl AccessLog {
             Sink::File { file, .. } => file.write_all(text.as_bytes()),
         };
         if let Err(e) = res {
-            tracing::warn!(error = %e, "cannot write the access log");
+            if let Some(skipped) = self.errors.allow() {
+                tracing::warn!(error = %e, skipped, "cannot write the access log");
+            }
         }
     }
 }
@@ -310,6 +318,7 @@ impl AccessLog {
             atoms,
             env_keys,
             sink: Mutex::new(sink),
+            errors: crate::throttle::Throttle::new(),
         }
     }
 }

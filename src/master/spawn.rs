@@ -28,9 +28,30 @@ pub fn spawn(id: u32, balance_fd: Option<RawFd>) -> std::io::Result<Spawned> {
     if let Some(b) = balance_fd {
         cmd.env(crate::server::balance::BALANCE_FD_ENV, b.to_string());
     }
-    // SAFETY: only async-signal-safe calls (fcntl) between fork and exec.
+    let master = std::process::id();
+    // SAFETY: only async-signal-safe calls (fcntl, prctl, getppid) between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
+            // A worker must not outlive its master: nobody would supervise it, yet it
+            // would keep accepting from the inherited socket. The control socket's
+            // EOF stops a serving worker, but not one still importing the app, so
+            // the kernel kills it when the master dies. (The signal follows the
+            // thread that forks: the master's runtime is current-thread, so that
+            // is its main thread, which lives as long as the master.)
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The master may have died before the prctl took effect.
+            if libc::getppid() as u32 != master {
+                return Err(std::io::Error::other("the master exited"));
+            }
             // The control socket (and the balance memfd) are CLOEXEC like every fd
             // Rust opens; keep just these across exec.
             for keep in std::iter::once(fd).chain(balance_fd) {

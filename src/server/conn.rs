@@ -154,10 +154,27 @@ enum Conn {
 }
 
 async fn accept_error(e: std::io::Error) {
-    // EMFILE and friends: back off instead of spinning.
-    tracing::warn!(error = %e, "accept failed");
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The connection itself went wrong before we took it: nothing to wait for.
+    if matches!(
+        e.raw_os_error(),
+        Some(libc::ECONNABORTED | libc::EINTR | libc::EPROTO | libc::EPERM)
+    ) {
+        tracing::debug!(error = %e, "accept failed");
+        return;
+    }
+    // Out of fds (EMFILE, ENFILE) or memory: the queued connection stays queued and
+    // the listener stays readable, so retrying at once would spin a CPU and write a
+    // line per try. Wait, and say so once per interval; a connection that closes
+    // frees an fd, and the next try takes the queued connection.
+    static ACCEPT_ERRORS: crate::throttle::Throttle = crate::throttle::Throttle::new();
+    if let Some(skipped) = ACCEPT_ERRORS.allow() {
+        tracing::warn!(error = %e, skipped, "accept failed; retrying every 50 ms");
+    }
+    tokio::time::sleep(ACCEPT_RETRY).await;
 }
+
+/// How long an accept that failed for want of fds or memory waits before the next try.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// Counts bytes read so the idle watcher can tell an idle keep-alive connection from
 /// one that is receiving a request.
