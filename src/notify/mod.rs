@@ -30,6 +30,7 @@ pub mod azure;
 pub mod cloudwatch;
 mod config;
 mod dimensions;
+mod last_interval;
 pub mod log;
 mod metric_names;
 pub mod prometheus;

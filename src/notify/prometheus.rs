@@ -3,8 +3,11 @@
 //!
 //! Prometheus pulls, rwsgi reports per interval, so each [`Report`] is added into
 //! running totals (cumulative since start, as Prometheus counters and histograms must
-//! be) and a scrape renders those totals. The listener is bound in
-//! [`PrometheusConfig::build`], at start, so a busy address fails the launch.
+//! be) and a scrape renders those totals, followed by the last interval's gauges
+//! ([`LastInterval`]). `GET /queue-time.json` serves the same last-interval values as
+//! JSON, for scalers that read one number from a JSON path (KEDA's `metrics-api`).
+//! The listener is bound in [`PrometheusConfig::build`], at start, so a busy address
+//! fails the launch.
 
 use std::convert::Infallible;
 use std::fmt::{self, Write as _};
@@ -23,6 +26,7 @@ use tokio::sync::Semaphore;
 use tokio::task::{JoinHandle, JoinSet};
 use tracing::debug;
 
+use super::last_interval::LastInterval;
 use super::{check_host_port, SinkError};
 use crate::cli::NotifyArgs;
 use crate::tracker::report::{MetricReport, Report, PROMETHEUS_BUCKETS};
@@ -169,6 +173,8 @@ struct Totals {
     shed: u64,
     utilization: f64,
     workers: u32,
+    /// The latest report's values, for the `rwsgi_interval_*` gauges and the JSON.
+    last: LastInterval,
 }
 
 impl Totals {
@@ -190,6 +196,7 @@ impl Totals {
         self.shed += r.shed;
         self.utilization = r.utilization;
         self.workers = r.workers;
+        self.last.update(r);
     }
 
     fn render(&self) -> String {
@@ -259,6 +266,7 @@ impl Totals {
             "counter",
         );
         let _ = writeln!(out, "rwsgi_shed_total {}", self.shed);
+        self.last.render_gauges(&mut out, header, float);
         out
     }
 }
@@ -320,16 +328,22 @@ async fn serve(listener: TcpListener, totals: Arc<Mutex<Totals>>) {
     }
 }
 
+/// The JSON of the last interval's values.
+const JSON_PATH: &str = "/queue-time.json";
+/// The content type of [`JSON_PATH`].
+const JSON_TYPE: &str = "application/json";
+
 fn respond<B>(req: &Request<B>, totals: &Mutex<Totals>) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, body: &'static str| {
         let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
         *r.status_mut() = status;
         r
     };
-    if req.uri().path() != "/metrics" {
+    let path = req.uri().path();
+    if path != "/metrics" && path != JSON_PATH {
         return reply(
             StatusCode::NOT_FOUND,
-            "not found; metrics are at /metrics\n",
+            "not found; metrics are at /metrics and /queue-time.json\n",
         );
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
@@ -338,11 +352,15 @@ fn respond<B>(req: &Request<B>, totals: &Mutex<Totals>) -> Response<Full<Bytes>>
             .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
         return r;
     }
-    let body = lock(totals).render();
+    let (body, content_type) = if path == JSON_PATH {
+        (lock(totals).last.to_json(), JSON_TYPE)
+    } else {
+        (lock(totals).render(), CONTENT_TYPE)
+    };
     let mut r = Response::new(Full::new(Bytes::from(body)));
     r.headers_mut().insert(
         header::CONTENT_TYPE,
-        header::HeaderValue::from_static(CONTENT_TYPE),
+        header::HeaderValue::from_static(content_type),
     );
     r
 }
