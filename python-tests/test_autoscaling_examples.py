@@ -164,6 +164,14 @@ def test_manifests_agree_with_each_other():
     assert port["targetPort"] == "metrics" and url.path == "/queue-time.json"
     assert trigger["metadata"]["aggregateFromKubeServiceEndpoints"] == "true"
     assert svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    # The probes ask rwsgi's health listener.
+    health_port = int(next(a for a in app["command"] if a.startswith("--health-bind=")).rsplit(":", 1)[1])
+    assert {"containerPort": health_port, "name": "health"} in app["ports"]
+    assert app["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+    assert app["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
+    delay = float(next(a for a in app["command"] if a.startswith("--shutdown-delay=")).split("=")[1])
+    grace = float(next(a for a in app["command"] if a.startswith("--graceful-timeout=")).split("=")[1])
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] >= delay + grace
 
 
 # ---------------------------------------------------------------------------
@@ -272,7 +280,8 @@ def queued_run(rwsgi_bin, tmp_path_factory):
     app = next(c for c in dep["spec"]["template"]["spec"]["containers"] if c["command"][0] == "rwsgi")
     metrics = f"127.0.0.1:{free_port()}"
     options = override(rwsgi_command(app["command"]), bind=None, workers=1, threads=THREADS,
-                       metrics_bind=metrics, notify_interval=1, graceful_timeout=5)
+                       metrics_bind=metrics, notify_interval=1, graceful_timeout=5,
+                       health_bind=f"127.0.0.1:{free_port()}")
     srv = launch(rwsgi_bin, APP, options, tmp / "rwsgi")
     nginx, nginx_port = launch_shipped_nginx(tmp / "nginx", srv.port)
     prom = Prometheus(tmp / "prometheus", scrape_job({"app": "my-app"}, metrics))

@@ -36,6 +36,9 @@ pub struct Cli {
     #[command(flatten)]
     pub notify: NotifyArgs,
 
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+
     /// Read options from this TOML file (keys are long option names).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -322,4 +325,33 @@ pub struct NotifyArgs {
     /// redis: seconds of history kept in `{prefix}:{hostname}:history`.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
     pub redis_history: f64,
+}
+
+// ---------------------------------------------------------------------------------
+// Lifecycle (Kubernetes probes, shutdown delay)
+// ---------------------------------------------------------------------------------
+
+/// Health endpoints and the shutdown delay an orchestrator needs.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Lifecycle")]
+pub struct LifecycleArgs {
+    /// Serve GET /healthz (master and a worker alive) and /readyz (serving, not
+    /// draining) on HOST:PORT, from the master.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub health_bind: Option<String>,
+
+    /// On TERM, fail /readyz at once but keep serving for SECS before draining, so an
+    /// orchestrator removes the instance from its endpoints before it stops accepting.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
+    pub shutdown_delay: f64,
+
+    /// /readyz also fails while the last report's p90 server_wait is above SECS (needs
+    /// --health-bind).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub ready_max_server_wait: Option<f64>,
 }

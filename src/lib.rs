@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`admin_http`]: the master's internal listeners (metrics, health).
 //! - [`cli`]: every command-line option, raw (clap derive).
 //! - [`config`]: layered sources (command line, `RWSGI_*` environment, TOML file) and
 //!   the validated [`config::Config`], one sub-struct per component.
@@ -15,6 +16,7 @@
 //!   snapshots that merge exactly, the per-interval [`tracker::report::Report`].
 //! - [`notify`]: the timer's sinks: log, prometheus, statsd, cloudwatch, azure, redis.
 
+pub mod admin_http;
 pub mod cli;
 pub mod config;
 pub mod control;

@@ -6,6 +6,7 @@
 
 pub mod bind;
 pub mod django;
+pub mod lifecycle;
 pub mod print;
 pub mod sources;
 
@@ -43,6 +44,7 @@ pub struct Config {
     pub log: LogConfig,
     pub tracker: TrackerConfig,
     pub notify: crate::notify::NotifyConfig,
+    pub lifecycle: lifecycle::LifecycleConfig,
 }
 
 /// Queue-time measurement and load shedding.
@@ -400,6 +402,7 @@ impl Config {
             log,
             tracker,
             notify,
+            lifecycle: lifecycle::LifecycleConfig::from_args(&cli.lifecycle)?,
         })
     }
 }

@@ -6,6 +6,7 @@
 //! `RWSGI_CONTROL_FD` in its environment is a worker (see [`crate::worker`]).
 
 pub mod aggregate;
+pub mod health;
 pub mod spawn;
 pub mod supervisor;
 
@@ -135,6 +136,21 @@ fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> 
     );
     let code = runtime.block_on(async {
         let mut sup = supervisor::Supervisor::new(config.clone());
+        // Bound before the workers boot: a probe gets a 503 while the app imports.
+        let _health_server = match &config.lifecycle.health_bind {
+            None => None,
+            Some(bind) => {
+                match health::start(bind, sup.health(), config.lifecycle.ready_max_server_wait)
+                    .await
+                {
+                    Ok(server) => Some(server),
+                    Err(e) => {
+                        eprintln!("rwsgi: error: {e}");
+                        return exit::USAGE;
+                    }
+                }
+            }
+        };
         let settings = match sup.boot().await {
             Ok(settings) => settings,
             Err(code) => return code,
@@ -160,6 +176,7 @@ fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> 
             }
         };
         let mut aggregator = aggregate::Aggregator::new(notify.interval(), notifier);
+        aggregator.set_health(sup.health());
         let code = sup.run(&mut aggregator).await;
         aggregator
             .finish(config.process.graceful_timeout.min(Duration::from_secs(10)))

@@ -41,7 +41,7 @@ pub mod statsd;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::fmt;
 use std::net::SocketAddr;
