@@ -7,6 +7,7 @@
 pub mod bind;
 pub mod django;
 pub mod lifecycle;
+pub mod platform;
 pub mod print;
 pub mod sources;
 

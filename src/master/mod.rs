@@ -29,7 +29,7 @@ pub mod exit {
 /// Runs rwsgi (master or worker) and returns the process exit code.
 pub fn main() -> i32 {
     // Command line > RWSGI_* environment > --config file > default; see config::sources.
-    let (cli, sources) = match crate::config::sources::parse_layered(
+    let (mut cli, sources) = match crate::config::sources::parse_layered(
         std::env::args_os().collect(),
         &std::env::vars_os().collect(),
     ) {
@@ -48,6 +48,11 @@ pub fn main() -> i32 {
             }
         };
     }
+    // Heroku, Render, Fly, Cloud Run, ECS, Railway: defaults for what nobody set.
+    let env: std::collections::HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let platform = crate::config::platform::apply(&mut cli, &sources, &env);
     let config = match Config::from_cli(&cli) {
         Ok(c) => c,
         Err(e) => {
@@ -62,6 +67,9 @@ pub fn main() -> i32 {
     let config = Arc::new(config);
     if let Some(worker) = worker_env() {
         return crate::worker::main(config, worker.0, worker.1, worker.2);
+    }
+    if let Some(line) = platform {
+        tracing::info!("{line}");
     }
     run_master(config, &cli, &sources)
 }
