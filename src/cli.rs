@@ -39,6 +39,9 @@ pub struct Cli {
     #[command(flatten)]
     pub lifecycle: LifecycleArgs,
 
+    #[command(flatten)]
+    pub scaling: ScalingArgs,
+
     /// Read options from this TOML file (keys are long option names).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -354,4 +357,47 @@ pub struct LifecycleArgs {
     /// --health-bind).
     #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub ready_max_server_wait: Option<f64>,
+}
+
+/// rwsgi adding and retiring its own workers from the queue signal.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Worker scaling")]
+pub struct ScalingArgs {
+    /// Scale workers between --min-workers and --max-workers from p90 server_wait /
+    /// queue time and utilization (both needed; --workers is where it starts).
+    #[arg(long, value_name = "N")]
+    pub min_workers: Option<usize>,
+
+    /// Upper bound for worker scaling (also bounded by available memory).
+    #[arg(long, value_name = "N")]
+    pub max_workers: Option<usize>,
+
+    /// Add a worker when the last report's p90 wait (the larger of server_wait and
+    /// queue_time) is above SECS.
+    #[arg(
+        long,
+        default_value_t = 0.05,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
+    pub scale_up_wait: f64,
+
+    /// Retire a worker when the others would stay below this utilization (0..1) and
+    /// the p90 wait is under a quarter of --scale-up-wait, for 3 reports in a row.
+    #[arg(
+        long,
+        default_value_t = 0.5,
+        value_name = "RATIO",
+        allow_negative_numbers = true
+    )]
+    pub scale_down_utilization: f64,
+
+    /// Seconds after a scaling step before the next one.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
+    pub scale_cooldown: f64,
 }

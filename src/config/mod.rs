@@ -395,6 +395,8 @@ impl Config {
             l.log_format,
         )
         .map_err(ConfigError)?;
+        let lifecycle =
+            lifecycle::LifecycleConfig::from_args(&cli.lifecycle, &cli.scaling, process.workers)?;
         Ok(Config {
             app,
             server,
@@ -403,7 +405,7 @@ impl Config {
             log,
             tracker,
             notify,
-            lifecycle: lifecycle::LifecycleConfig::from_args(&cli.lifecycle)?,
+            lifecycle,
         })
     }
 }

@@ -7,6 +7,8 @@
 
 pub mod aggregate;
 pub mod health;
+pub mod memory;
+pub mod scaler;
 pub mod spawn;
 pub mod supervisor;
 

@@ -29,6 +29,7 @@ const STORM_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A worker that dies sooner than this after starting counts towards a storm.
 const EARLY_DEATH: Duration = Duration::from_secs(2);
 
+mod autoscale;
 mod lifecycle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,11 +143,18 @@ pub struct Supervisor {
     health: Arc<Health>,
     /// End of `--shutdown-delay` after a TERM; the drain starts then.
     term_at: Option<Instant>,
+    /// `--min-workers`/`--max-workers`: moves `target` from the reports.
+    scaler: Option<super::scaler::Scaler>,
 }
 
 impl Supervisor {
     pub fn new(config: Arc<Config>) -> Supervisor {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let scaler = config
+            .lifecycle
+            .scaling
+            .clone()
+            .map(super::scaler::Scaler::new);
         Supervisor {
             target: config.process.workers,
             config,
@@ -177,6 +185,7 @@ impl Supervisor {
             },
             health: Health::new(),
             term_at: None,
+            scaler,
         }
     }
 
@@ -356,6 +365,7 @@ impl Supervisor {
                     self.check_timeouts();
                     self.maintain();
                     self.lifecycle_tick();
+                    self.autoscale_tick();
                     let serving = self.ready_count();
                     let mut send_collect = |seq: u64| self.collect(seq);
                     collector.tick(&mut send_collect, serving);
