@@ -3,7 +3,8 @@
 //! channel (heartbeats, tracker snapshots, recycling).
 //!
 //! Workers are started by re-executing the rwsgi binary, never by forking a process
-//! that already runs Python or tokio.
+//! that already runs Python or tokio. Its `main` is reached from `start.rs`, not
+//! from the master's code.
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -15,12 +16,18 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
-use crate::master::exit;
-use crate::server::{self, listener::Listener, Stop, WorkerShared};
+use crate::dispatch::{Dispatcher, Shared};
+use crate::error::{exit, Fatal, OrLog};
+use crate::server::{self, listener::Listener, Stop};
 use crate::wsgi::interpreter;
 
-/// Runs worker `id` on the control socket `control_fd`; returns the exit code.
-pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<RawFd>) -> i32 {
+/// Runs worker `id` on the control socket `control_fd` until it is told to stop.
+pub fn main(
+    config: Arc<Config>,
+    id: u32,
+    control_fd: RawFd,
+    balance_fd: Option<RawFd>,
+) -> Result<(), Fatal> {
     let span = tracing::info_span!("worker", id);
     let _enter = span.enter();
     // SAFETY: the master passed this fd number for our end of the control socket.
@@ -31,22 +38,12 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     );
 
     if let Some(dir) = &config.python.chdir {
-        if let Err(e) = std::env::set_current_dir(dir) {
-            eprintln!("rwsgi: error: --chdir {}: {e}", dir.display());
-            return exit::BOOT;
-        }
+        std::env::set_current_dir(dir)
+            .map_err(|e| Fatal::boot(format_args!("--chdir {}: {e}", dir.display())))?;
     }
-    if let Err(e) = interpreter::initialize(&config.python) {
-        eprintln!("rwsgi: error: {e}");
-        return exit::BOOT;
-    }
-    let app = match pyo3::Python::attach(|py| interpreter::load_app(py, &config.app)) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("rwsgi: error: {e}");
-            return exit::BOOT;
-        }
-    };
+    interpreter::initialize(&config.python).map_err(Fatal::boot)?;
+    let app =
+        pyo3::Python::attach(|py| interpreter::load_app(py, &config.app)).map_err(Fatal::boot)?;
     let django = if config.python.read_django_settings {
         pyo3::Python::attach(crate::wsgi::django::read)
     } else {
@@ -57,36 +54,23 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
         pid: std::process::id(),
         django,
     };
-    if control::send_blocking(&mut ctl, &ready).is_err() {
-        return exit::RUNTIME;
-    }
-    let fds = match control::recv_listen(&mut ctl) {
-        Ok(fds) => fds,
-        Err(e) => {
-            tracing::debug!(error = %e, "no sockets from the master; exiting");
-            return exit::RUNTIME;
-        }
-    };
-    let mut listeners = Vec::with_capacity(fds.len());
-    for fd in fds {
-        match Listener::from_fd(fd) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                tracing::error!(error = %e, "bad socket from the master");
-                return exit::RUNTIME;
-            }
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    control::send_blocking(&mut ctl, &ready).map_err(|_| Fatal::said(exit::RUNTIME))?;
+    let fds = control::recv_listen(&mut ctl).map_err(|e| {
+        Fatal::logged(
+            tracing::Level::DEBUG,
+            "no sockets from the master; exiting",
+            e,
+        )
+    })?;
+    let listeners = fds
+        .into_iter()
+        .map(Listener::from_fd)
+        .collect::<Result<Vec<_>, _>>()
+        .or_log("bad socket from the master")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return exit::RUNTIME;
-        }
-    };
+        .or_log("cannot start the runtime")?;
     let balance = balance_fd.and_then(|fd| match server::balance::Region::map(fd) {
         Ok(r) => Some(r.worker(id)),
         Err(e) => {
@@ -94,20 +78,15 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
             None
         }
     });
-    let shared = match WorkerShared::new(&config, runtime.handle().clone(), balance) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            return exit::RUNTIME;
-        }
-    };
+    let dispatch =
+        Dispatcher::start(&config, app, runtime.handle().clone()).or_log("cannot start")?;
+    let shared = dispatch.shared().clone();
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     // The control channel (heartbeats, snapshots, recycling, signals) runs on a thread
     // of its own, so that a request running on the IO thread (`--threads 1` runs
     // bodiless requests there) never delays a heartbeat or a snapshot.
     let (served_tx, served_rx) = tokio::sync::oneshot::channel::<Stop>();
     let control = {
-        let shared = shared.clone();
         let limit = config.process.max_requests_limit(id);
         let span = tracing::Span::current();
         std::thread::Builder::new()
@@ -116,22 +95,16 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
                 let _enter = span.enter();
                 control_thread(ctl, shared, stop_tx, limit, served_rx)
             })
-    };
-    let control = match control {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the control thread");
-            return exit::RUNTIME;
-        }
+            .or_log("cannot start the control thread")?
     };
     tracing::info!(pid = std::process::id(), "Booted worker");
 
-    let result = server::run(
-        config,
+    server::run(
+        &config,
         listeners,
-        app,
         &runtime,
-        shared.clone(),
+        dispatch,
+        balance,
         stop_rx.clone(),
     );
     let how = *stop_rx.borrow();
@@ -139,23 +112,15 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     if control.join().is_err() {
         tracing::error!("the control thread panicked");
     }
-    match result {
-        Ok(()) => {
-            tracing::info!(pid = std::process::id(), "Worker exiting");
-            exit::OK
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "worker failed");
-            exit::RUNTIME
-        }
-    }
+    tracing::info!(pid = std::process::id(), "Worker exiting");
+    Ok(())
 }
 
 /// Runs the control channel until the server is done (`served` fires), then sends
 /// the last partial interval unless the stop was fast.
 fn control_thread(
     ctl: UnixStream,
-    shared: Arc<WorkerShared>,
+    shared: Arc<Shared>,
     stop_tx: watch::Sender<Stop>,
     limit: Option<u64>,
     served: tokio::sync::oneshot::Receiver<Stop>,
@@ -258,7 +223,7 @@ async fn read_loop(
     mut r: tokio::net::unix::OwnedReadHalf,
     out: mpsc::Sender<ToMaster>,
     stop: watch::Sender<Stop>,
-    shared: Arc<WorkerShared>,
+    shared: Arc<Shared>,
 ) {
     while let Some(body) = control::read_frame(&mut r).await {
         match control::decode::<ToWorker>(&body) {
@@ -282,11 +247,7 @@ async fn read_loop(
 /// (a busy worker serves hundreds of requests per heartbeat).
 const RECYCLE_POLL: Duration = Duration::from_millis(20);
 
-async fn heartbeat_loop(
-    shared: Arc<WorkerShared>,
-    out: mpsc::Sender<ToMaster>,
-    limit: Option<u64>,
-) {
+async fn heartbeat_loop(shared: Arc<Shared>, out: mpsc::Sender<ToMaster>, limit: Option<u64>) {
     let mut asked = false;
     let mut beat = tokio::time::interval(Duration::from_millis(500));
     let mut poll = tokio::time::interval(RECYCLE_POLL);
@@ -294,7 +255,7 @@ async fn heartbeat_loop(
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
+                let served = shared.served();
                 let beat = ToMaster::Heartbeat {
                     served,
                     oldest: shared.oldest_busy(),
@@ -304,7 +265,7 @@ async fn heartbeat_loop(
                 }
             }
             _ = poll.tick(), if limit.is_some() && !asked => {
-                let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
+                let served = shared.served();
                 if limit.is_some_and(|limit| served >= limit) {
                     asked = true;
                     tracing::info!(served, "max requests reached; asking to be replaced");
@@ -317,7 +278,7 @@ async fn heartbeat_loop(
     }
 }
 
-async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
+async fn signals(stop: watch::Sender<Stop>, shared: Arc<Shared>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup)) = (
         signal(SignalKind::terminate()),
@@ -336,10 +297,8 @@ async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
             _ = quit.recv() => { let _ = stop.send(Stop::Fast); }
             _ = hup.recv() => {}
             _ = usr1.recv() => {
-                if let Some(log) = &shared.access_log {
-                    if let Err(e) = log.reopen() {
-                        tracing::warn!(error = %e, "cannot reopen the access log");
-                    }
+                if let Err(e) = shared.reopen_access_log() {
+                    tracing::warn!(error = %e, "cannot reopen the access log");
                 }
                 crate::logging::reopen();
             }
