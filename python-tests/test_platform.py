@@ -70,3 +70,44 @@ def test_cloud_run_has_no_stamp_but_trusts_forwarded_headers(start_server):
     assert isinstance(env["rwsgi.server_wait"], float)
     line = next(l for l in srv.stderr_text().splitlines() if "Platform:" in l)
     assert "Platform: Cloud Run (K_SERVICE is set)" in line and "server_wait" in line, line
+
+
+# ---------------------------------------------------------------------------
+# --set-request-start: X-Request-Start for APM agents
+# ---------------------------------------------------------------------------
+
+
+def request_start(env: dict) -> float | None:
+    raw = env.get("HTTP_X_REQUEST_START")
+    if raw is None:
+        return None
+    assert raw.startswith("t=") and raw[2:].isdigit(), raw
+    return int(raw[2:]) / 1e6
+
+
+def test_set_request_start_from_the_kernel_arrival_without_a_stamp(start_server):
+    srv = start_server(APP, "--set-request-start")
+    before = time.time()
+    env = environ_from(srv, {}, source="127.0.0.1")
+    after = time.time()
+    start = request_start(env)
+    assert start is not None and before - 0.005 <= start <= after, (before, start, after)
+    # It is the arrival: the app's wait since then is rwsgi.server_wait.
+    assert env["rwsgi.server_wait"] >= 0
+
+
+def test_set_request_start_uses_the_trusted_proxy_stamp(start_server):
+    srv = start_server(APP, "--set-request-start", "--queue-header", "X-RequestTime")
+    stamp = time.time() - 0.3
+    env = environ_from(srv, {"X-RequestTime": f"{stamp:.3f}"}, source="127.0.0.1")
+    start = request_start(env)
+    assert start is not None and abs(start - float(f"{stamp:.3f}")) < 0.002, (stamp, start)
+    assert 0.29 <= env["rwsgi.queue_time"] < 1.0
+
+
+def test_set_request_start_keeps_a_header_the_request_brought_and_is_opt_in(start_server):
+    srv = start_server(APP, "--set-request-start")
+    env = environ_from(srv, {"X-Request-Start": "t=123"}, source="127.0.0.1")
+    assert env["HTTP_X_REQUEST_START"] == "t=123"
+    plain = start_server(APP)
+    assert "HTTP_X_REQUEST_START" not in environ_from(plain, {}, source="127.0.0.1")

@@ -42,6 +42,9 @@ pub struct Cli {
     #[command(flatten)]
     pub scaling: ScalingArgs,
 
+    #[command(flatten)]
+    pub apm: ApmArgs,
+
     /// Read options from this TOML file (keys are long option names).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -400,4 +403,15 @@ pub struct ScalingArgs {
         allow_negative_numbers = true
     )]
     pub scale_cooldown: f64,
+}
+
+/// What APM agents (New Relic, Scout, Datadog) read.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "APM")]
+pub struct ApmArgs {
+    /// Give the app `HTTP_X_REQUEST_START: t=<µs since the epoch>` when the request has
+    /// no X-Request-Start: the trusted proxy stamp if there was one, else the kernel's
+    /// arrival time, so APM queue panels show the wait before the app ran.
+    #[arg(long)]
+    pub set_request_start: bool,
 }

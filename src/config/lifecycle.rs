@@ -1,5 +1,5 @@
 //! `--health-bind`, `--shutdown-delay`, `--ready-max-server-wait` and worker scaling
-//! (`--min-workers`, `--max-workers`, thresholds), validated.
+//! (`--min-workers`, `--max-workers`, thresholds), `--set-request-start`, validated.
 
 use std::time::Duration;
 
@@ -17,12 +17,15 @@ pub struct LifecycleConfig {
     pub ready_max_server_wait: Option<Duration>,
     /// rwsgi's own worker scaling; `None`: the pool stays at `--workers` (TTIN/TTOU).
     pub scaling: Option<ScalingConfig>,
+    /// `--set-request-start`: add `HTTP_X_REQUEST_START` for APM agents.
+    pub set_request_start: bool,
 }
 
 impl LifecycleConfig {
     pub fn from_args(
         a: &LifecycleArgs,
         scaling: &crate::cli::ScalingArgs,
+        apm: &crate::cli::ApmArgs,
         workers: usize,
     ) -> Result<LifecycleConfig, ConfigError> {
         if let Some(bind) = &a.health_bind {
@@ -44,6 +47,7 @@ impl LifecycleConfig {
             shutdown_delay: secs("--shutdown-delay", a.shutdown_delay, true)?,
             ready_max_server_wait,
             scaling: ScalingConfig::from_args(scaling, workers)?,
+            set_request_start: apm.set_request_start,
         })
     }
 }

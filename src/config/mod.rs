@@ -396,8 +396,12 @@ impl Config {
             l.log_format,
         )
         .map_err(ConfigError)?;
-        let lifecycle =
-            lifecycle::LifecycleConfig::from_args(&cli.lifecycle, &cli.scaling, process.workers)?;
+        let lifecycle = lifecycle::LifecycleConfig::from_args(
+            &cli.lifecycle,
+            &cli.scaling,
+            &cli.apm,
+            process.workers,
+        )?;
         Ok(Config {
             app,
             server,
