@@ -5,6 +5,7 @@
 #   bench/run.sh --quick         quick comparison (1 round, 2 s per load, < 3 min)
 #   bench/run.sh vs-wrk          generator vs wrk on serve-hello and granian
 #   bench/run.sh scenario        autoscaling ramp on rwsgi (tracker on)
+#   bench/run.sh autoscale       closed loop: the HPA rule scaling rwsgi on queue time vs CPU
 #   bench/run.sh callgrind       instructions per request under valgrind (tracker on ÷ off,
 #                                rwsgi vs bjoern); options in bench/callgrind.sh
 #   bench/run.sh soak [SECS]     30-minute soak (python-tests/soak.py: mixed load, HUP,
@@ -31,7 +32,7 @@ PYTHON="${PYTHON:-python3}"
 
 mode=compare
 case "${1:-}" in
-  load|serve-hello|vs-wrk|compare|scenario|render|callgrind) mode="$1"; shift ;;
+  load|serve-hello|vs-wrk|compare|scenario|autoscale|render|callgrind) mode="$1"; shift ;;
 esac
 
 say() { printf '\n== %s\n' "$*" >&2; }
@@ -108,7 +109,7 @@ case "$mode" in
   callgrind)
     export CARGO_TARGET_DIR="$TARGET" RWSGI_BIN="$RWSGI"
     exec bash "$ROOT/bench/callgrind.sh" "$@" ;;
-  compare|vs-wrk|scenario|render)
+  compare|vs-wrk|scenario|autoscale|render)
     exec "$TARGET/release/rwsgi-bench" "$mode" --venv "$VENV" --rwsgi "$RWSGI" "$@" ;;
   *)
     exec "$TARGET/release/rwsgi-bench" "$mode" "$@" ;;

@@ -77,6 +77,10 @@ def base_env(extra: dict | None = None) -> dict:
     env = dict(os.environ)
     env.pop("PORT", None)
     env.pop("WEB_CONCURRENCY", None)
+    # A test machine on a platform rwsgi detects would change every server's defaults.
+    for marker in ("DYNO", "RENDER_SERVICE_ID", "FLY_APP_NAME", "K_SERVICE",
+                   "ECS_CONTAINER_METADATA_URI_V4", "RAILWAY_ENVIRONMENT_NAME"):
+        env.pop(marker, None)
     if sys.prefix != sys.base_prefix:
         env["VIRTUAL_ENV"] = sys.prefix
     # A panic's message and location are enough; full backtraces bury the log tail.

@@ -18,6 +18,8 @@ log() { printf '\n==> %s\n' "$*" >&2; }
 need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
+# A real Prometheus runs the autoscaling examples' PromQL (test_autoscaling_examples.py).
+command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
 if [ ${#need[@]} -gt 0 ]; then
     log "installing ${need[*]}"
     SUDO=""
@@ -28,7 +30,7 @@ if [ ${#need[@]} -gt 0 ]; then
         $SUDO apt-get install -y --no-install-recommends "${need[@]}"
     fi
     # Debian starts the packaged services; the tests run their own on free ports.
-    for svc in nginx redis-server; do
+    for svc in nginx redis-server prometheus prometheus-node-exporter; do
         $SUDO systemctl stop "$svc" >/dev/null 2>&1 || $SUDO service "$svc" stop >/dev/null 2>&1 || true
     done
 fi

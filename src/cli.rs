@@ -38,6 +38,15 @@ pub struct Cli {
     #[command(flatten)]
     pub notify: NotifyArgs,
 
+    #[command(flatten)]
+    pub lifecycle: LifecycleArgs,
+
+    #[command(flatten)]
+    pub scaling: ScalingArgs,
+
+    #[command(flatten)]
+    pub apm: ApmArgs,
+
     /// Read options from this TOML file (keys are long option names).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -367,4 +376,87 @@ pub struct NotifyArgs {
     /// redis: seconds of history kept in `{prefix}:{hostname}:history`.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
     pub redis_history: f64,
+}
+
+// ---------------------------------------------------------------------------------
+// Lifecycle (Kubernetes probes, shutdown delay)
+// ---------------------------------------------------------------------------------
+
+/// Health endpoints and the shutdown delay an orchestrator needs.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Lifecycle")]
+pub struct LifecycleArgs {
+    /// Serve GET /healthz (master and a worker alive) and /readyz (serving, not
+    /// draining) on HOST:PORT, from the master.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub health_bind: Option<String>,
+
+    /// On TERM, fail /readyz at once but keep serving for SECS before draining, so an
+    /// orchestrator removes the instance from its endpoints before it stops accepting.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
+    pub shutdown_delay: f64,
+
+    /// /readyz also fails while the last report's p90 server_wait is above SECS (needs
+    /// --health-bind).
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
+    pub ready_max_server_wait: Option<f64>,
+}
+
+/// rwsgi adding and retiring its own workers from the queue signal.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Worker scaling")]
+pub struct ScalingArgs {
+    /// Scale workers between --min-workers and --max-workers from p90 server_wait /
+    /// queue time and utilization (both needed; --workers is where it starts).
+    #[arg(long, value_name = "N")]
+    pub min_workers: Option<usize>,
+
+    /// Upper bound for worker scaling (also bounded by available memory).
+    #[arg(long, value_name = "N")]
+    pub max_workers: Option<usize>,
+
+    /// Add a worker when the last report's p90 wait (the larger of server_wait and
+    /// queue_time) is above SECS.
+    #[arg(
+        long,
+        default_value_t = 0.05,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
+    pub scale_up_wait: f64,
+
+    /// Retire a worker when the others would stay below this utilization (0..1) and
+    /// the p90 wait is under a quarter of --scale-up-wait, for 3 reports in a row.
+    #[arg(
+        long,
+        default_value_t = 0.5,
+        value_name = "RATIO",
+        allow_negative_numbers = true
+    )]
+    pub scale_down_utilization: f64,
+
+    /// Seconds after a scaling step before the next one.
+    #[arg(
+        long,
+        default_value_t = 10.0,
+        value_name = "SECS",
+        allow_negative_numbers = true
+    )]
+    pub scale_cooldown: f64,
+}
+
+/// What APM agents (New Relic, Scout, Datadog) read.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "APM")]
+pub struct ApmArgs {
+    /// Give the app `HTTP_X_REQUEST_START: t=<µs since the epoch>` when the request has
+    /// no X-Request-Start: the trusted proxy stamp if there was one, else the kernel's
+    /// arrival time, so APM queue panels show the wait before the app ran.
+    #[arg(long)]
+    pub set_request_start: bool,
 }

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //!
+//! - [`admin_http`]: the master's internal listeners (metrics, health).
 //! - [`cli`]: every command-line option, raw (clap derive).
 //! - [`config`]: layered sources (command line, `GUNICORN_CMD_ARGS`, `RWSGI_*`
 //!   environment, TOML or Python config file, Django settings), gunicorn's settings
@@ -22,6 +23,7 @@
 //! - [`notify`]: the timer's sinks: log, prometheus, statsd, cloudwatch, azure, redis.
 //! - [`throttle`]: one log line per interval for errors that repeat per request.
 
+pub mod admin_http;
 pub mod cli;
 pub mod config;
 pub mod contract;

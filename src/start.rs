@@ -21,7 +21,7 @@ pub fn run() -> Result<(), Fatal> {
     }
     // Command line > GUNICORN_CMD_ARGS > RWSGI_* environment > config file > Django >
     // default; see config::sources.
-    let (cli, sources) = crate::config::sources::parse_layered(
+    let (mut cli, sources) = crate::config::sources::parse_layered(
         std::env::args_os().collect(),
         &std::env::vars_os().collect(),
     )
@@ -31,6 +31,11 @@ pub fn run() -> Result<(), Fatal> {
         print!("{toml}");
         return Ok(());
     }
+    // Heroku, Render, Fly, Cloud Run, ECS, Railway: defaults for what nobody set.
+    let env: std::collections::HashMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let platform = crate::config::platform::apply(&mut cli, &sources, &env);
     let layers = Layers { cli, sources };
     // Before the app is imported, the Django layer is empty: see `Config::from_layers`.
     let config = Config::from_layers(&layers, &Default::default()).map_err(|e| {
@@ -45,6 +50,9 @@ pub fn run() -> Result<(), Fatal> {
     let config = Arc::new(config);
     if let Some((id, control_fd, balance_fd)) = worker_env() {
         return crate::worker::main(&layers, config, id, control_fd, balance_fd);
+    }
+    if let Some(line) = platform {
+        tracing::info!("{line}");
     }
     for note in &config.notes {
         tracing::info!("{note}");

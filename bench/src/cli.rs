@@ -33,6 +33,8 @@ pub enum Command {
     /// Autoscaling scenario: ramp open-model load past capacity and back, record
     /// client-side and server-reported queue time per second, plot them.
     Scenario(ScenarioArgs),
+    /// The closed loop: the HPA rule scaling rwsgi's workers on queue time, then on CPU.
+    Autoscale(AutoscaleArgs),
     /// Re-render latest.md and latest.png from a compare JSON file.
     Render(RenderArgs),
 }
@@ -241,6 +243,47 @@ pub struct ScenarioArgs {
     /// Load an already running server at this URL instead of starting one.
     #[arg(long)]
     pub url: Option<String>,
+    #[command(flatten)]
+    pub paths: Paths,
+}
+
+/// `autoscale`.
+#[derive(Debug, Clone, Args)]
+pub struct AutoscaleArgs {
+    /// App (default: sleep, I/O-bound with a known service time).
+    #[arg(long, default_value = "sleep")]
+    pub app: String,
+    /// The app's service time, ms (sleep: 10).
+    #[arg(long, default_value_t = 10.0)]
+    pub service_ms: f64,
+    /// Python threads per worker: one worker serves threads ÷ service time req/s.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Upper bound for the controller.
+    #[arg(long, default_value_t = 6)]
+    pub max_workers: usize,
+    /// Load levels in multiples of one worker's capacity, comma separated.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.5,1,2,3,4,5,4,3,2,1,0.5"
+    )]
+    pub levels: Vec<f64>,
+    /// Seconds per level.
+    #[arg(long, default_value_t = 10.0)]
+    pub step_secs: f64,
+    /// Seconds between controller decisions.
+    #[arg(long, default_value_t = 2.0)]
+    pub period: f64,
+    /// Queue-time target, seconds (the shipped KEDA prometheus trigger's threshold).
+    #[arg(long, default_value_t = 0.05)]
+    pub queue_target: f64,
+    /// CPU utilization target per worker (0..1), as an HPA's averageUtilization.
+    #[arg(long, default_value_t = 0.6)]
+    pub cpu_target: f64,
+    /// Client connections (requests beyond them wait in the generator, stamped).
+    #[arg(short = 'c', long, default_value_t = 256)]
+    pub connections: usize,
     #[command(flatten)]
     pub paths: Paths,
 }

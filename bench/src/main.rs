@@ -15,7 +15,9 @@
 //! - [`wrk`]: running wrk and reading its numbers; [`vs_wrk`] the comparison.
 //! - [`runner`]: the peers, the apps, process control, medians, table and chart.
 //! - [`scenario`]: the autoscaling ramp and its plot.
+//! - [`autoscale`]: the closed loop, the HPA rule scaling rwsgi on queue time vs CPU.
 
+mod autoscale;
 mod cli;
 mod cpu;
 mod font;
@@ -77,6 +79,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::VsWrk(args) => vs_wrk::run(&args),
         Command::Compare(args) => runner::compare::run(&args),
         Command::Scenario(args) => scenario::run(&args),
+        Command::Autoscale(args) => autoscale::run(&args),
         Command::Render(args) => {
             let env = runner::servers::Env::from_paths(&args.paths)?;
             let path = args.json.unwrap_or_else(|| env.out.join("latest.json"));

@@ -12,6 +12,8 @@
 pub mod bind;
 pub mod django;
 pub mod gunicorn;
+pub mod lifecycle;
+pub mod platform;
 pub mod print;
 pub mod pyfile;
 pub mod sources;
@@ -59,6 +61,7 @@ pub struct Config {
     pub notes: Vec<String>,
     /// `--option from QUEUE_TIME_TRACKER_X`: what the Django layer filled, for the log.
     pub django: Vec<String>,
+    pub lifecycle: lifecycle::LifecycleConfig,
 }
 
 /// The parsed sources a [`Config`] is built from: kept, so that the Django layer can
@@ -523,6 +526,12 @@ impl Config {
         .map_err(ConfigError)?;
         let gunicorn = gunicorn::Gunicorn::from_values(&cli.gunicorn)?;
         notes.extend(gunicorn.notes().iter().cloned());
+        let lifecycle = lifecycle::LifecycleConfig::from_args(
+            &cli.lifecycle,
+            &cli.scaling,
+            &cli.apm,
+            process.workers,
+        )?;
         Ok(Config {
             app,
             server,
@@ -535,6 +544,7 @@ impl Config {
             check_config: cli.check_config,
             notes,
             django: Vec::new(),
+            lifecycle,
         })
     }
 }

@@ -22,6 +22,8 @@ use crate::wsgi::{Call, Handled, Mode, Outcome, RequestFacts, Suspended};
 pub struct Policy {
     tracker: TrackerConfig,
     forwarded_allow: TrustedPeers,
+    /// `--set-request-start`.
+    set_request_start: bool,
 }
 
 impl Policy {
@@ -29,7 +31,25 @@ impl Policy {
         Policy {
             tracker: config.tracker.clone(),
             forwarded_allow: config.server.forwarded_allow.clone(),
+            set_request_start: config.lifecycle.set_request_start,
         }
+    }
+
+    /// `HTTP_X_REQUEST_START` for APM agents, in µs since the epoch: when the request
+    /// started waiting as far as rwsgi knows (the trusted proxy stamp, else the
+    /// kernel's arrival time). `None` without `--set-request-start` or when the
+    /// request brought its own `X-Request-Start` (the app sees that one).
+    fn request_start_us(
+        &self,
+        request: &Request,
+        dispatch_wall: Option<Duration>,
+        waited: Duration,
+    ) -> Option<u64> {
+        if !self.set_request_start || request.headers.contains_key("x-request-start") {
+            return None;
+        }
+        let start = dispatch_wall?.checked_sub(waited)?;
+        u64::try_from(start.as_micros()).ok()
     }
 
     /// What the policy decides once per connection.
@@ -108,6 +128,12 @@ pub fn run(
     } = job;
     let server_wait = dispatched.saturating_duration_since(request.arrived_at);
     let policy = &shared.policy;
+    // The wall clock at dispatch: the arrival's, carried forward by the monotonic
+    // server_wait, when the kernel stamped the arrival.
+    let dispatch_wall = match request.arrived_wall {
+        Some(arrived) => arrived.checked_add(server_wait),
+        None => SystemTime::now().duration_since(UNIX_EPOCH).ok(),
+    };
     let stamp = match &policy.tracker.queue_header {
         None => Stamp::Missing,
         // The last one: a proxy that appends its stamp (rather than replacing it) puts
@@ -115,12 +141,7 @@ pub fn run(
         Some(name) => classify_at(
             last_value(&request.headers, name).map(|v| v.as_bytes()),
             conn.trusted,
-            // The wall clock at dispatch: the arrival's, carried forward by the
-            // monotonic server_wait, when the kernel stamped the arrival.
-            match request.arrived_wall {
-                Some(arrived) => arrived.checked_add(server_wait),
-                None => SystemTime::now().duration_since(UNIX_EPOCH).ok(),
-            },
+            dispatch_wall,
             policy.tracker.max_age,
         ),
     };
@@ -144,6 +165,7 @@ pub fn run(
     let waited = stamp
         .queue_time()
         .map_or(server_wait, |queue_time| queue_time.max(server_wait));
+    let request_start_us = policy.request_start_us(&request, dispatch_wall, waited);
     let method = request.method.clone();
     let uri = request.uri.clone();
     let max_queue_time = policy.tracker.max_queue_time;
@@ -165,6 +187,7 @@ pub fn run(
                 url_scheme: fwd.scheme,
                 queue_time: stamp.queue_time().map(|d| d.as_secs_f64()),
                 server_wait: server_wait.as_secs_f64(),
+                request_start_us,
             },
             log: shared
                 .access_log

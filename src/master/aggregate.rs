@@ -37,6 +37,8 @@ pub struct Aggregator {
     notifier: Option<Notifier>,
     serving: usize,
     last_report: Instant,
+    /// Receives each report's signals for `/readyz` and worker scaling.
+    health: Option<std::sync::Arc<super::health::Health>>,
 }
 
 impl Aggregator {
@@ -56,7 +58,13 @@ impl Aggregator {
             notifier,
             serving: 0,
             last_report: now,
+            health: None,
         }
+    }
+
+    /// Also hands every report to `health`.
+    pub fn set_health(&mut self, health: std::sync::Arc<super::health::Health>) {
+        self.health = Some(health);
     }
 
     fn publish(&mut self, mut merged: Snapshot) {
@@ -66,6 +74,9 @@ impl Aggregator {
         self.last_report = now;
         let mut report = merged.render(&self.hostname, SystemTime::now(), covered);
         report.workers = self.serving as u32;
+        if let Some(h) = &self.health {
+            h.record(&report);
+        }
         if let Some(n) = &self.notifier {
             n.publish(report);
         }

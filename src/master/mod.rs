@@ -6,6 +6,9 @@
 //! is, and calls [`run`] for the master.
 
 pub mod aggregate;
+pub mod health;
+pub mod memory;
+pub mod scaler;
 pub mod spawn;
 pub mod supervisor;
 
@@ -55,6 +58,15 @@ pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fa
     );
     let ended = runtime.block_on(async {
         let mut sup = supervisor::Supervisor::new(config.clone());
+        // Bound before the workers boot: a probe gets a 503 while the app imports.
+        let _health_server = match &config.lifecycle.health_bind {
+            None => None,
+            Some(bind) => Some(
+                health::start(bind, sup.health(), config.lifecycle.ready_max_server_wait)
+                    .await
+                    .map_err(Fatal::usage)?,
+            ),
+        };
         let settings = sup.boot().await.map_err(Fatal::said)?;
         // A sink that cannot start stops the workers that booted before it.
         let sinks = async {
@@ -75,6 +87,7 @@ pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fa
             }
         };
         let mut aggregator = aggregate::Aggregator::new(notify.interval(), notifier);
+        aggregator.set_health(sup.health());
         let code = sup.run(&mut aggregator).await;
         aggregator
             .finish(config.process.graceful_timeout.min(Duration::from_secs(10)))

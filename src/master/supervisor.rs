@@ -15,6 +15,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
 use super::exit;
+use super::health::Health;
 use super::spawn;
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
@@ -27,6 +28,9 @@ const STORM_WINDOW: Duration = Duration::from_secs(10);
 const STORM_MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// A worker that dies sooner than this after starting counts towards a storm.
 const EARLY_DEATH: Duration = Duration::from_secs(2);
+
+mod autoscale;
+mod lifecycle;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -135,11 +139,22 @@ pub struct Supervisor {
     /// The connection counts workers share to spread bursts (`server/balance.rs`);
     /// `None` if the memfd could not be made (workers then accept freely).
     balance: Option<crate::server::balance::Region>,
+    /// What `/healthz` and `/readyz` read; the aggregator writes the report signals.
+    health: Arc<Health>,
+    /// End of `--shutdown-delay` after a TERM; the drain starts then.
+    term_at: Option<Instant>,
+    /// `--min-workers`/`--max-workers`: moves `target` from the reports.
+    scaler: Option<super::scaler::Scaler>,
 }
 
 impl Supervisor {
     pub fn new(config: Arc<Config>) -> Supervisor {
         let (events_tx, events_rx) = mpsc::unbounded_channel();
+        let scaler = config
+            .lifecycle
+            .scaling
+            .clone()
+            .map(super::scaler::Scaler::new);
         Supervisor {
             target: config.process.workers,
             config,
@@ -168,7 +183,15 @@ impl Supervisor {
                     None
                 }
             },
+            health: Health::new(),
+            term_at: None,
+            scaler,
         }
+    }
+
+    /// The state the health listener and the aggregator share with this supervisor.
+    pub fn health(&self) -> Arc<Health> {
+        self.health.clone()
     }
 
     /// Live worker pids (for tests and logs).
@@ -296,7 +319,7 @@ impl Supervisor {
                         self.maintain();
                     }
                 }
-                _ = term.recv() => self.begin_shutdown(Stop::Graceful, "term"),
+                _ = term.recv() => self.on_term(),
                 _ = int.recv() => self.begin_shutdown(Stop::Fast, "int"),
                 _ = quit.recv() => self.begin_shutdown(Stop::Fast, "quit"),
                 _ = hup.recv() => self.reload(),
@@ -341,6 +364,8 @@ impl Supervisor {
                     }
                     self.check_timeouts();
                     self.maintain();
+                    self.lifecycle_tick();
+                    self.autoscale_tick();
                     let serving = self.ready_count();
                     let mut send_collect = |seq: u64| self.collect(seq);
                     collector.tick(&mut send_collect, serving);
@@ -382,6 +407,7 @@ impl Supervisor {
             return;
         }
         self.shutdown = Some((how, Instant::now() + grace));
+        self.health.set_draining();
         for w in self.workers.values_mut() {
             let _ = kill(w.pid, sig);
             if matches!(w.state, State::Ready | State::Booting) {

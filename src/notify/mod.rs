@@ -30,6 +30,7 @@ pub mod azure;
 pub mod cloudwatch;
 mod config;
 mod dimensions;
+mod last_interval;
 pub mod log;
 mod metric_names;
 pub mod prometheus;
@@ -40,7 +41,7 @@ pub mod statsd;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::fmt;
 use std::net::SocketAddr;

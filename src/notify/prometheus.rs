@@ -3,39 +3,30 @@
 //!
 //! Prometheus pulls, rwsgi reports per interval, so each [`Report`] is added into
 //! running totals (cumulative since start, as Prometheus counters and histograms must
-//! be) and a scrape renders those totals. The listener is bound in
-//! [`PrometheusConfig::build`], at start, so a busy address fails the launch.
+//! be) and a scrape renders those totals, followed by the last interval's gauges
+//! ([`LastInterval`]). `GET /queue-time.json` serves the same last-interval values as
+//! JSON, for scalers that read one number from a JSON path (KEDA's `metrics-api`).
+//! The listener is bound in [`PrometheusConfig::build`], at start, so a busy address
+//! fails the launch.
 
-use std::convert::Infallible;
 use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use bytes::Bytes;
-use http::{header, Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::Full;
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
-use tokio::task::{JoinHandle, JoinSet};
-use tracing::debug;
+use tokio::task::JoinHandle;
 
+use super::last_interval::LastInterval;
 use super::{check_host_port, SinkError};
+use crate::admin_http;
 use crate::cli::NotifyArgs;
 use crate::tracker::report::{MetricReport, Report, PROMETHEUS_BUCKETS};
 
 /// The content type of the text exposition format this sink writes.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
-
-/// Scrapers served at once; more connections are closed on accept. A scrape port is
-/// internal, but it should not be a way to exhaust the master's file descriptors.
-const MAX_CONNECTIONS: usize = 32;
-
-/// A slow client gets this long to send its request head.
-const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Options of the `prometheus` sink.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +56,11 @@ impl PrometheusConfig {
             .local_addr()
             .map_err(|e| format!("--metrics-bind {}: {e}", self.bind))?;
         let totals = Arc::new(Mutex::new(Totals::default()));
-        let server = tokio::spawn(serve(listener, totals.clone()));
+        let server = tokio::spawn(admin_http::serve(
+            listener,
+            "prometheus",
+            handler(totals.clone()),
+        ));
         Ok(PrometheusSink {
             totals,
             addr,
@@ -169,6 +164,8 @@ struct Totals {
     shed: u64,
     utilization: f64,
     workers: u32,
+    /// The latest report's values, for the `rwsgi_interval_*` gauges and the JSON.
+    last: LastInterval,
 }
 
 impl Totals {
@@ -190,6 +187,7 @@ impl Totals {
         self.shed += r.shed;
         self.utilization = r.utilization;
         self.workers = r.workers;
+        self.last.update(r);
     }
 
     fn render(&self) -> String {
@@ -259,6 +257,7 @@ impl Totals {
             "counter",
         );
         let _ = writeln!(out, "rwsgi_shed_total {}", self.shed);
+        self.last.render_gauges(&mut out, header, float);
         out
     }
 }
@@ -280,71 +279,34 @@ fn float(v: f64) -> String {
 }
 
 // ---------------------------------------------------------------------------------
-// HTTP server
+// HTTP
 // ---------------------------------------------------------------------------------
 
-/// Accept loop; runs until the sink is dropped. Connections live in a [`JoinSet`] so
-/// that aborting the loop closes them too.
-async fn serve(listener: TcpListener, totals: Arc<Mutex<Totals>>) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    let mut connections = JoinSet::new();
-    loop {
-        while connections.try_join_next().is_some() {}
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // Typically EMFILE: back off instead of spinning on the error.
-                debug!(sink = "prometheus", error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            continue;
-        };
-        let totals = totals.clone();
-        connections.spawn(async move {
-            let service = service_fn(move |req| {
-                let response = respond(&req, &totals);
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                debug!(sink = "prometheus", error = %e, "metrics connection ended with an error");
-            }
-            drop(slot);
-        });
-    }
+/// The JSON of the last interval's values.
+const JSON_PATH: &str = "/queue-time.json";
+/// The content type of [`JSON_PATH`].
+const JSON_TYPE: &str = "application/json";
+
+fn handler(totals: Arc<Mutex<Totals>>) -> admin_http::Handler {
+    Arc::new(move |req| respond(req, &totals))
 }
 
 fn respond<B>(req: &Request<B>, totals: &Mutex<Totals>) -> Response<Full<Bytes>> {
-    let reply = |status: StatusCode, body: &'static str| {
-        let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-        *r.status_mut() = status;
-        r
-    };
-    if req.uri().path() != "/metrics" {
-        return reply(
+    let path = req.uri().path();
+    if path != "/metrics" && path != JSON_PATH {
+        return admin_http::text(
             StatusCode::NOT_FOUND,
-            "not found; metrics are at /metrics\n",
+            "not found; metrics are at /metrics and /queue-time.json\n",
         );
     }
-    if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, "use GET\n");
-        r.headers_mut()
-            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-        return r;
+    if let Some(refused) = admin_http::refuse_writes(req) {
+        return refused;
     }
-    let body = lock(totals).render();
-    let mut r = Response::new(Full::new(Bytes::from(body)));
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        header::HeaderValue::from_static(CONTENT_TYPE),
-    );
-    r
+    if path == JSON_PATH {
+        admin_http::body(StatusCode::OK, lock(totals).last.to_json(), JSON_TYPE)
+    } else {
+        admin_http::body(StatusCode::OK, lock(totals).render(), CONTENT_TYPE)
+    }
 }
 
 #[cfg(test)]

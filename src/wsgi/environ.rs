@@ -154,6 +154,8 @@ pub struct RequestFacts<'a> {
     pub queue_time: Option<f64>,
     /// `rwsgi.server_wait`: seconds between parsing the head and dispatch.
     pub server_wait: f64,
+    /// `HTTP_X_REQUEST_START` as `t=<µs>` (`--set-request-start`), when dispatch made one.
+    pub request_start_us: Option<u64>,
 }
 
 /// A Python str from bytes taken as latin-1 (every byte value maps to one code point).
@@ -368,6 +370,9 @@ pub fn build<'py>(
     env.set_item(intern!(py, "wsgi.input"), input)?;
     env.set_item(intern!(py, "rwsgi.queue_time"), facts.queue_time)?;
     env.set_item(intern!(py, "rwsgi.server_wait"), facts.server_wait)?;
+    if let Some(us) = facts.request_start_us {
+        env.set_item(intern!(py, "HTTP_X_REQUEST_START"), format!("t={us}"))?;
+    }
     Ok(env)
 }
 

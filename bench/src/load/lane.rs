@@ -121,6 +121,7 @@ impl Lane {
         s.ok += 1;
         s.latency_sum_us += latency;
         s.latency_max_us = s.latency_max_us.max(latency);
+        s.latency_buckets[crate::load::stats::latency_bucket(latency)] += 1;
         s.send_delay_sum_us += delay;
         if now >= self.measure_from {
             stats.ok += 1;

@@ -123,6 +123,23 @@ pub struct Second {
     /// Sum of the waits between due time and actual send, µs: time a request spent
     /// queued in the generator because every connection was busy.
     pub send_delay_sum_us: u64,
+    /// Latencies of `ok` in √2-wide buckets from 1 ms ([`latency_bucket`]), so that a
+    /// second's percentiles (the autoscale bench's p99) survive merging while the
+    /// struct stays `Copy`.
+    #[serde(default)]
+    pub latency_buckets: [u32; LATENCY_BUCKETS],
+}
+
+/// Buckets of [`Second::latency_buckets`]: the last ends at 1 ms × 2^15.5 ≈ 46 s.
+pub const LATENCY_BUCKETS: usize = 32;
+
+/// The bucket of a latency: bucket `i` holds latencies up to 1 ms × √2^i.
+pub fn latency_bucket(us: u64) -> usize {
+    if us <= 1000 {
+        return 0;
+    }
+    let i = (2.0 * (us as f64 / 1000.0).log2()).ceil() as usize;
+    i.min(LATENCY_BUCKETS - 1)
 }
 
 impl Second {
@@ -134,6 +151,32 @@ impl Second {
         self.latency_sum_us += o.latency_sum_us;
         self.latency_max_us = self.latency_max_us.max(o.latency_max_us);
         self.send_delay_sum_us += o.send_delay_sum_us;
+        for (a, b) in self.latency_buckets.iter_mut().zip(o.latency_buckets) {
+            *a += b;
+        }
+    }
+
+    /// The `q` quantile of this second's latencies, seconds, as the geometric middle of
+    /// its bucket (within ±19%); `None` without answers.
+    pub fn latency_quantile(&self, q: f64) -> Option<f64> {
+        let total: u64 = self.latency_buckets.iter().map(|&n| u64::from(n)).sum();
+        if total == 0 {
+            return None;
+        }
+        let rank = (q * total as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, &n) in self.latency_buckets.iter().enumerate() {
+            seen += u64::from(n);
+            if seen >= rank {
+                let upper = 0.001 * 2f64.powf(i as f64 / 2.0);
+                return Some(if i == 0 {
+                    upper
+                } else {
+                    upper / 2f64.powf(0.25)
+                });
+            }
+        }
+        None
     }
 
     /// Mean latency of the successful answers, seconds (0 without any).
@@ -252,5 +295,26 @@ mod tests {
         s.record_latency(0);
         s.record_latency(u64::MAX);
         assert_eq!(s.latency.len(), 2);
+    }
+
+    #[test]
+    fn per_second_p99_comes_from_the_buckets() {
+        assert_eq!(latency_bucket(500), 0);
+        assert_eq!(latency_bucket(1000), 0);
+        assert_eq!(latency_bucket(1001), 1);
+        assert_eq!(latency_bucket(2000), 2);
+        assert_eq!(latency_bucket(u64::MAX / 2), LATENCY_BUCKETS - 1);
+        let mut a = Second::default();
+        let mut b = Second::default();
+        for _ in 0..98 {
+            a.latency_buckets[latency_bucket(10_000)] += 1;
+        }
+        b.latency_buckets[latency_bucket(1_000_000)] += 2;
+        a.merge(&b);
+        let p99 = a.latency_quantile(0.99).expect("answers");
+        assert!((0.8..1.2).contains(&p99), "{p99}");
+        let p50 = a.latency_quantile(0.5).expect("answers");
+        assert!((0.008..0.012).contains(&p50), "{p50}");
+        assert_eq!(Second::default().latency_quantile(0.99), None);
     }
 }

@@ -323,3 +323,77 @@ fn floats_use_the_exposition_spelling() {
     assert_eq!(float(0.0025), "0.0025");
     assert_eq!(float(1.0), "1");
 }
+
+/// The `rwsgi_interval_*` gauges and `/queue-time.json` show the latest report only
+/// (not totals), with the same numbers in both.
+#[tokio::test]
+async fn interval_gauges_and_json_show_the_last_report() {
+    let notifier = start().await;
+    let addr = notifier.metrics_addr().expect("prometheus runs");
+    let mut second = sample_report(2);
+    second.queue_time = metric(&[(0.2, 9), (0.8, 1)], 0.2, 0.21, 0.79);
+    second.utilization = 0.75;
+    notifier.publish(sample_report(1));
+    notifier.publish(second.clone());
+    wait_until("two reports", Duration::from_secs(5), || {
+        notifier.stats()[0].delivered == 2
+    })
+    .await;
+
+    let (_, _, body) = http(addr, "GET", "/metrics").await;
+    let samples = parse(&body);
+    let q = "rwsgi_interval_queue_time_seconds";
+    let stat = |name: &str, s: &str| value(&samples, name, Some(("stat", s)));
+    assert!((stat(q, "avg") - 0.26).abs() < 1e-9, "mean of 9×0.2 + 0.8");
+    assert_eq!(stat(q, "p50"), 0.2);
+    assert_eq!(stat(q, "p90"), 0.21);
+    assert_eq!(stat(q, "p99"), 0.79);
+    assert_eq!(stat(q, "max"), 0.8);
+    assert_eq!(stat("rwsgi_interval_server_wait_seconds", "max"), 0.003);
+    assert_eq!(
+        value(&samples, "rwsgi_interval_queue_time_samples", None),
+        10.0
+    );
+    assert_eq!(value(&samples, "rwsgi_interval_requests", None), 8.0);
+    assert_eq!(
+        value(&samples, "rwsgi_interval_utilization_ratio", None),
+        0.75
+    );
+    assert_eq!(value(&samples, "rwsgi_interval_length_seconds", None), 10.0);
+    assert_eq!(
+        value(&samples, "rwsgi_interval_end_timestamp_seconds", None),
+        1_700_000_020.0
+    );
+
+    let (status, headers, body) = http(addr, "GET", "/queue-time.json").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers.contains("content-type: application/json"),
+        "{headers}"
+    );
+    let j: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
+    assert_eq!(j["reports"], 2);
+    assert_eq!(j["interval_seconds"], 10.0);
+    assert_eq!(j["queue_time_seconds"]["p90"], 0.21);
+    assert_eq!(j["queue_time_seconds"]["count"], 10);
+    assert_eq!(j["server_wait_seconds"]["max"], 0.003);
+    assert_eq!(j["utilization_ratio"], 0.75);
+    assert_eq!(j["workers"], 2);
+    assert_eq!(j["hostname"], "web-1");
+    assert_eq!(j["shed"], 2);
+}
+
+#[tokio::test]
+async fn queue_time_json_before_any_report_says_so() {
+    let notifier = start().await;
+    let addr = notifier.metrics_addr().expect("addr");
+    let (status, _, body) = http(addr, "GET", "/queue-time.json").await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let j: serde_json::Value = serde_json::from_str(&body).expect("valid JSON");
+    assert_eq!(j["reports"], 0);
+    assert_eq!(j["queue_time_seconds"]["p90"], 0.0);
+    assert_eq!(
+        http(addr, "POST", "/queue-time.json").await.0,
+        "HTTP/1.1 405 Method Not Allowed"
+    );
+}
