@@ -201,20 +201,22 @@ def test_debian_python_without_libpython_names_the_package(tmp_path):
     a machine without it looks like to the launcher and to the loader."""
     venv = make_venv(DEBIAN_PYTHON, tmp_path / "debian-venv", wheel_for("3.11"))
     libdir = "/usr/lib/x86_64-linux-gnu"
-    real = tmp_path / "real-lib"
+    real, farm = tmp_path / "real-lib", tmp_path / "lib-without-libpython"
     real.mkdir()
+    farm.mkdir()
+    # The farm of symlinks is made before it replaces the directory: after that, only
+    # programs that need nothing from it could run.
     script = f"""
 set -e
 mount --make-rprivate /
 mount --bind {libdir} {real}
-mount -t tmpfs tmpfs {libdir}
 for f in {real}/* ; do
-  case "${{f##*/}}" in libpython3.11*) ;; *) ln -s "$f" {libdir}/ ;; esac
+  case "${{f##*/}}" in libpython3.11*) ;; *) ln -s "$f" {farm}/ ;; esac
 done
+mount --bind {farm} {libdir}
 exec {venv}/bin/rwsgi --version
 """
     p = run(["unshare", "--mount", "sh", "-c", script], env=user_env(venv))
-    assert "cannot" not in p.stderr.lower() or "libpython" in p.stderr, p.stderr
     assert_clean_failure(p, "libpython3.11.so.1.0", "apt-get install libpython3.11",
                          f"{venv}/bin/python")
 

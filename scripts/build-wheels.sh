@@ -83,7 +83,7 @@ for py in "${pythons[@]}"; do
     start=$(date +%s)
     # maturin sets PYO3_PYTHON from -i; a value inherited from the caller must not win.
     env -u PYO3_PYTHON "$TOOLS/bin/maturin" build --locked --profile "$profile" \
-        --interpreter "$py" --out "$out" --compatibility linux --auditwheel skip
+        --interpreter "$py" --out "$out"
     echo "built in $(( $(date +%s) - start )) s" >&2
 done
 log "wheels in $out:"

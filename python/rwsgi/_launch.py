@@ -125,7 +125,10 @@ def find_libpython(soname: str) -> str:
     """This interpreter's shared libpython, as its sysconfig describes it."""
     var = sysconfig.get_config_var
     libdir = var("LIBDIR") or ""
-    dirs = [libdir, os.path.join(libdir, var("MULTIARCH") or ""), var("LIBPL") or ""]
+    multiarch = var("MULTIARCH") or ""
+    dirs = [libdir, var("LIBPL") or ""]
+    if multiarch and not libdir.endswith(multiarch):
+        dirs.insert(1, os.path.join(libdir, multiarch))
     for d in dirs:
         path = os.path.join(d, soname)
         if d and os.path.isfile(path):
