@@ -13,7 +13,7 @@
   ``_PYTHON_SYSCONFIGDATA_NAME``); a broken install; a venv without the app's packages.
 
 The wheels come from ``$RWSGI_WHEELHOUSE`` (scripts/test.sh builds them there with
-``scripts/build-wheels.sh --profile wheel-ci``).
+``scripts/build-wheels.sh --profile dev``).
 """
 
 from __future__ import annotations

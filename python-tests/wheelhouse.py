@@ -1,6 +1,6 @@
 """The rwsgi wheels under test and fresh venvs to install them in (test_wheels.py,
 test_docker_steps.py). scripts/test.sh builds the wheels into ``$RWSGI_WHEELHOUSE``
-with ``scripts/build-wheels.sh --profile wheel-ci``; a missing wheel fails the test."""
+with ``scripts/build-wheels.sh --profile dev``; a missing wheel fails the test."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def wheel_for(minor: str) -> Path:
     found = sorted(glob.glob(str(wheelhouse() / f"rwsgi-*-{tag}-{tag}-*.whl")))
     if not found:
         pytest.fail(f"no rwsgi wheel for CPython {minor} in {wheelhouse()}: build them with "
-                    f"`bash scripts/build-wheels.sh --profile wheel-ci --out {wheelhouse()}`",
+                    f"`bash scripts/build-wheels.sh --profile dev --out {wheelhouse()}`",
                     pytrace=False)
     return Path(found[-1])
 

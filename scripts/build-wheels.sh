@@ -3,7 +3,7 @@
 # 3.13), with maturin (pinned below, installed into a build venv under target/).
 #
 #   bash scripts/build-wheels.sh                      # release wheels into dist/
-#   bash scripts/build-wheels.sh --profile wheel-ci --out target/wheels-ci   # what CI uses
+#   bash scripts/build-wheels.sh --profile dev --out target/wheels-ci        # what CI uses
 #   PYTHONS="/usr/local/bin/python3.12" bash scripts/build-wheels.sh         # these only
 #
 # Interpreters: $PYTHONS if set, else pyenv's 3.10-3.13 (newest patch of each), else
@@ -13,7 +13,9 @@
 # shared libpython cannot link rwsgi and are skipped with a note.
 #
 # All builds share one CARGO_TARGET_DIR (default target/): the dependencies compile
-# once per profile, and each Python version adds only pyo3 and rwsgi.
+# once per profile (with `--profile dev`, scripts/test.sh's own debug build has compiled
+# most of them already), and each Python version adds only pyo3 and rwsgi. A `dev`
+# wheel is stripped (its debug info would make it 20 times larger).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -77,13 +79,15 @@ if [ "$("$TOOLS/bin/maturin" --version 2>/dev/null)" != "maturin $MATURIN_VERSIO
 fi
 
 # --- the wheels -------------------------------------------------------------------------
+strip=()
+[ "$profile" = dev ] && strip=(--strip)
 mkdir -p "$out"
 for py in "${pythons[@]}"; do
     log "wheel for $("$py" --version 2>&1) ($py), profile $profile"
     start=$(date +%s)
     # maturin sets PYO3_PYTHON from -i; a value inherited from the caller must not win.
     env -u PYO3_PYTHON "$TOOLS/bin/maturin" build --locked --profile "$profile" \
-        --interpreter "$py" --out "$out"
+        --interpreter "$py" --out "$out" "${strip[@]}"
     echo "built in $(( $(date +%s) - start )) s" >&2
 done
 log "wheels in $out:"
