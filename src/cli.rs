@@ -14,7 +14,7 @@ use clap::{Args, Parser, ValueEnum};
 
 /// A WSGI server that embeds CPython and measures request queue time.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "rwsgi", version, about, args_override_self = true)]
+#[command(name = "rwsgi", version = crate::wsgi::interpreter::version_line(), about, args_override_self = true)]
 pub struct Cli {
     /// The WSGI application, `module:callable` (callable defaults to `application`).
     #[arg(value_name = "APP")]

@@ -8,6 +8,16 @@ use crate::config::{Config, Layers};
 use crate::control::{CONTROL_FD_ENV, WORKER_ID_ENV};
 use crate::error::Fatal;
 
+/// The whole program, for each binary's `main` (`rwsgi`, and the wheel's
+/// `rwsgi-server`): run, and turn the error that stopped rwsgi (if any) into its exit
+/// code, said once.
+pub fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(fatal) => fatal.report(),
+    }
+}
+
 /// Runs rwsgi (master or worker); `Err` says why it stopped, with the exit code.
 pub fn run() -> Result<(), Fatal> {
     // Not an option (no RWSGI_* variable may turn the server into a printer): the

@@ -10,13 +10,73 @@
 use std::ffi::CString;
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::config::{AppSpec, PythonConfig};
+
+/// The interpreter this binary was linked against (baked in by build.rs).
+pub const BUILD_PYTHON_VERSION: &str = env!("RWSGI_PYTHON_VERSION");
+
+/// Set by the wheel's launcher (python/rwsgi/_launch.py): the interpreter that started
+/// it, whose libpython it put on the loader path. Embedding it as `executable` gives
+/// that interpreter's prefix and, for a venv's `bin/python`, the venv's site-packages.
+pub const LAUNCHER_PYTHON_ENV: &str = "_RWSGI_PYTHON";
+
+/// The `python` whose prefix and site-packages rwsgi embeds: `--venv`/`$VIRTUAL_ENV`
+/// first, then the wheel launcher's interpreter, then the one this binary was built
+/// against (`cargo build`; found through the binary's rpath).
+pub fn embedded_executable(venv: Option<&Path>) -> Option<PathBuf> {
+    if let Some(venv) = venv {
+        return Some(venv.join("bin").join("python"));
+    }
+    match std::env::var_os(LAUNCHER_PYTHON_ENV) {
+        Some(exe) if !exe.is_empty() => Some(PathBuf::from(exe)),
+        _ => option_env!("RWSGI_PYTHON_EXECUTABLE").map(PathBuf::from),
+    }
+}
+
+/// `rwsgi --version`: the crate version and the Python it runs with: the version of
+/// the libpython the loader actually mapped (callable before initialisation), that
+/// library's path, and the interpreter whose prefix it embeds.
+pub fn version_line() -> &'static str {
+    static LINE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    LINE.get_or_init(|| {
+        // SAFETY: Py_GetVersion returns a static NUL-terminated string and may be called
+        // before Py_Initialize; dladdr only reads the loader's tables.
+        let (version, library) = unsafe {
+            let version = std::ffi::CStr::from_ptr(ffi::Py_GetVersion())
+                .to_string_lossy()
+                .into_owned();
+            let mut info = MaybeUninit::<libc::Dl_info>::zeroed();
+            let library =
+                if libc::dladdr(ffi::Py_GetVersion as *const libc::c_void, info.as_mut_ptr()) != 0
+                    && !info.assume_init_ref().dli_fname.is_null()
+                {
+                    std::ffi::CStr::from_ptr(info.assume_init_ref().dli_fname)
+                        .to_string_lossy()
+                        .into_owned()
+                } else {
+                    "?".to_string()
+                };
+            (version, library)
+        };
+        let version = version.split_whitespace().next().unwrap_or("?").to_string();
+        let venv = std::env::var_os("VIRTUAL_ENV")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+        let exe = embedded_executable(venv.as_deref())
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "?".into());
+        format!(
+            "{} (Python {version}, libpython {library}, interpreter {exe})",
+            env!("CARGO_PKG_VERSION")
+        )
+    })
+}
 
 /// Why the app could not be loaded; the `Display` is what the user sees.
 #[derive(Debug)]
@@ -31,10 +91,7 @@ impl std::fmt::Display for LoadError {
 /// Starts CPython once per process and releases the GIL, so that any thread may
 /// attach afterwards.
 pub fn initialize(cfg: &PythonConfig) -> Result<(), LoadError> {
-    let executable: Option<PathBuf> = match &cfg.venv {
-        Some(venv) => Some(venv.join("bin").join("python")),
-        None => option_env!("RWSGI_PYTHON_EXECUTABLE").map(PathBuf::from),
-    };
+    let executable = embedded_executable(cfg.venv.as_deref());
     // A Python config file (`config::pyfile`) started the interpreter already: only
     // the paths remain to set.
     // SAFETY: Py_IsInitialized may be called at any time.
@@ -98,9 +155,10 @@ fn setup_sys_path(py: Python<'_>, cfg: &PythonConfig) -> PyResult<()> {
 pub fn load_app(py: Python<'_>, spec: &AppSpec) -> Result<Py<PyAny>, LoadError> {
     let module = py.import(spec.module.as_str()).map_err(|e| {
         LoadError(format!(
-            "Failed to import application module '{}':\n{}",
+            "Failed to import application module '{}':\n{}{}",
             spec.module,
-            format_exception(py, &e)
+            format_exception(py, &e),
+            interpreter_and_path(py)
         ))
     })?;
     let (attr, call) = match spec.attr.strip_suffix("()") {
@@ -136,6 +194,26 @@ pub fn load_app(py: Python<'_>, spec: &AppSpec) -> Result<Py<PyAny>, LoadError> 
         )));
     }
     Ok(obj.unbind())
+}
+
+/// Which interpreter looked where: the embedded `sys.executable`, its version and
+/// `sys.path`, so that a venv without the app's packages shows which one was used.
+fn interpreter_and_path(py: Python<'_>) -> String {
+    let describe = || -> PyResult<String> {
+        let sys = py.import("sys")?;
+        let exe: String = sys.getattr("executable")?.extract()?;
+        let version: String = sys.getattr("version")?.extract()?;
+        let paths: Vec<String> = sys.getattr("path")?.extract()?;
+        let mut out = format!(
+            "Python: {exe} ({})\nsys.path:\n",
+            version.split_whitespace().next().unwrap_or("?")
+        );
+        for p in paths {
+            out.push_str(&format!("  {p}\n"));
+        }
+        Ok(out)
+    };
+    describe().unwrap_or_default()
 }
 
 /// Renders an exception with its traceback, as Python would print it.
