@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`start`]: read the configuration, run as the master or as a [`worker`];
+//!   [`error`]: the [`error::Fatal`] error that ends a process, with its exit code.
 //! - [`admin_http`]: the master's internal listeners (metrics, health).
 //! - [`cli`]: every command-line option, raw (clap derive).
 //! - [`config`]: layered sources (command line, `GUNICORN_CMD_ARGS`, `RWSGI_*`

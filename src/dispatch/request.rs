@@ -121,7 +121,7 @@ pub fn run(
     dispatched: Instant,
 ) -> (Option<Box<Resume>>, Instant) {
     let Job {
-        request,
+        mut request,
         conn,
         route: _,
         reply,
@@ -178,7 +178,7 @@ pub fn run(
             .recorder
             .record_dispatch_at(&stamp, server_wait, dispatched);
         let call = Call {
-            request,
+            request: &mut request,
             reply,
             conn: &conn.conn,
             environ: &conn.environ,
