@@ -33,8 +33,10 @@ def test_heroku_router_stamps_and_forwarded_headers_are_trusted(start_server):
     srv = start_server(APP, env={"DYNO": "web.1"})
     env = environ_from(srv, heroku_headers(0.25))
     assert 0.24 <= env["rwsgi.queue_time"] < 1.0, env.get("rwsgi.queue_time")
-    assert env["REMOTE_ADDR"] == "203.0.113.9"
+    # Forwarded headers are trusted (the scheme is the router's); REMOTE_ADDR stays
+    # the peer's, as in gunicorn, unless --remote-addr-from-forwarded.
     assert env["wsgi.url_scheme"] == "https"
+    assert env["REMOTE_ADDR"] == "127.0.0.2"
     lines = [l for l in srv.stderr_text().splitlines() if "Platform:" in l]
     assert len(lines) == 1 and "Platform: Heroku (DYNO is set)" in lines[0], lines
     assert "X-Request-Start (milliseconds)" in lines[0]
@@ -45,6 +47,7 @@ def test_without_a_platform_the_same_router_is_untrusted(start_server):
     env = environ_from(srv, heroku_headers(0.25))
     assert env.get("rwsgi.queue_time") is None, env.get("rwsgi.queue_time")
     assert env["REMOTE_ADDR"] == "127.0.0.2"
+    assert env["wsgi.url_scheme"] == "http", "the router's X-Forwarded-Proto is not trusted"
     assert "Platform:" not in srv.stderr_text()
 
 
@@ -66,7 +69,7 @@ def test_cloud_run_has_no_stamp_but_trusts_forwarded_headers(start_server):
     srv = start_server(APP, env={"K_SERVICE": "web"})
     env = environ_from(srv, heroku_headers(0.25))
     assert env.get("rwsgi.queue_time") is None, "no header configured: nothing to read"
-    assert env["REMOTE_ADDR"] == "203.0.113.9"
+    assert env["wsgi.url_scheme"] == "https"
     assert isinstance(env["rwsgi.server_wait"], float)
     line = next(l for l in srv.stderr_text().splitlines() if "Platform:" in l)
     assert "Platform: Cloud Run (K_SERVICE is set)" in line and "server_wait" in line, line
