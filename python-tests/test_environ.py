@@ -123,7 +123,8 @@ def test_per_request_values_do_not_carry_over_on_a_connection(rules_server):
             c.send(request_bytes("GET", "/environ/mutate", headers))
             envs.append(c.read_response().json()["environ"])
     for env, headers in zip(envs, ([], forwarded, [], forwarded, [])):
-        addr, scheme = ("203.0.113.9", "https") if headers else ("127.0.0.1", "http")
+        # REMOTE_ADDR is the peer's (gunicorn's rule) unless --remote-addr-from-forwarded.
+        addr, scheme = ("127.0.0.1", "https") if headers else ("127.0.0.1", "http")
         assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == (addr, scheme), env
         assert env["REMOTE_PORT"] == str(local_port)
         assert env["HTTP_HOST"] == "localhost" and env["SCRIPT_NAME"] == "", env

@@ -59,7 +59,9 @@ def test_forwarded_headers_believed_from_trusted_peer_by_default(start_server):
     with Load(srv.raw, conns=2) as load:
         for _ in range(4):  # both workers, whichever accepts
             info = _info_with(srv, FORWARDED)
-            assert info["remote_addr"] == "203.0.113.7"
+            # gunicorn's rule: the scheme follows X-Forwarded-Proto, REMOTE_ADDR stays
+            # the peer's address.
+            assert info["remote_addr"] == "127.0.0.1"
             assert info["url_scheme"] == "https"
         plain = _info_with(srv, {})
         assert plain["remote_addr"] == "127.0.0.1" and plain["url_scheme"] == "http"
@@ -76,8 +78,16 @@ def test_forwarded_headers_ignored_from_untrusted_peer(start_server):
     assert not load.failures(), load.summary()
 
 
+def test_remote_addr_from_forwarded_is_an_opt_in(start_server):
+    srv = start_server(APP, "--remote-addr-from-forwarded")
+    assert _info_with(srv, FORWARDED)["remote_addr"] == "203.0.113.7"
+    assert _info_with(srv, {})["remote_addr"] == "127.0.0.1"
+
+
 def test_forwarded_for_chain_picks_the_client_before_trusted_proxies(start_server):
-    srv = start_server(APP, "--forwarded-allow-ips", "127.0.0.1,10.0.0.0/8")
+    srv = start_server(
+        APP, "--forwarded-allow-ips", "127.0.0.1,10.0.0.0/8", "--remote-addr-from-forwarded"
+    )
     info = _info_with(srv, {"X-Forwarded-For": "198.51.100.9, 10.1.2.3"})
     assert info["remote_addr"] == "198.51.100.9"
 

@@ -43,6 +43,17 @@ pub struct Cli {
     /// Print the effective configuration (secrets masked) and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// Validate the configuration and import the app, then exit: 0 when it would
+    /// start, 1 with the reason when not (gunicorn's `--check-config`).
+    #[arg(long)]
+    pub check_config: bool,
+
+    /// gunicorn settings that have no rwsgi option of their own (see
+    /// [`crate::config::gunicorn`]): raw values by gunicorn setting name, filled by
+    /// [`crate::config::sources`] from the same layers as every other option.
+    #[arg(skip)]
+    pub gunicorn: crate::config::gunicorn::Values,
 }
 
 /// Sockets and HTTP/1.1 limits.
@@ -62,8 +73,10 @@ pub struct ServerArgs {
     #[arg(long, default_value = "660", value_name = "MODE")]
     pub unix_socket_mode: String,
 
-    /// Seconds an idle keep-alive connection is kept open.
-    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    /// Seconds an idle keep-alive connection is kept open (0 = no keep-alive). Longer
+    /// than gunicorn's 2 so that a load balancer with a 60 s idle timeout (AWS ALB,
+    /// nginx upstream keepalive) never reuses a connection rwsgi is closing (a 502).
+    #[arg(long, default_value_t = 75.0, value_name = "SECS")]
     pub keep_alive: f64,
 
     /// Seconds a client may take to send a complete request head (slowloris guard).
@@ -92,9 +105,24 @@ pub struct ServerArgs {
     pub worker_connections: usize,
 
     /// Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (comma list of
-    /// IPs or CIDRs, `*` for all).
-    #[arg(long, default_value = "127.0.0.1,::1", value_name = "IPS")]
-    pub forwarded_allow_ips: String,
+    /// IPs or CIDRs, `*` for all). Default: `$FORWARDED_ALLOW_IPS`, else
+    /// 127.0.0.1,::1 (as in gunicorn, the variable ranks below the config file).
+    #[arg(long, value_name = "IPS")]
+    pub forwarded_allow_ips: Option<String>,
+
+    /// Set REMOTE_ADDR to the client address from a trusted X-Forwarded-For. Off by
+    /// default: REMOTE_ADDR is the peer's address, as in gunicorn.
+    #[arg(long)]
+    pub remote_addr_from_forwarded: bool,
+
+    /// Set SO_REUSEPORT on TCP sockets, so that several servers may bind one port.
+    #[arg(long)]
+    pub reuse_port: bool,
+
+    /// Header names with `_`: drop (left out of the environ, gunicorn's default);
+    /// refuse and dangerous are accepted and not implemented yet (logged).
+    #[arg(long, default_value = "drop", value_name = "drop|refuse|dangerous")]
+    pub header_map: String,
 }
 
 /// The embedded interpreter and the application.
@@ -125,6 +153,16 @@ pub struct PythonArgs {
     /// the Python thread (as with more threads).
     #[arg(long)]
     pub no_inline: bool,
+
+    /// Set an environment variable for the app, `KEY=VALUE`. Repeatable.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+
+    /// gunicorn's worker class. rwsgi has one worker (threads on tokio): sync and
+    /// gthread are accepted and mean it; gevent, eventlet, tornado and ASGI classes
+    /// are refused, since the app would behave differently.
+    #[arg(short = 'k', long, value_name = "CLASS")]
+    pub worker_class: Option<String>,
 }
 
 /// Master and worker processes.
@@ -135,7 +173,8 @@ pub struct ProcessArgs {
     #[arg(short = 'w', long, value_name = "N")]
     pub workers: Option<usize>,
 
-    /// Seconds a worker may spend in one request before it is killed and replaced.
+    /// Seconds a worker may spend in one request before it is killed and replaced
+    /// (0 = no limit).
     #[arg(short = 't', long, default_value_t = 30.0, value_name = "SECS")]
     pub timeout: f64,
 
@@ -180,6 +219,10 @@ pub struct LogArgs {
     /// Write an access log line per request to this file, or `-` for stdout.
     #[arg(long, alias = "access-logfile", value_name = "PATH|-")]
     pub access_log: Option<String>,
+
+    /// Redirect the app's stdout and stderr to the --error-log file.
+    #[arg(long)]
+    pub capture_output: bool,
 
     /// Access log format, with gunicorn's atoms.
     #[arg(
@@ -239,7 +282,7 @@ pub struct NotifyArgs {
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics_bind: Option<String>,
 
-    /// statsd: where to send packets.
+    /// statsd: where to send packets; turns the statsd sink on, as in gunicorn.
     #[arg(long, value_name = "HOST:PORT")]
     pub statsd_host: Option<String>,
 
@@ -247,8 +290,8 @@ pub struct NotifyArgs {
     #[arg(long, default_value = "rwsgi", value_name = "PREFIX")]
     pub statsd_prefix: String,
 
-    /// statsd: DogStatsD tag `key:value`. Repeatable.
-    #[arg(long = "statsd-tag", value_name = "K:V")]
+    /// statsd: DogStatsD tag `key:value`. Repeatable, or comma separated.
+    #[arg(long = "statsd-tag", value_name = "K:V", value_delimiter = ',')]
     pub statsd_tags: Vec<String>,
 
     /// cloudwatch: metric namespace (required for the cloudwatch sink).

@@ -21,7 +21,13 @@ use crate::server::{self, listener::Listener, Stop};
 use crate::wsgi::interpreter;
 
 /// Runs worker `id` on the control socket `control_fd`; returns the exit code.
-pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<RawFd>) -> i32 {
+pub fn main(
+    layers: &crate::config::Layers,
+    config: Arc<Config>,
+    id: u32,
+    control_fd: RawFd,
+    balance_fd: Option<RawFd>,
+) -> i32 {
     let span = tracing::info_span!("worker", id);
     let _enter = span.enter();
     // SAFETY: the master passed this fd number for our end of the control socket.
@@ -53,7 +59,18 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     } else {
         Default::default()
     };
-    let config = apply_django_header(config, &django);
+    // The Django layer is known now: the config is built again from all layers.
+    let config = if django.is_empty() {
+        config
+    } else {
+        match Config::from_layers(layers, &django) {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                eprintln!("rwsgi: error: {e}");
+                return exit::BOOT;
+            }
+        }
+    };
     let ready = ToMaster::Ready {
         pid: std::process::id(),
         django,
@@ -206,34 +223,6 @@ fn control_thread(
             let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         }
     });
-}
-
-/// `QUEUE_TIME_TRACKER_HEADER` from Django settings, when no `--queue-header` was
-/// given by the command line, the environment or the config file.
-fn apply_django_header(
-    config: Arc<Config>,
-    django: &std::collections::BTreeMap<String, String>,
-) -> Arc<Config> {
-    if config.tracker.queue_header.is_some() {
-        return config;
-    }
-    let Some(key) = django.get("HEADER") else {
-        return config;
-    };
-    let name = crate::wsgi::django::header_from_environ_key(key)
-        .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok());
-    match name {
-        Some(name) => {
-            tracing::info!(header = %name, "queue header from Django's QUEUE_TIME_TRACKER_HEADER");
-            let mut c = (*config).clone();
-            c.tracker.queue_header = Some(name);
-            Arc::new(c)
-        }
-        None => {
-            tracing::warn!(value = %key, "ignoring QUEUE_TIME_TRACKER_HEADER: not a header name");
-            config
-        }
-    }
 }
 
 async fn write_loop(mut w: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::Receiver<ToMaster>) {

@@ -1,4 +1,7 @@
-//! `--bind` addresses: `HOST:PORT`, `[V6]:PORT`, `unix:PATH` and `fd://N`.
+//! `--bind` addresses in every form gunicorn takes: `HOST:PORT`, `[V6]:PORT`, `:PORT`
+//! (all interfaces), `tcp://HOST:PORT`, a bare `HOST` (port 8000), `unix:PATH` and
+//! `fd://N`; and a bare `PORT`, which gunicorn would take as a host name, as
+//! `0.0.0.0:PORT`, what everyone who writes it means.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::RawFd;
@@ -41,8 +44,15 @@ impl BindSpec {
             }
             return Ok(BindSpec::Fd(fd));
         }
+        let s = s.strip_prefix("tcp://").unwrap_or(s);
         if let Ok(addr) = s.parse::<SocketAddr>() {
             return Ok(BindSpec::Tcp(addr));
+        }
+        // `:PORT` (Cloud Run's `--bind :$PORT`) and a bare `PORT`: every interface.
+        let port_only = s.strip_prefix(':').unwrap_or(s);
+        if !port_only.is_empty() && port_only.bytes().all(|b| b.is_ascii_digit()) {
+            let port = port_only.parse::<u16>().map_err(|_| err("bad port"))?;
+            return Ok(BindSpec::Tcp(SocketAddr::from(([0, 0, 0, 0], port))));
         }
         // A bare host means port 8000, as in gunicorn.
         let bare_v6 = s.starts_with('[') && s.ends_with(']');
@@ -103,6 +113,15 @@ mod tests {
             BindSpec::parse("127.0.0.1").unwrap(),
             BindSpec::Tcp(a) if a.port() == 8000
         ));
+        let any = |port| BindSpec::Tcp(SocketAddr::from(([0, 0, 0, 0], port)));
+        assert_eq!(BindSpec::parse(":8080").unwrap(), any(8080));
+        assert_eq!(BindSpec::parse("8081").unwrap(), any(8081));
+        assert_eq!(BindSpec::parse("0.0.0.0").unwrap(), any(8000));
+        assert_eq!(BindSpec::parse("tcp://0.0.0.0:9").unwrap(), any(9));
+        assert_eq!(
+            BindSpec::parse("[::]:80").unwrap(),
+            BindSpec::Tcp("[::]:80".parse().unwrap())
+        );
     }
 
     #[test]
@@ -112,7 +131,8 @@ mod tests {
             "fd://x",
             "fd://-1",
             "1.2.3.4:99999",
-            ":80",
+            ":99999",
+            ":",
             "host:port",
         ] {
             let e = BindSpec::parse(bad).unwrap_err();

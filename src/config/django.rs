@@ -1,9 +1,12 @@
-//! request-time-tracker's Django settings (`QUEUE_TIME_TRACKER_*`) as defaults.
+//! request-time-tracker's Django settings (`QUEUE_TIME_TRACKER_*`): the lowest layer of
+//! the config sources above the defaults.
 //!
-//! A Django project migrating from the middleware keeps its settings: the first
-//! worker reads them after importing the app, and the master applies each one only
-//! where the option was left at its default, so the command line, the environment
-//! and the config file all still win. `--ignore-django-settings` turns this off.
+//! A Django project migrating from the middleware keeps its settings. They are known
+//! only once a worker has imported the app; the worker and the master then build the
+//! whole config again with this layer ([`super::Config::from_layers`]), where each
+//! setting fills an option only if the command line, `GUNICORN_CMD_ARGS`, the
+//! environment and the config file all left it at its default.
+//! `--ignore-django-settings` turns the layer off.
 
 use std::collections::BTreeMap;
 

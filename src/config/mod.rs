@@ -1,12 +1,19 @@
-//! The validated configuration: built once at start from [`crate::cli::Cli`], then
-//! borrowed by every component as its own typed sub-struct.
+//! The validated configuration: built from every layer of sources by
+//! [`Config::from_layers`], then borrowed by every component as its own typed
+//! sub-struct.
 //!
-//! Validation happens here and only here, so a bad value fails at start with a message
-//! that names the option, never later as a panic inside a worker.
+//! The layers, highest first: the command line, `GUNICORN_CMD_ARGS`, `RWSGI_*` and
+//! gunicorn's own variables, the config file (TOML or Python), request-time-tracker's
+//! Django settings ([`django`], known once a worker has imported the app), defaults.
+//! Validation happens here and only here, on all layers at once, so a bad value fails
+//! at start with a message that names the option, never later as a panic inside a
+//! worker, and no component patches a validated config.
 
 pub mod bind;
 pub mod django;
+pub mod gunicorn;
 pub mod print;
+pub mod pyfile;
 pub mod sources;
 
 use std::path::PathBuf;
@@ -43,6 +50,22 @@ pub struct Config {
     pub log: LogConfig,
     pub tracker: TrackerConfig,
     pub notify: crate::notify::NotifyConfig,
+    /// gunicorn settings that other parts of rwsgi implement, with gunicorn's meaning.
+    pub gunicorn: gunicorn::Gunicorn,
+    /// `--check-config`: import the app and exit instead of serving.
+    pub check_config: bool,
+    /// One line each for settings given that do nothing in rwsgi; the master logs them.
+    pub notes: Vec<String>,
+    /// `--option from QUEUE_TIME_TRACKER_X`: what the Django layer filled, for the log.
+    pub django: Vec<String>,
+}
+
+/// The parsed sources a [`Config`] is built from: kept, so that the Django layer can
+/// be added once the app is imported and the whole validated again.
+#[derive(Debug, Clone)]
+pub struct Layers {
+    pub cli: Cli,
+    pub sources: sources::Sources,
 }
 
 /// Queue-time measurement and load shedding.
@@ -121,6 +144,25 @@ pub struct ServerConfig {
     /// Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (unix-socket
     /// peers always are, as in gunicorn).
     pub forwarded_allow: crate::tracker::TrustedPeers,
+    /// `--remote-addr-from-forwarded`: REMOTE_ADDR is the client from a trusted
+    /// X-Forwarded-For; otherwise the peer's address, as in gunicorn.
+    pub remote_addr_from_forwarded: bool,
+    /// `--reuse-port`: SO_REUSEPORT on TCP sockets.
+    pub reuse_port: bool,
+    /// `--header-map`: what becomes of header names that contain `_`.
+    pub header_map: HeaderMap,
+}
+
+/// gunicorn's `--header-map`: `X_Foo` and `X-Foo` both map to `HTTP_X_FOO`, so a
+/// client could pose as a header a proxy set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderMap {
+    /// Such headers are left out of the environ (gunicorn's default).
+    Drop,
+    /// A request with such a header gets 400.
+    Refuse,
+    /// Mapped like any other, colliding names joined (gunicorn before 22).
+    Dangerous,
 }
 
 /// gunicorn's request limits; 0 in the CLI means "no limit" and becomes `usize::MAX`.
@@ -151,12 +193,15 @@ pub struct PythonConfig {
 #[derive(Debug, Clone)]
 pub struct ProcessConfig {
     pub workers: usize,
+    /// Longest a request may run before its worker is replaced; zero: no limit.
     pub timeout: Duration,
     pub graceful_timeout: Duration,
     /// 0 = never recycle.
     pub max_requests: u64,
     pub max_requests_jitter: u64,
     pub pid_file: Option<PathBuf>,
+    /// `-e/--env KEY=VALUE`, set in the master before workers start.
+    pub env: Vec<(String, String)>,
 }
 
 impl ProcessConfig {
@@ -189,6 +234,8 @@ pub struct LogConfig {
     /// `None`: no access log; `Some(None)`: stdout; `Some(Some(path))`: a file.
     pub access_log: Option<Option<PathBuf>>,
     pub access_log_format: String,
+    /// `--capture-output`: the app's stdout and stderr go to `error_log`.
+    pub capture_output: bool,
 }
 
 pub(crate) fn secs(option: &str, value: f64, allow_zero: bool) -> Result<Duration, ConfigError> {
@@ -231,9 +278,50 @@ fn log_path(option: &str, value: &str) -> Result<Option<PathBuf>, ConfigError> {
     Ok(Some(PathBuf::from(value)))
 }
 
+/// gunicorn's default for an unset `--forwarded-allow-ips`.
+pub const FORWARDED_ALLOW_IPS_DEFAULT: &str = "127.0.0.1,::1";
+
+/// `--forwarded-allow-ips`, else `$FORWARDED_ALLOW_IPS` (gunicorn's default, so below
+/// the config file as in gunicorn), else 127.0.0.1,::1.
+pub(crate) fn forwarded_allow_ips(cli: &Cli) -> String {
+    cli.server.forwarded_allow_ips.clone().unwrap_or_else(|| {
+        std::env::var("FORWARDED_ALLOW_IPS")
+            .ok()
+            .filter(|v| !v.trim().is_empty())
+            .unwrap_or_else(|| FORWARDED_ALLOW_IPS_DEFAULT.to_string())
+    })
+}
+
 impl Config {
-    /// Validates the raw command line into a [`Config`].
-    pub fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
+    /// Builds the config from all layers: `django` holds the QUEUE_TIME_TRACKER_*
+    /// settings (without the prefix) a worker read after importing the app, empty
+    /// before that or with `--ignore-django-settings`. They fill only options that no
+    /// other layer set. Errors say where the value came from.
+    pub fn from_layers(
+        layers: &Layers,
+        django: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let Layers { cli, sources } = layers;
+        if django.is_empty() || cli.python.ignore_django_settings {
+            return Config::from_cli(cli).map_err(|e| sources.annotate(&e));
+        }
+        let applied = django::apply(cli, sources, django);
+        let mut config = Config::from_cli(&applied.cli).map_err(|e| {
+            ConfigError(format!(
+                "{} (with QUEUE_TIME_TRACKER_* settings from Django)",
+                sources.annotate(&e)
+            ))
+        })?;
+        if let Some(keys) = applied.aws_keys {
+            config.notify.set_aws_keys(keys);
+        }
+        config.django = applied.used;
+        Ok(config)
+    }
+
+    /// Validates one merged command line into a [`Config`] (every layer but Django's
+    /// is in it already: see [`sources::parse_layered`]).
+    pub(crate) fn from_cli(cli: &Cli) -> Result<Config, ConfigError> {
         let app = match &cli.app {
             Some(app) => AppSpec::parse(app)?,
             None => {
@@ -267,6 +355,17 @@ impl Config {
                 ))
             })?;
         let keep_alive = secs("--keep-alive", s.keep_alive, true)?;
+        let header_map = match s.header_map.trim().to_ascii_lowercase().as_str() {
+            "drop" => HeaderMap::Drop,
+            "refuse" => HeaderMap::Refuse,
+            "dangerous" => HeaderMap::Dangerous,
+            _ => {
+                return Err(ConfigError(format!(
+                    "--header-map {}: expected drop, refuse or dangerous",
+                    s.header_map
+                )))
+            }
+        };
         let unlimited = |v: usize| if v == 0 { usize::MAX } else { v };
         let server = ServerConfig {
             binds,
@@ -289,9 +388,23 @@ impl Config {
             } else {
                 s.worker_connections
             },
-            forwarded_allow: crate::tracker::TrustedPeers::parse(&s.forwarded_allow_ips)
+            forwarded_allow: crate::tracker::TrustedPeers::parse(&forwarded_allow_ips(cli))
                 .map_err(|e| ConfigError(format!("--forwarded-allow-ips: {e}")))?,
+            remote_addr_from_forwarded: s.remote_addr_from_forwarded,
+            reuse_port: s.reuse_port,
+            header_map,
         };
+        let mut notes = Vec::new();
+        if header_map != HeaderMap::Drop {
+            notes.push(format!(
+                "--header-map {}: not implemented yet in this build; header names with _ \
+                 are dropped (gunicorn's default, --header-map drop)",
+                s.header_map
+            ));
+        }
+        if let Some(class) = &cli.python.worker_class {
+            notes.extend(gunicorn::worker_class(class)?);
+        }
 
         let p = &cli.python;
         if p.threads == 0 || p.threads > 4096 {
@@ -343,11 +456,24 @@ impl Config {
         }
         let process = ProcessConfig {
             workers,
-            timeout: secs("--timeout", pr.timeout, false)?,
+            timeout: secs("--timeout", pr.timeout, true)?,
             graceful_timeout: secs("--graceful-timeout", pr.graceful_timeout, true)?,
             max_requests: pr.max_requests,
             max_requests_jitter: pr.max_requests_jitter,
             pid_file: pr.pid_file.clone(),
+            env: cli
+                .python
+                .env
+                .iter()
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, v)) if !k.trim().is_empty() && !kv.contains('\0') => {
+                        Ok((k.trim().to_string(), v.to_string()))
+                    }
+                    _ => Err(ConfigError(format!(
+                        "--env {kv}: expected KEY=VALUE (for example -e DJANGO_DEBUG=0)"
+                    ))),
+                })
+                .collect::<Result<_, _>>()?,
         };
 
         let l = &cli.logging;
@@ -360,7 +486,9 @@ impl Config {
                 Some(v) => Some(log_path("--access-log", v)?),
             },
             access_log_format: l.access_log_format.clone(),
+            capture_output: l.capture_output,
         };
+
         let t = &cli.tracker;
         let queue_header = match &t.queue_header {
             None => None,
@@ -392,6 +520,8 @@ impl Config {
             l.log_format,
         )
         .map_err(ConfigError)?;
+        let gunicorn = gunicorn::Gunicorn::from_values(&cli.gunicorn)?;
+        notes.extend(gunicorn.notes().iter().cloned());
         Ok(Config {
             app,
             server,
@@ -400,6 +530,10 @@ impl Config {
             log,
             tracker,
             notify,
+            gunicorn,
+            check_config: cli.check_config,
+            notes,
+            django: Vec::new(),
         })
     }
 }
@@ -432,7 +566,7 @@ mod tests {
             .0
             .contains("--timeout"));
         assert!(secs("--timeout", f64::NAN, false).is_err());
-        assert!(secs("--timeout", 0.0, false).is_err());
+        assert!(secs("--header-timeout", 0.0, false).is_err());
         assert_eq!(secs("--keep-alive", 0.0, true).unwrap(), Duration::ZERO);
         assert_eq!(
             secs("--keep-alive", 2.5, true).unwrap(),

@@ -37,12 +37,32 @@ fn to_toml(sources: &Sources, config: &Config) -> String {
         )),
         None => out.push_str("# config file: none\n\n"),
     }
-    let lines: Vec<(String, String)> = sources
+    // gunicorn's settings that are not rwsgi options show only when given.
+    let gunicorn_only = |o: &Effective| {
+        super::gunicorn::SETTINGS.iter().any(|g| {
+            !matches!(g.treat, super::gunicorn::Treat::Same(..))
+                && super::gunicorn::own_long(g) == Some(o.name.as_str())
+        })
+    };
+    let mut lines: Vec<(String, String)> = sources
         .options()
         .iter()
-        .filter(|o| o.in_file)
+        .filter(|o| o.in_file && !(o.source == Source::Default && gunicorn_only(o)))
         .map(|o| line(o, config))
         .collect();
+    // Hooks and dicts of a Python file: shown as comments, since TOML cannot hold them.
+    if let Some((path, _)) = sources.config_file() {
+        for (name, value) in sources.file_only() {
+            let value: String = value.chars().take(60).collect();
+            lines.push((
+                format!("# {name} = {value}"),
+                format!(
+                    "config file {} (a gunicorn setting, not an option)",
+                    path.display()
+                ),
+            ));
+        }
+    }
     let width = lines
         .iter()
         .map(|(body, _)| body.len())
@@ -85,7 +105,8 @@ fn line(opt: &Effective, config: &Config) -> (String, String) {
 }
 
 /// Options whose default is not clap's but computed at validation (gunicorn's
-/// `$WEB_CONCURRENCY` and `$PORT`): show the value the server will use.
+/// `$WEB_CONCURRENCY`, `$PORT` and `$FORWARDED_ALLOW_IPS`): show the value the server
+/// will use.
 fn derived(opt: &Effective, config: &Config) -> Option<(Vec<String>, String)> {
     if opt.source != Source::Default || !opt.values.is_empty() {
         return None;
@@ -102,6 +123,13 @@ fn derived(opt: &Effective, config: &Config) -> Option<(Vec<String>, String)> {
         "bind" => Some((
             config.server.binds.iter().map(bind_value).collect(),
             from("PORT"),
+        )),
+        "forwarded-allow-ips" => Some((
+            vec![std::env::var("FORWARDED_ALLOW_IPS")
+                .ok()
+                .filter(|v| !v.trim().is_empty())
+                .unwrap_or_else(|| super::FORWARDED_ALLOW_IPS_DEFAULT.to_string())],
+            from("FORWARDED_ALLOW_IPS"),
         )),
         _ => None,
     }
@@ -275,9 +303,20 @@ mod tests {
             assert!(l.starts_with(start) && l.ends_with(end), "{name}: {l}");
         }
         assert!(out.contains(&format!("# config file: {} (command line)", file.path())));
-        // Every option but --config and --print-config has a line, set or not.
+        // Every option but --config and --print-config has a line, set or not;
+        // gunicorn's settings that are not options only when given.
         let (_, sources) = parse(&["rwsgi"], &[]);
-        for o in sources.options().iter().filter(|o| o.in_file) {
+        let gunicorn_only = |name: &str| {
+            crate::config::gunicorn::SETTINGS.iter().any(|g| {
+                crate::config::gunicorn::own_long(g) == Some(name)
+                    && !matches!(g.treat, crate::config::gunicorn::Treat::Same(..))
+            })
+        };
+        for o in sources
+            .options()
+            .iter()
+            .filter(|o| o.in_file && !gunicorn_only(&o.name))
+        {
             assert!(
                 out.lines().any(|l| l.starts_with(&format!("{} =", o.name))
                     || l.starts_with(&format!("# {} =", o.name))),

@@ -38,12 +38,17 @@ use clap::{CommandFactory, FromArgMatches};
 
 use super::ConfigError;
 use crate::cli::Cli;
-use layers::{config_path, env_layer, file_layer, raw_values, read_file, specs, Setting};
+use layers::{
+    cmd_args_layer, config_path, env_layer, file_layer, gunicorn_values, raw_values, read_file,
+    specs, Setting,
+};
 
 mod layers;
 
 /// Prefix of every option's environment variable.
 pub const ENV_PREFIX: &str = "RWSGI_";
+/// gunicorn's variable of extra arguments, shell-split, ranked below the command line.
+pub const CMD_ARGS_ENV: &str = "GUNICORN_CMD_ARGS";
 
 /// Long name of the option that names the file; it cannot come from the file.
 const CONFIG: &str = "config";
@@ -52,8 +57,13 @@ const PRINT_CONFIG: &str = "print-config";
 
 const AFTER_HELP: &str = "Every option can also be set as an environment variable \
 RWSGI_<OPTION> (RWSGI_THREADS=4, RWSGI_BIND=a,b for repeatable options, RWSGI_APP for \
-APP) or as a key in the TOML file given with -c/--config (threads = 4, \
-bind = [\"a\", \"b\"], app = \"mod:app\"). Precedence: command line, environment, file, \
+APP), in GUNICORN_CMD_ARGS (\"--threads 4 --bind :8000\"), or in the file given with \
+-c/--config: TOML when its name ends in .toml (threads = 4, bind = [\"a\", \"b\"]), \
+else a Python file as gunicorn reads it (./gunicorn.conf.py by default; \
+python:MODULE names a module). Every gunicorn setting and spelling is accepted: see \
+docs/gunicorn-settings.md. Precedence: command line, GUNICORN_CMD_ARGS, RWSGI_* (and \
+VIRTUAL_ENV for --venv), config file, Django's QUEUE_TIME_TRACKER_* settings, then \
+gunicorn's defaults from FORWARDED_ALLOW_IPS, WEB_CONCURRENCY and PORT, then the \
 default. --print-config shows the result and where each value came from.";
 
 // ===== Public API =====
@@ -64,7 +74,7 @@ pub enum Source {
     CommandLine,
     /// The variable's name: `RWSGI_THREADS`, or a clap fallback such as `VIRTUAL_ENV`.
     Env(String),
-    /// The `--config` file.
+    /// The `--config` file (TOML or Python).
     File(PathBuf),
     /// Nobody set it: clap's default (or no value at all).
     Default,
@@ -120,6 +130,9 @@ pub struct Sources {
     options: Vec<Effective>,
     /// The `--config` file read, and where its name came from.
     config_file: Option<(PathBuf, Source)>,
+    /// gunicorn settings from the file that are not options (hooks, dicts): name and
+    /// value as text.
+    file_only: Vec<(String, String)>,
 }
 
 impl Sources {
@@ -137,6 +150,11 @@ impl Sources {
     /// The config file that was read, and where its name came from.
     pub fn config_file(&self) -> Option<(&Path, &Source)> {
         self.config_file.as_ref().map(|(p, s)| (p.as_path(), s))
+    }
+
+    /// gunicorn settings the file gave that are not options (hooks, dicts).
+    pub fn file_only(&self) -> &[(String, String)] {
+        &self.file_only
     }
 
     /// `from RWSGI_THREADS`, `from config file /etc/rwsgi.toml`, `from the command line`
@@ -193,6 +211,8 @@ pub enum ParseError {
     /// A value in the environment or the file is wrong; every message names the
     /// option and the variable or file key.
     Sources(Vec<ConfigError>),
+    /// The Python config file raised: its traceback. Exit 1, as gunicorn.
+    ConfigFile(ConfigError),
 }
 
 impl ParseError {
@@ -214,6 +234,10 @@ impl ParseError {
                 }
                 2
             }
+            ParseError::ConfigFile(e) => {
+                eprintln!("rwsgi: error: {e}");
+                1
+            }
         }
     }
 }
@@ -226,6 +250,7 @@ impl fmt::Display for ParseError {
                 let lines: Vec<&str> = errors.iter().map(|e| e.0.as_str()).collect();
                 f.write_str(&lines.join("\n"))
             }
+            ParseError::ConfigFile(e) => f.write_str(&e.0),
         }
     }
 }
@@ -242,7 +267,7 @@ pub fn parse_layered(
 
     // clap's env fallbacks are stripped: they are ours to rank, and read from `env`
     // (where an empty variable counts as unset) rather than the process environment.
-    let original = Cli::command();
+    let original = crate::config::gunicorn::command(Cli::command());
     let mut cmd = original
         .clone()
         .mut_args(|a| a.env(None::<&'static str>))
@@ -264,20 +289,34 @@ pub fn parse_layered(
 
     let mut errors = Vec::new();
     let env_layer = env_layer(&specs, env, &mut errors);
-    let config_file = config_path(&specs, &cli_matches, &on_command_line, env);
+    let (cmd_args_layer, cmd_args_config) =
+        cmd_args_layer(&mut cmd, &prog, &specs, env, &mut errors);
+    let config_file = config_path(&specs, &cli_matches, &on_command_line, cmd_args_config, env);
+    let mut file_only = Vec::new();
     let file_layer = match &config_file {
-        Some((path, path_source)) => match read_file(path, path_source) {
-            Ok(table) => file_layer(&specs, path, &table, &mut errors),
-            Err(e) => {
-                errors.push(e);
-                Vec::new()
+        Some((path, path_source)) => {
+            match read_file(path, path_source, &specs, &cli_matches, env) {
+                Ok(read) => {
+                    let layer = file_layer(&specs, path, &read.table, &mut file_only, &mut errors);
+                    file_only.extend(read.file_only);
+                    layer
+                }
+                Err(ParseError::Sources(mut e)) => {
+                    errors.append(&mut e);
+                    Vec::new()
+                }
+                Err(e) => return Err(e),
             }
-        },
+        }
         None => Vec::new(),
     };
 
     // Each setting alone, so that a clap error can name its variable or key.
-    for setting in env_layer.iter().chain(file_layer.iter()) {
+    for setting in env_layer
+        .iter()
+        .chain(cmd_args_layer.iter())
+        .chain(file_layer.iter())
+    {
         let mut argv = vec![prog.clone()];
         argv.extend(setting.argv(&specs[setting.spec]));
         if let Err(e) = cmd.try_get_matches_from_mut(argv) {
@@ -292,9 +331,14 @@ pub fn parse_layered(
         return Err(ParseError::Sources(errors));
     }
 
-    // The winner of each option not on the command line: environment, else file.
+    // The winner of each option not on the command line: GUNICORN_CMD_ARGS, else
+    // RWSGI_* (or gunicorn's own variables), else the file.
     let mut winners: Vec<Option<&Setting>> = vec![None; specs.len()];
-    for setting in file_layer.iter().chain(env_layer.iter()) {
+    for setting in file_layer
+        .iter()
+        .chain(env_layer.iter())
+        .chain(cmd_args_layer.iter())
+    {
         if !on_command_line[setting.spec] {
             winners[setting.spec] = Some(setting);
         }
@@ -320,7 +364,8 @@ pub fn parse_layered(
     let merged = cmd
         .try_get_matches_from_mut(argv)
         .map_err(ParseError::Usage)?;
-    let cli = Cli::from_arg_matches(&merged).map_err(ParseError::Usage)?;
+    let mut cli = Cli::from_arg_matches(&merged).map_err(ParseError::Usage)?;
+    cli.gunicorn = gunicorn_values(&specs, &merged, &file_only);
 
     let options = specs
         .iter()
@@ -344,6 +389,7 @@ pub fn parse_layered(
         Sources {
             options,
             config_file,
+            file_only,
         },
     ))
 }

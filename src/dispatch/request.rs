@@ -22,6 +22,9 @@ use crate::wsgi::{Call, Handled, Mode, Outcome, RequestFacts, Suspended};
 pub struct Policy {
     tracker: TrackerConfig,
     forwarded_allow: TrustedPeers,
+    /// `--remote-addr-from-forwarded`: REMOTE_ADDR from X-Forwarded-For (gunicorn keeps
+    /// the peer's address there, so this is opt-in).
+    remote_addr_from_forwarded: bool,
 }
 
 impl Policy {
@@ -29,6 +32,7 @@ impl Policy {
         Policy {
             tracker: config.tracker.clone(),
             forwarded_allow: config.server.forwarded_allow.clone(),
+            remote_addr_from_forwarded: config.server.remote_addr_from_forwarded,
         }
     }
 
@@ -124,11 +128,14 @@ pub fn run(
             policy.tracker.max_age,
         ),
     };
-    let fwd = forwarded::resolve_for(
+    let mut fwd = forwarded::resolve_for(
         &request.headers,
         conn.forwarded_allowed,
         &policy.forwarded_allow,
     );
+    if !policy.remote_addr_from_forwarded {
+        fwd.remote_addr = None;
+    }
     let line = shared.access_log.as_ref().map(|_| {
         (
             RequestLine {

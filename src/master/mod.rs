@@ -12,7 +12,6 @@ pub mod supervisor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::sources::Sources;
 use crate::config::Config;
 use crate::control::{CONTROL_FD_ENV, WORKER_ID_ENV};
 
@@ -27,6 +26,15 @@ pub mod exit {
 
 /// Runs rwsgi (master or worker) and returns the process exit code.
 pub fn main() -> i32 {
+    // Not an option (no RWSGI_* variable may turn the server into a printer): the
+    // gunicorn settings table for docs/gunicorn-settings.md's generator.
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == "--gunicorn-settings")
+    {
+        print!("{}", crate::config::gunicorn::table_json());
+        return exit::OK;
+    }
     // Command line > RWSGI_* environment > --config file > default; see config::sources.
     let (cli, sources) = match crate::config::sources::parse_layered(
         std::env::args_os().collect(),
@@ -47,11 +55,18 @@ pub fn main() -> i32 {
             }
         };
     }
-    let config = match Config::from_cli(&cli) {
+    let layers = crate::config::Layers { cli, sources };
+    // Before the app is imported, the Django layer is empty: see `Config::from_layers`.
+    let config = match Config::from_layers(&layers, &Default::default()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("rwsgi: error: {}", sources.annotate(&e));
-            return exit::USAGE;
+            eprintln!("rwsgi: error: {e}");
+            // --check-config answers 0 or 1, as gunicorn's.
+            return if layers.cli.check_config {
+                exit::RUNTIME
+            } else {
+                exit::USAGE
+            };
         }
     };
     if let Err(e) = crate::logging::init(&config.log) {
@@ -60,36 +75,84 @@ pub fn main() -> i32 {
     }
     let config = Arc::new(config);
     if let Some(worker) = worker_env() {
-        return crate::worker::main(config, worker.0, worker.1, worker.2);
+        return crate::worker::main(&layers, config, worker.0, worker.1, worker.2);
     }
-    run_master(config, &cli, &sources)
+    for note in &config.notes {
+        tracing::info!("{note}");
+    }
+    for (key, value) in &config.process.env {
+        // SAFETY (edition 2021: safe fn): no other thread runs yet; workers inherit it.
+        std::env::set_var(key, value);
+    }
+    if config.check_config {
+        return check_config(&config);
+    }
+    if let Err(e) = capture_output(&config.log) {
+        eprintln!("rwsgi: error: --capture-output: {e}");
+        return exit::USAGE;
+    }
+    run_master(config, &layers)
 }
 
-/// The notifier configuration, with request-time-tracker's Django settings (from the
-/// first worker) filling options nobody set.
+/// `--check-config`: the configuration is valid (it was validated to get here); import
+/// the app as a worker would, and answer 0, or 1 with the reason.
+fn check_config(config: &Config) -> i32 {
+    if let Some(dir) = &config.python.chdir {
+        if let Err(e) = std::env::set_current_dir(dir) {
+            eprintln!("rwsgi: error: --chdir {}: {e}", dir.display());
+            return exit::RUNTIME;
+        }
+    }
+    let loaded = crate::wsgi::interpreter::initialize(&config.python).and_then(|()| {
+        pyo3::Python::attach(|py| crate::wsgi::interpreter::load_app(py, &config.app))
+    });
+    match loaded {
+        Ok(_) => {
+            tracing::info!(app = %config.app, "--check-config: configuration and app are valid");
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("rwsgi: error: {e}");
+            exit::RUNTIME
+        }
+    }
+}
+
+/// `--capture-output`: stdout and stderr of the master, and so of every worker and the
+/// app's prints, go to the `--error-log` file.
+fn capture_output(log: &crate::config::LogConfig) -> std::io::Result<()> {
+    let (true, Some(path)) = (log.capture_output, &log.error_log) else {
+        return Ok(());
+    };
+    use std::os::fd::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)?;
+    for target in [libc::STDOUT_FILENO, libc::STDERR_FILENO] {
+        // SAFETY: dup2 onto the standard descriptors; `file` stays open during the call.
+        if unsafe { libc::dup2(file.as_raw_fd(), target) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// The notifier configuration once the first worker has read the Django settings:
+/// the whole config built again with the Django layer, never patched.
 fn notify_config(
     config: &Config,
-    cli: &crate::cli::Cli,
-    sources: &Sources,
+    layers: &crate::config::Layers,
     settings: &std::collections::BTreeMap<String, String>,
 ) -> Result<crate::notify::NotifyConfig, String> {
     if settings.is_empty() || !config.python.read_django_settings {
         return Ok(config.notify.clone());
     }
-    let applied = crate::config::django::apply(cli, sources, settings);
-    for used in &applied.used {
+    let layered = Config::from_layers(layers, settings).map_err(|e| e.0)?;
+    for used in &layered.django {
         tracing::info!("Django settings: {used}");
     }
-    let mut notify = crate::notify::NotifyConfig::from_args(
-        &applied.cli.notify,
-        applied.cli.tracker.queue_header.is_some(),
-        config.log.format,
-    )
-    .map_err(|e| format!("{e} (with QUEUE_TIME_TRACKER_* settings from Django)"))?;
-    if let Some(keys) = applied.aws_keys {
-        notify.set_aws_keys(keys);
-    }
-    Ok(notify)
+    Ok(layered.notify)
 }
 
 /// `(id, control fd, balance memfd)` when this process is a worker; the variables are removed so
@@ -108,7 +171,7 @@ fn worker_env() -> Option<(u32, i32, Option<i32>)> {
     Some((id, fd, balance))
 }
 
-fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> i32 {
+fn run_master(config: Arc<Config>, layers: &crate::config::Layers) -> i32 {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -139,7 +202,7 @@ fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> 
             Ok(settings) => settings,
             Err(code) => return code,
         };
-        let notify = match notify_config(&config, cli, sources, &settings) {
+        let notify = match notify_config(&config, layers, &settings) {
             Ok(n) => n,
             Err(e) => {
                 eprintln!("rwsgi: error: {e}");

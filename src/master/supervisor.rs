@@ -632,12 +632,15 @@ impl Supervisor {
                     Some(format!("did not boot within {}s", boot_timeout.as_secs()))
                 }
                 State::Ready => match &w.oldest {
-                    Some(b) if Duration::from_millis(b.age_ms) > timeout => Some(format!(
-                        "'{}' ran for {:.1}s (--timeout {}s)",
-                        b.request,
-                        b.age_ms as f64 / 1000.0,
-                        timeout.as_secs_f64()
-                    )),
+                    // `--timeout 0`: no limit, as in gunicorn.
+                    Some(b) if !timeout.is_zero() && Duration::from_millis(b.age_ms) > timeout => {
+                        Some(format!(
+                            "'{}' ran for {:.1}s (--timeout {}s)",
+                            b.request,
+                            b.age_ms as f64 / 1000.0,
+                            timeout.as_secs_f64()
+                        ))
+                    }
                     _ if w.last_beat.elapsed() > silence => Some(format!(
                         "sent no heartbeat for {}s",
                         w.last_beat.elapsed().as_secs()
@@ -793,7 +796,7 @@ impl Supervisor {
         let s = &self.config.server;
         let mut out = Vec::new();
         for spec in &s.binds {
-            let l = listener::bind(spec, s.backlog, s.unix_socket_mode)?;
+            let l = listener::bind(spec, s.backlog, s.unix_socket_mode, s.reuse_port)?;
             tracing::info!("Listening at: {} ({})", l.describe(), std::process::id());
             out.push(l);
         }

@@ -170,6 +170,10 @@ impl NotifyConfig {
         if kinds.is_empty() && queue_header_set {
             kinds.push(SinkKind::Log);
         }
+        // `--statsd-host` alone turns statsd on, as in gunicorn.
+        if args.statsd_host.is_some() && !kinds.contains(&SinkKind::Statsd) {
+            kinds.push(SinkKind::Statsd);
+        }
         let sinks = kinds
             .into_iter()
             .map(|kind| SinkConfig::from_args(kind, args, log_format))

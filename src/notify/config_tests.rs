@@ -155,12 +155,17 @@ fn statsd_needs_a_host_and_clean_names() {
     let tag_error = |tag: &str| {
         format!("--statsd-tag must be key:value without '|', ',', '#' or whitespace (got '{tag}')")
     };
-    for tag in ["env", ":prod", "env:", "env:a,b", "env:a|b", "env:a b"] {
+    for tag in ["env", ":prod", "env:", "env:a|b", "env:a b"] {
         assert_eq!(
             statsd(&["--statsd-tag", tag]).expect_err(tag),
             tag_error(tag)
         );
     }
+    // A comma separates tags (gunicorn's --dogstatsd-tags a:b,c:d): each is checked.
+    assert_eq!(
+        statsd(&["--statsd-tag", "env:a,b"]).expect_err("b"),
+        tag_error("b")
+    );
     assert_eq!(
         statsd(&["--statsd-prefix", "my app"]).expect_err("space"),
         "--statsd-prefix must not contain ':', '|', '@', '#', ',' or whitespace (got 'my app')"

@@ -73,15 +73,26 @@ impl Listener {
     }
 }
 
-/// Binds one `--bind` address; errors say what to change.
-pub fn bind(spec: &BindSpec, backlog: u32, unix_mode: u32) -> anyhow::Result<Listener> {
+/// Binds one `--bind` address; errors say what to change. `reuse_port` sets
+/// SO_REUSEPORT on TCP sockets (`--reuse-port`).
+pub fn bind(
+    spec: &BindSpec,
+    backlog: u32,
+    unix_mode: u32,
+    reuse_port: bool,
+) -> anyhow::Result<Listener> {
     let backlog = backlog.min(i32::MAX as u32) as i32;
     match spec {
         BindSpec::Tcp(addr) => {
             let sock = Socket::new(Domain::for_address(*addr), Type::STREAM, None)?;
             sock.set_reuse_address(true)?;
+            if reuse_port {
+                sock.set_reuse_port(true)?;
+            }
+            // `[::]` takes IPv4 clients too (mapped addresses), as gunicorn's socket
+            // does: Heroku's and many templates bind that way and expect both.
             if let SocketAddr::V6(_) = addr {
-                sock.set_only_v6(true)?;
+                sock.set_only_v6(false)?;
             }
             sock.bind(&(*addr).into()).map_err(|e| {
                 anyhow::anyhow!(

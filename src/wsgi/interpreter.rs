@@ -74,6 +74,13 @@ pub fn initialize(cfg: &PythonConfig) -> Result<(), LoadError> {
         Some(venv) => Some(venv.join("bin").join("python")),
         None => option_env!("RWSGI_PYTHON_EXECUTABLE").map(PathBuf::from),
     };
+    // A Python config file (`config::pyfile`) started the interpreter already: only
+    // the paths remain to set.
+    // SAFETY: Py_IsInitialized may be called at any time.
+    if unsafe { ffi::Py_IsInitialized() } != 0 {
+        return Python::attach(|py| setup_sys_path(py, cfg))
+            .map_err(|e| LoadError(format!("could not set sys.path: {e}")));
+    }
     // SAFETY: PyConfig is plain C data initialised by PyConfig_InitPythonConfig before
     // any field is read; it is cleared after Py_InitializeFromConfig copies it.
     unsafe {

@@ -1,6 +1,7 @@
 //! The layers below the command line, as argv for clap: the option list from
-//! [`Cli::command`] ([`Spec`]), the `RWSGI_*` environment and the `--config` TOML file,
-//! each turned into [`Setting`]s that [`super::parse_layered`] ranks and merges.
+//! [`Cli::command`] ([`Spec`]), `GUNICORN_CMD_ARGS`, the `RWSGI_*` environment and the
+//! `--config` file (TOML, or Python through [`crate::config::pyfile`]), each turned
+//! into [`Setting`]s that [`super::parse_layered`] ranks and merges.
 
 use std::any::TypeId;
 use std::collections::{BTreeMap, HashMap};
@@ -9,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use clap::{ArgAction, ArgMatches, Command};
 
-use super::{Kind, Source, CONFIG, ENV_PREFIX, PRINT_CONFIG};
-use crate::config::ConfigError;
+use super::{
+    clap_message, Kind, ParseError, Source, CMD_ARGS_ENV, CONFIG, ENV_PREFIX, PRINT_CONFIG,
+};
+use crate::config::{gunicorn, pyfile, ConfigError};
 
 // ===== Options, from clap =====
 
@@ -223,11 +226,75 @@ fn parse_bool(s: &str) -> Option<bool> {
     }
 }
 
-/// The file named by `--config` on the command line, else by `RWSGI_CONFIG`.
+/// `GUNICORN_CMD_ARGS`, shell-split and parsed like a command line: the options it
+/// sets, and the `-c` file it names.
+pub(super) fn cmd_args_layer(
+    cmd: &mut Command,
+    prog: &OsStr,
+    specs: &[Spec],
+    env: &HashMap<OsString, OsString>,
+    errors: &mut Vec<ConfigError>,
+) -> (Vec<Setting>, Option<PathBuf>) {
+    let Some(value) = env.get(OsStr::new(CMD_ARGS_ENV)).filter(|v| !v.is_empty()) else {
+        return (Vec::new(), None);
+    };
+    let label = format!("environment {CMD_ARGS_ENV}");
+    let Some(words) = value.to_str().and_then(shlex::split) else {
+        errors.push(ConfigError(format!(
+            "{label}: cannot split into arguments (unbalanced quotes, or not UTF-8)"
+        )));
+        return (Vec::new(), None);
+    };
+    let mut argv = vec![prog.to_os_string()];
+    argv.extend(words.into_iter().map(OsString::from));
+    let m = match cmd.try_get_matches_from_mut(argv) {
+        Ok(m) => m,
+        Err(e) => {
+            errors.push(ConfigError(format!("{label}: {}", clap_message(&e))));
+            return (Vec::new(), None);
+        }
+    };
+    let mut config = None;
+    let mut settings = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        if m.value_source(&spec.id) != Some(clap::parser::ValueSource::CommandLine) {
+            continue;
+        }
+        if spec.name == CONFIG {
+            config = m
+                .get_raw(&spec.id)
+                .and_then(|mut v| v.next_back())
+                .map(PathBuf::from);
+            continue;
+        }
+        if !spec.in_env {
+            errors.push(ConfigError(format!(
+                "{label}: --{} is allowed on the command line only",
+                spec.name
+            )));
+            continue;
+        }
+        settings.push(Setting {
+            spec: i,
+            source: Source::Env(CMD_ARGS_ENV.into()),
+            label: label.clone(),
+            values: raw_values(&m, spec)
+                .into_iter()
+                .filter(|v| spec.kind != Kind::Flag || v == "true")
+                .map(OsString::from)
+                .collect(),
+        });
+    }
+    (settings, config)
+}
+
+/// The file named by `--config` on the command line, else in `GUNICORN_CMD_ARGS`, else
+/// by `RWSGI_CONFIG`, else gunicorn's `./gunicorn.conf.py` when it exists.
 pub(super) fn config_path(
     specs: &[Spec],
     cli: &ArgMatches,
     on_command_line: &[bool],
+    cmd_args: Option<PathBuf>,
     env: &HashMap<OsString, OsString>,
 ) -> Option<(PathBuf, Source)> {
     let i = specs.iter().position(|s| s.name == CONFIG)?;
@@ -235,37 +302,170 @@ pub(super) fn config_path(
         let path = cli.get_raw(&specs[i].id)?.next_back()?;
         return Some((PathBuf::from(path), Source::CommandLine));
     }
+    if let Some(path) = cmd_args {
+        return Some((path, Source::Env(CMD_ARGS_ENV.into())));
+    }
     let var = specs[i].env_var();
-    env.get(OsStr::new(&var))
-        .filter(|v| !v.is_empty())
-        .map(|v| (PathBuf::from(v), Source::Env(var)))
+    if let Some(v) = env.get(OsStr::new(&var)).filter(|v| !v.is_empty()) {
+        return Some((PathBuf::from(v), Source::Env(var)));
+    }
+    let default = PathBuf::from(pyfile::DEFAULT_FILE);
+    default.is_file().then_some((default, Source::Default))
 }
 
-pub(super) fn read_file(path: &Path, named_by: &Source) -> Result<toml::Table, ConfigError> {
+/// A config file's settings, before they are matched to options.
+pub(super) struct FileSettings {
+    pub(super) table: toml::Table,
+    /// gunicorn settings that are not options (hooks, dicts): name and text.
+    pub(super) file_only: Vec<(String, String)>,
+}
+
+/// Reads the `--config` file: TOML when its name ends in `.toml`, else Python, run in
+/// the embedded interpreter as gunicorn runs it.
+pub(super) fn read_file(
+    path: &Path,
+    named_by: &Source,
+    specs: &[Spec],
+    cli: &ArgMatches,
+    env: &HashMap<OsString, OsString>,
+) -> Result<FileSettings, ParseError> {
     let origin = match named_by {
         Source::Env(var) => format!(" (from {var})"),
         _ => String::new(),
     };
+    let is_module = path.to_string_lossy().starts_with(pyfile::MODULE_PREFIX);
+    if is_module || pyfile::is_python(path) {
+        if !is_module && !path.is_file() {
+            return Err(ParseError::Sources(vec![ConfigError(format!(
+                "--{CONFIG} {}{origin}: cannot read: no such file",
+                path.display()
+            ))]));
+        }
+        let venv = early_venv(specs, cli, env).map_err(|e| ParseError::Sources(vec![e]))?;
+        let wanted = python_names(specs);
+        let read = pyfile::evaluate(path, venv, &|name| wanted.contains(name)).map_err(|e| {
+            // A TOML file under another name fails as Python: say how to name it.
+            let toml =
+                std::fs::read_to_string(path).is_ok_and(|text| text.parse::<toml::Table>().is_ok());
+            ParseError::ConfigFile(if toml {
+                ConfigError(format!(
+                    "{}\n(this file is valid TOML: rwsgi reads a config file as TOML only \
+                     when its name ends in .toml, else as Python, as gunicorn does)",
+                    e.0
+                ))
+            } else {
+                e
+            })
+        })?;
+        return Ok(FileSettings {
+            table: read.table,
+            file_only: read.file_only,
+        });
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
-        ConfigError(format!(
+        ParseError::Sources(vec![ConfigError(format!(
             "--{CONFIG} {}{origin}: cannot read: {e}",
             path.display()
-        ))
+        ))])
     })?;
-    text.parse::<toml::Table>().map_err(|e| {
+    let table = text.parse::<toml::Table>().map_err(|e| {
         let detail = e.to_string();
-        ConfigError(format!(
+        ParseError::Sources(vec![ConfigError(format!(
             "config file {}{origin}: not valid TOML: {}",
             path.display(),
             detail.trim_end()
-        ))
+        ))])
+    })?;
+    Ok(FileSettings {
+        table,
+        file_only: Vec::new(),
     })
+}
+
+/// The virtualenv the interpreter starts with when a Python config file starts it:
+/// `--venv` from the command line, else `RWSGI_VENV`, else `VIRTUAL_ENV`.
+fn early_venv(
+    specs: &[Spec],
+    cli: &ArgMatches,
+    env: &HashMap<OsString, OsString>,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(spec) = specs.iter().find(|s| s.name == "venv") else {
+        return Ok(None);
+    };
+    let from_cli = (cli.value_source(&spec.id) == Some(clap::parser::ValueSource::CommandLine))
+        .then(|| cli.get_raw(&spec.id).and_then(|mut v| v.next_back()))
+        .flatten()
+        .map(OsStr::to_os_string);
+    let from_env = [Some(OsString::from(spec.env_var())), spec.clap_env.clone()]
+        .into_iter()
+        .flatten()
+        .find_map(|var| env.get(&var).filter(|v| !v.is_empty()).cloned());
+    match from_cli.or(from_env).map(PathBuf::from) {
+        Some(v) => {
+            crate::wsgi::interpreter::check_venv(&v).map_err(ConfigError)?;
+            Ok(Some(std::fs::canonicalize(&v).unwrap_or(v)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The variable names of a Python config file that are settings: gunicorn's names,
+/// and rwsgi's own options (`queue_header`) that no gunicorn setting stands for.
+fn python_names(specs: &[Spec]) -> std::collections::HashSet<String> {
+    // `config` names nothing inside a file, and a file does not print.
+    let mut names: std::collections::HashSet<String> = gunicorn::SETTINGS
+        .iter()
+        .map(|s| s.name.to_string())
+        .filter(|n| n != "config" && n != "print_config")
+        .collect();
+    for spec in specs
+        .iter()
+        .filter(|s| s.in_file && s.kind != Kind::Positional)
+    {
+        let shared = gunicorn::SETTINGS.iter().any(|g| {
+            g.name == spec.id
+                || matches!(g.treat, gunicorn::Treat::Same(long, _) if long == spec.name)
+        });
+        if !shared {
+            names.insert(spec.name.replace('-', "_"));
+        }
+    }
+    names
+}
+
+/// The raw values of the gunicorn settings that are not rwsgi options, from the
+/// merged matches and the file's hooks and dicts.
+pub(super) fn gunicorn_values(
+    specs: &[Spec],
+    merged: &ArgMatches,
+    file_only: &[(String, String)],
+) -> gunicorn::Values {
+    let mut values = gunicorn::Values::new();
+    for spec in specs {
+        let own = gunicorn::setting(&spec.id)
+            .is_some_and(|g| g.name == spec.id && !matches!(g.treat, gunicorn::Treat::Same(..)));
+        if !own {
+            continue;
+        }
+        let set = merged
+            .value_source(&spec.id)
+            .is_some_and(|s| s != clap::parser::ValueSource::DefaultValue);
+        let vals = raw_values(merged, spec);
+        if set && (spec.kind != Kind::Flag || vals.iter().any(|v| v == "true")) {
+            values.insert(spec.id.clone(), vals);
+        }
+    }
+    for (name, text) in file_only {
+        values.insert(name.clone(), vec![text.clone()]);
+    }
+    values
 }
 
 pub(super) fn file_layer(
     specs: &[Spec],
     path: &Path,
     table: &toml::Table,
+    file_only: &mut Vec<(String, String)>,
     errors: &mut Vec<ConfigError>,
 ) -> Vec<Setting> {
     let file = path.display();
@@ -282,7 +482,35 @@ pub(super) fn file_layer(
     for (key, value) in table {
         let label = format!("config file {file}: key '{key}'");
         let normal = key.replace('_', "-");
-        let Some(&i) = keys.get(&normal) else {
+        // gunicorn's names (`keepalive`, `preload_app`) stand for an option too.
+        let by_gunicorn = gunicorn::setting(key).and_then(|g| match g.treat {
+            gunicorn::Treat::Same(long, _) => Some(long),
+            _ => gunicorn::own_long(g),
+        });
+        let found = keys
+            .get(&normal)
+            .or_else(|| by_gunicorn.and_then(|long| keys.get(long)));
+        if let (None, Some(g)) = (found, gunicorn::setting(key)) {
+            // A hook or dict: a Python file's business, but a TOML file may name a
+            // hook as an import string or give a table, as gunicorn's validators take.
+            match value {
+                toml::Value::String(_) | toml::Value::Table(_) => {
+                    file_only.push((g.name.to_string(), value.to_string()));
+                }
+                other => errors.push(ConfigError(format!(
+                    "{label}: gunicorn's {} takes {} here, found {}",
+                    g.name,
+                    if g.kind == gunicorn::Kind::Hook {
+                        "an import string (module.function); callables need a Python config file"
+                    } else {
+                        "a string or a table"
+                    },
+                    describe_toml(other)
+                ))),
+            }
+            continue;
+        }
+        let Some(&i) = found else {
             let hint = closest(&normal, keys.keys().filter(|k| specs[keys[*k]].in_file))
                 .map(|k| format!("; did you mean '{k}'?"))
                 .unwrap_or_default();
@@ -332,7 +560,19 @@ fn file_values(spec: &Spec, value: &toml::Value) -> Result<Vec<OsString>, &'stat
             toml::Value::Boolean(false) => Ok(Vec::new()),
             _ => Err("true or false"),
         },
-        Kind::Positional | Kind::Single => scalar(value).map(|v| vec![v]).ok_or(scalar_kind),
+        // gunicorn's list-valued strings (`forwarded_allow_ips = ["a", "b"]`).
+        Kind::Single => match value {
+            toml::Value::Array(items) if !spec.numeric => items
+                .iter()
+                .map(|i| scalar(i).map(|v| v.to_string_lossy().into_owned()))
+                .collect::<Option<Vec<_>>>()
+                .map(|v| vec![OsString::from(v.join(","))])
+                .ok_or(scalar_kind),
+            // gunicorn's validators take booleans for some strings (proxy_protocol).
+            toml::Value::Boolean(b) if !spec.numeric => Ok(vec![OsString::from(b.to_string())]),
+            other => scalar(other).map(|v| vec![v]).ok_or(scalar_kind),
+        },
+        Kind::Positional => scalar(value).map(|v| vec![v]).ok_or(scalar_kind),
         Kind::Multi => {
             let expected = if spec.numeric {
                 "an array of numbers"

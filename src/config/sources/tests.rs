@@ -26,6 +26,7 @@ fn errors(args: &[&str], env: &[(&str, &str)]) -> Vec<String> {
     match parse(args, env) {
         Err(ParseError::Sources(errors)) => errors.into_iter().map(|e| e.0).collect(),
         Err(ParseError::Usage(e)) => panic!("usage error instead: {e}"),
+        Err(ParseError::ConfigFile(e)) => panic!("config file error instead: {e}"),
         Ok((cli, _)) => panic!("no error: {cli:?}"),
     }
 }
@@ -66,6 +67,81 @@ impl Drop for TempToml {
 }
 
 // ===== Precedence =====
+
+#[test]
+fn gunicorn_cmd_args_rank_between_the_command_line_and_rwsgi_vars() {
+    let env = [
+        (
+            "GUNICORN_CMD_ARGS",
+            "--threads 3 --workers 3 -b ':9000' --preload",
+        ),
+        ("RWSGI_THREADS", "4"),
+        ("RWSGI_WORKERS", "4"),
+        ("RWSGI_BACKLOG", "7"),
+    ];
+    let (cli, s) = ok(&["rwsgi", "--threads", "5", "m"], &env);
+    assert_eq!(cli.python.threads, 5);
+    assert_eq!(source(&s, "threads"), Source::CommandLine);
+    assert_eq!(cli.process.workers, Some(3));
+    assert_eq!(
+        source(&s, "workers"),
+        Source::Env("GUNICORN_CMD_ARGS".into())
+    );
+    assert_eq!(cli.server.bind, [":9000"]);
+    assert_eq!(cli.server.backlog, 7);
+    assert_eq!(cli.gunicorn.get("preload_app").map(Vec::len), Some(1));
+    let e = errors(&["rwsgi", "m"], &[("GUNICORN_CMD_ARGS", "--threads 'x")]);
+    assert!(
+        e[0].starts_with("environment GUNICORN_CMD_ARGS: cannot split"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn toml_files_take_gunicorn_names() {
+    let file = TempToml::new(
+        "keepalive = 5\npreload_app = true\nwsgi_app = 'm:a'\nraw_env = ['A=1']\n\
+         forwarded_allow_ips = ['10.0.0.1', '10.0.0.2']\non_starting = 'hooks.start'\n",
+    );
+    let (cli, _) = ok(&["rwsgi", "-c", file.path()], &[]);
+    assert_eq!(cli.server.keep_alive, 5.0);
+    assert_eq!(cli.app.as_deref(), Some("m:a"));
+    assert_eq!(cli.python.env, ["A=1"]);
+    assert_eq!(
+        cli.server.forwarded_allow_ips.as_deref(),
+        Some("10.0.0.1,10.0.0.2")
+    );
+    assert!(cli.gunicorn.contains_key("preload_app"));
+    assert_eq!(cli.gunicorn["on_starting"], ["\"hooks.start\""]);
+    let bad = TempToml::new("post_fork = 3\n");
+    let e = errors(&["rwsgi", "-c", bad.path()], &[]);
+    assert!(
+        e[0].contains("callables need a Python config file"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn every_gunicorn_spelling_parses() {
+    use crate::config::gunicorn::{Kind as GKind, SETTINGS};
+    for g in SETTINGS {
+        for flag in g.flags {
+            let toml = TempToml::new("");
+            let mut args = vec!["rwsgi", flag];
+            if g.kind != GKind::Flag {
+                args.push(match g.name {
+                    "bind" => ":8000",
+                    "config" => toml.path(),
+                    _ => "1",
+                });
+            }
+            args.push("m");
+            if let Err(e) = parse(&args, &[]) {
+                panic!("{args:?}: {e}");
+            }
+        }
+    }
+}
 
 #[test]
 fn single_valued_option_takes_the_highest_layer() {
@@ -347,8 +423,8 @@ fn bad_values_in_the_file_name_the_key_and_the_file() {
             "expected an array of strings for '--bind', found an array holding an array",
         ),
         (
-            "queue-header = [\"X\"]",
-            "expected a string for '--queue-header', found an array",
+            "threads = [1, 2]",
+            "expected a number for '--threads', found an array",
         ),
         (
             "ignore-django-settings = \"yes\"",
