@@ -15,6 +15,7 @@ pub mod gunicorn;
 pub mod print;
 pub mod pyfile;
 pub mod sources;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -132,6 +132,7 @@ pub fn run(
         &request.headers,
         conn.forwarded_allowed,
         &policy.forwarded_allow,
+        conn.conn.scheme(),
     );
     if !policy.remote_addr_from_forwarded {
         fwd.remote_addr = None;

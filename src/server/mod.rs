@@ -57,9 +57,11 @@ pub mod conn;
 pub mod head;
 pub mod listener;
 pub mod own;
+pub mod proxy;
 pub mod rewind;
 pub mod rules;
 pub mod service;
+pub mod transport;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -106,7 +108,7 @@ pub fn run(
     });
     runtime.block_on(async {
         let permits = Arc::new(Semaphore::new(config.server.worker_connections));
-        let http = Arc::new(conn::Http::new(&config.server));
+        let http = Arc::new(conn::Http::new(config));
         let mut accepts = Vec::new();
         for l in listeners {
             let ctx = conn::AcceptCtx {
