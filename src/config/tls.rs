@@ -139,15 +139,11 @@ pub fn load(tls: &Tls) -> Result<Option<ServerTls>, ConfigError> {
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(versions(tls.ssl_version.as_deref())?)
         .map_err(|e| ConfigError(format!("--ssl-version: {e}")))?;
-    let builder = match (&tls.ca_certs, tls.cert_reqs) {
-        (_, 0) => builder.with_no_client_auth(),
-        (None, n) => {
-            return Err(ConfigError(format!(
-                "--cert-reqs {n}: verifying client certificates needs --ca-certs (the CA \
-                 bundle they must chain to)"
-            )))
-        }
-        (Some(ca), n) => {
+    // Read even when unused (--cert-reqs 0), as gunicorn loads it: a wrong path is
+    // found at start, not when someone turns verification on.
+    let roots = match &tls.ca_certs {
+        None => None,
+        Some(ca) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in certs("--ca-certs", ca)? {
                 roots.add(c).map_err(|e| {
@@ -158,6 +154,18 @@ pub fn load(tls: &Tls) -> Result<Option<ServerTls>, ConfigError> {
                     )
                 })?;
             }
+            Some((ca, roots))
+        }
+    };
+    let builder = match (roots, tls.cert_reqs) {
+        (_, 0) => builder.with_no_client_auth(),
+        (None, n) => {
+            return Err(ConfigError(format!(
+                "--cert-reqs {n}: verifying client certificates needs --ca-certs (the CA \
+                 bundle they must chain to)"
+            )))
+        }
+        (Some((ca, roots)), n) => {
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider,
