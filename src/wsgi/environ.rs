@@ -392,9 +392,12 @@ fn connection_template(
         t.set_item(intern!(py, "REMOTE_PORT"), itoa::Buffer::new().format(port))?;
     }
     t.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;
-    if conn.transport.tls {
-        t.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "https"))?;
-    }
+    let scheme = if conn.transport.tls {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    };
+    t.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
     if let Some(p) = conn.transport.proxied {
         // gunicorn's keys for a PROXY protocol connection.
         t.set_item(intern!(py, "PROXY_PROTOCOL"), p.protocol)?;
