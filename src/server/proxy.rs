@@ -25,6 +25,8 @@ const V2_FIXED: usize = 16;
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
 /// v1's prefix.
 const V1_PREFIX: &[u8; 6] = b"PROXY ";
+/// v1's longest line, CRLF included.
+const V1_MAX: usize = 107;
 /// The longest header read: v2's fixed part plus its largest length field.
 const MAX_HEADER: usize = V2_FIXED + u16::MAX as usize;
 
@@ -92,6 +94,15 @@ pub fn parse(buf: &[u8], mode: ProxyProtocol) -> Result<Option<(Proxied, usize)>
             _ => "a PROXY header",
         };
         return Err(format!("the connection did not start with {wanted}"));
+    }
+    if !maybe_v2 && !buf[..buf.len().min(V1_MAX)].contains(&b'\n') {
+        // v1 is one line: parse it whole (ppp can take a line cut after a space for a
+        // malformed one).
+        return if buf.len() < V1_MAX {
+            Ok(None)
+        } else {
+            Err(format!("PROXY v1 line longer than {V1_MAX} bytes"))
+        };
     }
     let result = if maybe_v2 {
         HeaderResult::V2(v2::Header::try_from(buf))
