@@ -177,3 +177,49 @@ def test_other_ssl_settings_are_accepted_with_a_reason(start_server, pki):
     err = srv.stderr_text()
     assert "--ciphers" in err and "rustls" in err
     assert "--do-handshake-on-connect" in err
+
+
+def test_server_wait_counts_the_time_a_tls_request_sat_in_the_socket(start_server, pki):
+    # As test_inline.py's plain-HTTP test: /slow?0.4 runs inline and holds the IO
+    # thread; a request sent meanwhile on an open TLS connection waits, unread, in the
+    # kernel's buffer. Its server_wait counts that wait: the arrival stamp comes from
+    # the TCP reads below rustls.
+    import concurrent.futures
+    import json
+    import time
+
+    srv = start_server("apps.inline_app:application", "--threads", "1", *tls_args(pki))
+    s = requests.Session()
+    s.verify = str(pki.ca)
+
+    def until_inline(path):
+        for _ in range(200):
+            if s.get(https(srv) + path).json()["where"] == "io":
+                return
+        raise AssertionError(f"{path} never ran on the IO thread")
+
+    def slow():
+        return requests.get(https(srv) + "/slow?0.4", verify=str(pki.ca), timeout=10).json()
+
+    for _ in range(4):
+        until_inline("/slow?0")
+        until_inline("/where")
+        conn = http.client.HTTPSConnection("127.0.0.1", srv.port, context=client_ctx(pki),
+                                           timeout=10)
+        conn.request("GET", "/where")
+        conn.getresponse().read()  # handshake done, connection idle
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            blocker = pool.submit(slow)
+            time.sleep(0.1)
+            t0 = time.monotonic()
+            conn.request("GET", "/where")
+            waiter = json.loads(conn.getresponse().read())
+            took = time.monotonic() - t0
+            where = blocker.result()["where"]
+        conn.close()
+        if where == "io":
+            break
+    assert where == "io", "/slow?0.4 never ran on the IO thread"
+    assert took >= 0.2, took
+    assert waiter["server_wait"] >= took - 0.1, (waiter, took)
+    assert waiter["server_wait"] <= took + 0.05, (waiter, took)
