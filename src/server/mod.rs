@@ -9,8 +9,8 @@
 //!
 //! Where a change goes: a rule both HTTP paths apply (limits, Host) in `rules.rs`;
 //! a per-connection read or send timeout in `conn.rs` (hyper's builder) and `own.rs`
-//! (its `Alarm`); a new kind of listening socket or stream wrapper (TLS, PROXY
-//! protocol) in `listener.rs` and `conn.rs`'s accept loop, below both paths.
+//! (its `Alarm`); a new kind of listening socket in `listener.rs`; a layer below
+//! both paths (like TLS and the PROXY protocol) in `transport.rs`.
 
 /// `AsyncWrite` for a stream wrapper whose writes go straight to its `inner` stream
 /// (the wrappers only add something to reads): `arrival::StampedTcp`,
