@@ -148,3 +148,9 @@ def test_proxy_header_then_tls(start_server, tmp_path, path, monkeypatch):
                 e = c.read_response().json()["environ"]
                 assert e["REMOTE_ADDR"] == client
                 assert e["wsgi.url_scheme"] == "https"
+
+
+def test_the_access_log_shows_the_announced_client(start_server):
+    srv = start_server(APP, "--proxy-protocol", "--access-log", "-")
+    environ_over(srv, v1(src="192.0.2.44"))
+    srv.wait_for_log("192.0.2.44", timeout=10)
