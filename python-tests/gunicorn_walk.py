@@ -19,6 +19,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,8 @@ from pathlib import Path
 
 import gunicorn
 import gunicorn.config
+
+import pki
 
 APP_SOURCE = '''
 def app(environ, start_response):
@@ -81,8 +84,8 @@ def samples(workdir: Path) -> dict:
         "proxy_protocol": "v1",
         "proxy_allow_ips": "127.0.0.1",
         "protocol": "uwsgi",
-        "keyfile": str(workdir / "key.pem"),
-        "certfile": str(workdir / "cert.pem"),
+        "keyfile": str(workdir / "server.key"),
+        "certfile": str(workdir / "server.pem"),
         "ca_certs": str(workdir / "ca.pem"),
         "ssl_version": "TLSv1_2",
         "cert_reqs": 0,
@@ -95,6 +98,43 @@ def samples(workdir: Path) -> dict:
         "control_socket_mode": "0o600",
         "reload_extra_files": str(workdir / "main.py"),
     }
+
+
+# TLS settings that need a certificate and key to mean anything (rwsgi refuses them
+# alone at start, naming what is missing): the walk gives the pair with them.
+TLS_SETTINGS = {"certfile", "keyfile", "ca_certs", "cert_reqs", "ssl_version", "ciphers"}
+
+
+def companions(name: str, workdir: Path) -> list:
+    if name not in TLS_SETTINGS:
+        return []
+    out = []
+    if name != "certfile":
+        out += ["--certfile", str(workdir / "server.pem")]
+    if name != "keyfile":
+        out += ["--keyfile", str(workdir / "server.key")]
+    return out
+
+
+def served(port: int, name: str) -> bool:
+    """GET / answered with the app's body: over TLS for the TLS settings, after a
+    PROXY header for --proxy-protocol."""
+    if name in TLS_SETTINGS:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with urllib.request.urlopen(f"https://127.0.0.1:{port}/", timeout=5, context=ctx) as r:
+            return r.status == 200 and r.read() == b"served"
+    if name == "proxy_protocol":
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"PROXY TCP4 203.0.113.7 127.0.0.1 5000 80\r\n"
+                      b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            got = b""
+            while chunk := s.recv(65536):
+                got += chunk
+        return got.startswith(b"HTTP/1.1 200") and got.endswith(b"served")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
+        return r.status == 200 and r.read() == b"served"
 
 
 def flag_like(setting) -> bool:
@@ -154,6 +194,8 @@ class Walk:
         (workdir / "main.py").write_text(APP_SOURCE + "\nclass Dirty:\n    pass\n")
         (workdir / "empty.conf.py").write_text("# no settings\n")
         self.samples = samples(workdir)
+        # server.pem, server.key and ca.pem for the TLS settings.
+        pki.make(workdir)
         self.table = {
             row["name"]: row
             for row in map(json.loads, subprocess.run(
@@ -188,7 +230,8 @@ class Walk:
             args = ["-c", str(self.conf_file(setting))]
         else:
             args = self.cli_args(setting, spelling)
-        argv = [self.bin, "--check-config", *args, "--pythonpath", str(self.dir), "main:app"]
+        argv = [self.bin, "--check-config", *args, *companions(setting.name, self.dir),
+                "--pythonpath", str(self.dir), "main:app"]
         if setting.name == "wsgi_app":
             argv.pop()
         p = subprocess.run(argv, capture_output=True, text=True, env=self.env,
@@ -203,7 +246,8 @@ class Walk:
             args = self.cli_args(setting, setting.cli[-1], port)
         else:
             args = ["-c", str(self.conf_file(setting, port))]
-        argv = [self.bin, *args, "--pythonpath", str(self.dir)]
+        argv = [self.bin, *args, *companions(setting.name, self.dir), "--pythonpath",
+                str(self.dir)]
         if setting.name != "bind":
             argv += ["--bind", f"127.0.0.1:{port}"]
         if setting.name == "print_config":
@@ -223,8 +267,7 @@ class Walk:
                 if proc.poll() is not None:
                     break
                 try:
-                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:
-                        return r.status == 200 and r.read() == b"served", ""
+                    return served(port, setting.name), ""
                 except OSError:
                     time.sleep(0.05)
             log.seek(0)

@@ -40,28 +40,69 @@ impl Local {
     }
 }
 
+/// What a PROXY protocol header announced for a connection (`server/proxy.rs`).
+#[derive(Debug, Clone, Copy)]
+pub struct Proxied {
+    /// gunicorn's `PROXY_PROTOCOL`: `TCP4`, `TCP6`, `UNKNOWN` (v1), `LOCAL` or
+    /// `UNSPEC` (v2).
+    pub protocol: &'static str,
+    /// The client, and the address it connected to (the proxy's front), when the
+    /// header carried them.
+    pub addrs: Option<(SocketAddr, SocketAddr)>,
+}
+
+/// How a connection reached rwsgi, beyond its peer: known once it is accepted (and
+/// its PROXY header read and TLS handshake done).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Transport {
+    /// Over TLS: `wsgi.url_scheme` is https (unless a trusted proxy says otherwise).
+    pub tls: bool,
+    pub proxied: Option<Proxied>,
+}
+
 /// What every request of one connection shares, made once when it is accepted.
 #[derive(Debug)]
 pub struct Connection {
+    /// The socket's peer: with the PROXY protocol, the proxy. Trust (queue stamps,
+    /// `X-Forwarded-*`) is decided on it, since the proxy is who sets those headers.
     pub peer: Peer,
     pub local: std::sync::Arc<Local>,
-    /// The peer's address as text (the access log's remote address, `REMOTE_ADDR`);
-    /// empty for a unix-socket peer.
+    /// The client's address as text (the access log's remote address,
+    /// `REMOTE_ADDR`): the peer's, or the one its PROXY header announced; empty for a
+    /// unix-socket peer.
     pub addr: String,
     pub port: Option<u16>,
+    pub transport: Transport,
 }
 
 impl Connection {
-    pub fn new(peer: Peer, local: std::sync::Arc<Local>) -> Connection {
-        let (addr, port) = match peer {
-            Peer::Tcp(a) => (ip_text(a.ip()), Some(a.port())),
-            Peer::Unix => (String::new(), None),
+    pub fn new(peer: Peer, local: std::sync::Arc<Local>, transport: Transport) -> Connection {
+        let client = match transport.proxied.and_then(|p| p.addrs) {
+            Some((client, _)) => Some(client),
+            None => match peer {
+                Peer::Tcp(a) => Some(a),
+                Peer::Unix => None,
+            },
+        };
+        let (addr, port) = match client {
+            Some(a) => (ip_text(a.ip()), Some(a.port())),
+            None => (String::new(), None),
         };
         Connection {
             peer,
             local,
             addr,
             port,
+            transport,
+        }
+    }
+
+    /// `wsgi.url_scheme` unless a trusted proxy's `X-Forwarded-Proto` says otherwise.
+    pub fn scheme(&self) -> &'static str {
+        if self.transport.tls {
+            "https"
+        } else {
+            "http"
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod platform;
 pub mod print;
 pub mod pyfile;
 pub mod sources;
+pub mod tls;
 pub mod venv;
 
 use std::path::PathBuf;

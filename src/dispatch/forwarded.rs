@@ -23,15 +23,26 @@ const SCAN_MAX: usize = 16;
 
 /// `peer` is `None` for unix-socket clients, which are trusted as in gunicorn.
 pub fn resolve(headers: &HeaderMap, peer: Option<IpAddr>, allow: &TrustedPeers) -> Forwarded {
-    resolve_for(headers, peer.is_none_or(|p| allow.contains(p)), allow)
+    resolve_for(
+        headers,
+        peer.is_none_or(|p| allow.contains(p)),
+        allow,
+        "http",
+    )
 }
 
 /// [`resolve`] for a peer already checked against `allow` (`peer_allowed`): the
-/// check is made once per connection.
-pub fn resolve_for(headers: &HeaderMap, peer_allowed: bool, allow: &TrustedPeers) -> Forwarded {
+/// check is made once per connection. `scheme` is the connection's own (https over
+/// TLS).
+pub fn resolve_for(
+    headers: &HeaderMap,
+    peer_allowed: bool,
+    allow: &TrustedPeers,
+    scheme: &'static str,
+) -> Forwarded {
     let mut out = Forwarded {
         remote_addr: None,
-        scheme: "http",
+        scheme,
     };
     if !peer_allowed {
         return out;

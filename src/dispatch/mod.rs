@@ -28,7 +28,7 @@ use pyo3::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::contract::{plain, Connection, Local, Peer, Reply, Request, RequestBody};
+use crate::contract::{plain, Connection, Local, Peer, Reply, Request, RequestBody, Transport};
 use access_log::AccessLog;
 use busy::BusySlots;
 pub use routes::RouteTimes;
@@ -145,10 +145,16 @@ impl Dispatcher {
 
     /// The dispatch side of a newly accepted connection: whether its peer may set the
     /// queue stamp and its `X-Forwarded-*` headers is decided here, once.
-    pub fn connection(self: &Arc<Self>, peer: Peer, local: Arc<Local>) -> Conn {
+    pub fn connection(
+        self: &Arc<Self>,
+        peer: Peer,
+        local: Arc<Local>,
+        transport: Transport,
+    ) -> Conn {
+        let conn = Connection::new(peer, local, transport);
         Conn {
             dispatcher: self.clone(),
-            state: Arc::new(self.shared.policy.connection(Connection::new(peer, local))),
+            state: Arc::new(self.shared.policy.connection(conn)),
         }
     }
 

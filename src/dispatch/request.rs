@@ -153,6 +153,7 @@ pub fn run(
         &request.headers,
         conn.forwarded_allowed,
         &policy.forwarded_allow,
+        conn.conn.scheme(),
     );
     // REMOTE_ADDR stays the peer's, as in gunicorn, unless the user opted in.
     if !policy.remote_addr_from_forwarded {

@@ -823,7 +823,11 @@ impl Supervisor {
         let mut out = Vec::new();
         for spec in &s.binds {
             let l = listener::bind(spec, s.backlog, s.unix_socket_mode, s.reuse_port)?;
-            tracing::info!("Listening at: {} ({})", l.describe(), std::process::id());
+            let mut at = l.describe();
+            if self.config.gunicorn.tls.server.is_some() {
+                at = at.replacen("http://", "https://", 1);
+            }
+            tracing::info!("Listening at: {at} ({})", std::process::id());
             out.push(l);
         }
         Ok(out)

@@ -21,23 +21,27 @@ use super::listener::Listener;
 use super::own::{self, Ended, OwnConfig, OwnCtl};
 use super::rewind::Rewind;
 use super::service::RequestService;
+use super::transport::Layers;
 use super::{Conns, Stop};
-use crate::config::{Limits, ServerConfig};
-use crate::contract::Peer;
+use crate::config::{Config, Limits};
+use crate::contract::{Peer, Transport};
 use crate::dispatch::Dispatcher;
 
 /// hyper's connection settings, built once per worker.
 pub struct Http {
     builder: http1::Builder,
     keep_alive: Option<Duration>,
-    limits: Limits,
+    pub(super) limits: Limits,
     /// The own HTTP/1.1 path (`own.rs`); `None` with `--hyper-only` or without
     /// keep-alive (every response then closes, which hyper handles).
     own: Option<OwnConfig>,
+    /// PROXY protocol and TLS (`transport.rs`); `None`: plain connections.
+    layers: Option<Layers>,
 }
 
 impl Http {
-    pub fn new(cfg: &ServerConfig) -> Http {
+    pub fn new(config: &Config) -> Http {
+        let cfg = &config.server;
         let mut b = http1::Builder::new();
         let l = cfg.limits;
         // Big enough for a head at every limit, so the limits (not hyper's buffer)
@@ -66,6 +70,7 @@ impl Http {
                 head_limit: head,
                 header_timeout: cfg.header_timeout,
             }),
+            layers: Layers::new(&config.gunicorn, cfg.header_timeout),
         }
     }
 }
@@ -126,7 +131,12 @@ pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
                 let ctx = ctx.clone();
                 let local = local.clone();
                 tokio::spawn(async move {
-                    let to_app = ctx.dispatch.connection(peer, local);
+                    if let Some(layers) = &ctx.http.layers {
+                        super::transport::serve_layered(layers, conn, peer, local, &ctx).await;
+                        drop(permit);
+                        return;
+                    }
+                    let to_app = ctx.dispatch.connection(peer, local, Transport::default());
                     let service = |arrival| {
                         RequestService::new(to_app, arrival, ctx.http.limits, ctx.stop.clone())
                     };
@@ -150,7 +160,7 @@ enum Accept {
     Unix(tokio::net::UnixListener),
 }
 
-enum Conn {
+pub(super) enum Conn {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
 }
@@ -259,7 +269,7 @@ enum Phase<O, H> {
     Hyper(Pin<Box<H>>),
 }
 
-async fn serve<S>(stream: S, svc: RequestService, ctx: &AcceptCtx)
+pub(super) async fn serve<S>(stream: S, svc: RequestService, ctx: &AcceptCtx)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -389,9 +399,16 @@ where
         }
     }
     drop(conn);
-    let open = ctx.conns.open.fetch_sub(1, Ordering::AcqRel) - 1;
-    if let Some(b) = &ctx.conns.balance {
-        b.set_connections(open);
+    ctx.closed();
+}
+
+impl AcceptCtx {
+    /// A connection the accept loop counted has ended.
+    pub(super) fn closed(&self) {
+        let open = self.conns.open.fetch_sub(1, Ordering::AcqRel) - 1;
+        if let Some(b) = &self.conns.balance {
+            b.set_connections(open);
+        }
     }
 }
 
@@ -403,7 +420,7 @@ mod tests {
     fn http(args: &[&str]) -> Http {
         let cli = crate::cli::Cli::parse_from([&["rwsgi", "app:application"], args].concat());
         let config = crate::config::Config::from_cli(&cli).unwrap();
-        Http::new(&config.server)
+        Http::new(&config)
     }
 
     #[test]

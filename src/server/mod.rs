@@ -9,8 +9,8 @@
 //!
 //! Where a change goes: a rule both HTTP paths apply (limits, Host) in `rules.rs`;
 //! a per-connection read or send timeout in `conn.rs` (hyper's builder) and `own.rs`
-//! (its `Alarm`); a new kind of listening socket or stream wrapper (TLS, PROXY
-//! protocol) in `listener.rs` and `conn.rs`'s accept loop, below both paths.
+//! (its `Alarm`); a new kind of listening socket in `listener.rs`; a layer below
+//! both paths (like TLS and the PROXY protocol) in `transport.rs`.
 
 /// `AsyncWrite` for a stream wrapper whose writes go straight to its `inner` stream
 /// (the wrappers only add something to reads): `arrival::StampedTcp`,
@@ -57,9 +57,11 @@ pub mod conn;
 pub mod head;
 pub mod listener;
 pub mod own;
+pub mod proxy;
 pub mod rewind;
 pub mod rules;
 pub mod service;
+pub mod transport;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -106,7 +108,7 @@ pub fn run(
     });
     runtime.block_on(async {
         let permits = Arc::new(Semaphore::new(config.server.worker_connections));
-        let http = Arc::new(conn::Http::new(&config.server));
+        let http = Arc::new(conn::Http::new(config));
         let mut accepts = Vec::new();
         for l in listeners {
             let ctx = conn::AcceptCtx {

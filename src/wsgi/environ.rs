@@ -364,7 +364,7 @@ pub fn build<'py>(
         env.set_item(key, value)?;
     }
 
-    if facts.url_scheme != "http" {
+    if facts.url_scheme != conn.scheme() {
         env.set_item(intern!(py, "wsgi.url_scheme"), facts.url_scheme)?;
     }
     env.set_item(intern!(py, "wsgi.input"), input)?;
@@ -397,7 +397,23 @@ fn connection_template(
         t.set_item(intern!(py, "REMOTE_PORT"), itoa::Buffer::new().format(port))?;
     }
     t.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;
-    t.set_item(intern!(py, "wsgi.url_scheme"), intern!(py, "http"))?;
+    let scheme = if conn.transport.tls {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    };
+    t.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+    if let Some(p) = conn.transport.proxied {
+        // gunicorn's keys for a PROXY protocol connection.
+        t.set_item(intern!(py, "PROXY_PROTOCOL"), p.protocol)?;
+        if let Some((_, to)) = p.addrs {
+            t.set_item(intern!(py, "PROXY_ADDR"), crate::contract::ip_text(to.ip()))?;
+            t.set_item(
+                intern!(py, "PROXY_PORT"),
+                itoa::Buffer::new().format(to.port()),
+            )?;
+        }
+    }
     Ok(t.unbind())
 }
 

@@ -80,6 +80,10 @@ pub fn command(mut cmd: Command) -> Command {
                 if s.kind != Kind::Flag {
                     arg = arg.value_name("VALUE").allow_hyphen_values(false);
                 }
+                if s.name == "proxy_protocol" {
+                    // gunicorn's `nargs="?"`: the bare flag means auto.
+                    arg = arg.num_args(0..=1).default_missing_value("auto");
+                }
                 for flag in s.flags {
                     arg = add_spelling(arg, flag);
                 }
@@ -145,6 +149,9 @@ pub struct Tls {
     /// OpenSSL cipher string, as gunicorn passes it to `ssl`.
     pub ciphers: Option<String>,
     pub ssl_version: Option<String>,
+    /// The rustls configuration the settings above make, loaded and checked once
+    /// (`None`: TLS is off).
+    pub server: Option<super::tls::ServerTls>,
 }
 
 /// gunicorn settings that another part of rwsgi implements, validated here with
@@ -262,14 +269,16 @@ impl Gunicorn {
                 })?,
         };
         let path = |name: &str| one(name).filter(|v| !v.is_empty()).map(PathBuf::from);
-        let tls = Tls {
+        let mut tls = Tls {
             certfile: path("certfile"),
             keyfile: path("keyfile"),
             ca_certs: path("ca_certs"),
             cert_reqs,
             ciphers: one("ciphers"),
             ssl_version: one("ssl_version"),
+            server: None,
         };
+        tls.server = super::tls::load(&tls)?;
         for (option, id) in [("--user", "user"), ("--group", "group")] {
             if one(id).is_some_and(|v| v.trim().is_empty()) {
                 return Err(ConfigError(format!("{option}: empty name")));

@@ -71,8 +71,8 @@ const DIRTY: &str = "dirty arbiters only run with dirty_apps, which rwsgi refuse
 const CONTROL: &str = "rwsgi has no gunicornc control socket; use signals (HUP, TERM, INT, \
 QUIT) on the master";
 const HOOKS: &str = "server hooks from the config file";
-const TLS: &str = "TLS (rustls) on both HTTP paths";
-const PROXY: &str = "the PROXY protocol (v1 and v2)";
+const TLS: &str = "TLS with rustls on both HTTP paths (wsgi.url_scheme https)";
+const PROXY: &str = "the PROXY protocol v1 and v2 (off, v1, v2, auto; no value means auto), read before TLS and HTTP from --proxy-allow-from peers: REMOTE_ADDR/REMOTE_PORT become the client it announces, PROXY_ADDR/PROXY_PORT the address it was sent to; a connection from such a peer without a valid header is closed";
 const PRIV: &str = "dropping privileges after binding";
 const RELOAD: &str = "restarting workers when a source file changes";
 
@@ -153,19 +153,19 @@ pub const SETTINGS: &[Setting] = &[
     s("worker_exit", &[], Hook, Planned(HOOKS)),
     s("nworkers_changed", &[], Hook, Planned(HOOKS)),
     s("on_exit", &[], Hook, Planned(HOOKS)),
-    s("ssl_context", &[], Hook, Planned(TLS)),
-    s("proxy_protocol", &["--proxy-protocol"], Value, Planned(PROXY)),
-    s("proxy_allow_ips", &["--proxy-allow-from"], Value, Planned(PROXY)),
+    s("ssl_context", &[], Hook, Ignored("rwsgi's TLS is rustls, set by --certfile, --keyfile, --ca-certs, --cert-reqs and --ssl-version; a Python ssl.SSLContext cannot configure it")),
+    s("proxy_protocol", &["--proxy-protocol"], Value, Implemented(PROXY)),
+    s("proxy_allow_ips", &["--proxy-allow-from"], Value, Implemented("peers allowed to send a PROXY header (default 127.0.0.1,::1, '*' for any); others' headers are refused as bad requests")),
     s("protocol", &["--protocol"], Value, Refused("rwsgi speaks HTTP only (--protocol http is accepted): for nginx, use proxy_pass instead of uwsgi_pass")),
     s("uwsgi_allow_ips", &["--uwsgi-allow-from"], Value, Ignored("only used with --protocol uwsgi, which rwsgi refuses")),
-    s("keyfile", &["--keyfile"], Value, Planned(TLS)),
-    s("certfile", &["--certfile"], Value, Planned(TLS)),
-    s("ssl_version", &["--ssl-version"], Value, Planned(TLS)),
-    s("cert_reqs", &["--cert-reqs"], Value, Planned(TLS)),
-    s("ca_certs", &["--ca-certs"], Value, Planned(TLS)),
-    s("suppress_ragged_eofs", &["--suppress-ragged-eofs"], Flag, Planned(TLS)),
-    s("do_handshake_on_connect", &["--do-handshake-on-connect"], Flag, Planned(TLS)),
-    s("ciphers", &["--ciphers"], Value, Planned(TLS)),
+    s("keyfile", &["--keyfile"], Value, Implemented(TLS)),
+    s("certfile", &["--certfile"], Value, Implemented(TLS)),
+    s("ssl_version", &["--ssl-version"], Value, Implemented("TLS, TLS_SERVER, SSLv23 (TLS 1.2 and 1.3, the default) or TLSv1_2 (1.2 only); TLS 1.0/1.1 are refused at start (rustls does not speak them)")),
+    s("cert_reqs", &["--cert-reqs"], Value, Implemented("client certificates checked against --ca-certs: 0 none, 1 optional, 2 required")),
+    s("ca_certs", &["--ca-certs"], Value, Implemented("the CA bundle client certificates must chain to (with --cert-reqs 1 or 2)")),
+    s("suppress_ragged_eofs", &["--suppress-ragged-eofs"], Flag, Implemented("always on, gunicorn's default: a client that closes without a TLS close_notify ends its connection like a plain close")),
+    s("do_handshake_on_connect", &["--do-handshake-on-connect"], Flag, Ignored("the TLS handshake always runs on the connection's own task as soon as it is accepted (no worker thread waits on it), so both values behave alike")),
+    s("ciphers", &["--ciphers"], Value, Ignored("an OpenSSL cipher string cannot select rustls suites; rwsgi offers rustls's defaults (TLS 1.3 suites and ECDHE with AES-GCM or ChaCha20-Poly1305 for TLS 1.2, nothing weaker)")),
     s("http_protocols", &["--http-protocols"], Value, Ignored(H1)),
     s("http2_cleartext", &["--http2-cleartext"], Value, Ignored(H1)),
     s("http2_max_concurrent_streams", &["--http2-max-concurrent-streams"], Value, Ignored(H1)),
