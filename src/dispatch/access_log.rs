@@ -335,6 +335,7 @@ mod tests {
                 http::HeaderValue::from_static("text/plain"),
             )],
             environ: vec![("request_method".into(), "GET".into())],
+            client_timeout: false,
         }
     }
 

@@ -106,6 +106,11 @@ where
                 match scan.advance(&buf, &cfg.limits) {
                     Step::More if buf.len() < cfg.head_limit => {}
                     Step::More => return Ended::HandOff(io, buf.freeze(), svc),
+                    // hyper's own limit (`max_headers`) answers this one, with its
+                    // bytes: both paths answer alike.
+                    Step::Refused(Refusal::TooManyFields) => {
+                        return Ended::HandOff(io, buf.freeze(), svc)
+                    }
                     Step::Refused(refusal) => {
                         rules::warn(svc.peer(), &refusal.reason());
                         let req = ForRequest {
