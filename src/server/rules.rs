@@ -246,11 +246,28 @@ mod tests {
         request_field_size: 10,
     };
 
+    /// gunicorn's defaults, for the RFC's rules.
+    const DEFAULTS: Limits = Limits {
+        request_line: 4094,
+        request_fields: 100,
+        request_field_size: 8190,
+    };
+
     fn judge(target: &str, fields: &[(&str, &str)]) -> Result<(), Refusal> {
-        judge_as("GET", true, target, fields)
+        judge_with(&LIMITS, "GET", true, target, fields)
     }
 
     fn judge_as(
+        method: &str,
+        http11: bool,
+        target: &str,
+        fields: &[(&str, &str)],
+    ) -> Result<(), Refusal> {
+        judge_with(&DEFAULTS, method, http11, target, fields)
+    }
+
+    fn judge_with(
+        limits: &Limits,
         method: &str,
         http11: bool,
         target: &str,
@@ -264,7 +281,7 @@ mod tests {
             http11,
             fields.len(),
             pairs,
-            &LIMITS,
+            limits,
         )
     }
 
@@ -315,17 +332,21 @@ mod tests {
             "[::1]:80",
             "a-b_c.~%41",
         ] {
-            assert_eq!(judge("/", &[("Host", ok)]), Ok(()), "{ok:?}");
+            assert_eq!(
+                judge_as("GET", true, "/", &[("Host", ok)]),
+                Ok(()),
+                "{ok:?}"
+            );
         }
-        assert_eq!(judge("/", &[]), Err(Refusal::BadHost));
+        assert_eq!(judge_as("GET", true, "/", &[]), Err(Refusal::BadHost));
         assert_eq!(judge_as("GET", false, "/", &[]), Ok(()), "HTTP/1.0");
         assert_eq!(
-            judge("/", &[("Host", "a"), ("host", "a")]),
+            judge_as("GET", true, "/", &[("Host", "a"), ("host", "a")]),
             Err(Refusal::BadHost)
         );
         for bad in ["a b", "a/c", "x:8o", "u@h", "[::1", "[zz]", "a:1:2"] {
             assert_eq!(
-                judge("/", &[("Host", bad)]),
+                judge_as("GET", true, "/", &[("Host", bad)]),
                 Err(Refusal::BadHost),
                 "{bad:?}"
             );
@@ -335,13 +356,23 @@ mod tests {
     #[test]
     fn only_chunked_is_a_known_coding_and_connect_is_refused() {
         let h = ("Host", "h");
-        assert_eq!(judge("/", &[h, ("Transfer-Encoding", "chunked")]), Ok(()));
         assert_eq!(
-            judge("/", &[h, ("Transfer-Encoding", "gzip, chunked")]),
+            judge_as("GET", true, "/", &[h, ("Transfer-Encoding", "chunked")]),
+            Ok(())
+        );
+        assert_eq!(
+            judge_as(
+                "GET",
+                true,
+                "/",
+                &[h, ("Transfer-Encoding", "gzip, chunked")]
+            ),
             Err(Refusal::UnknownCoding)
         );
         assert_eq!(
-            judge(
+            judge_as(
+                "GET",
+                true,
                 "/",
                 &[
                     h,

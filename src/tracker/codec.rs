@@ -311,7 +311,7 @@ mod tests {
             .unwrap_err()
             .contains("magic"));
         let mut wrong_version = Snapshot::new().encode();
-        wrong_version[4] = 2;
+        wrong_version[4] = MAGIC[4] + 1;
         assert!(Snapshot::decode(&wrong_version).is_err());
         // The right magic followed by an endless varint.
         let mut endless = MAGIC.to_vec();
