@@ -14,21 +14,14 @@ import zlib
 
 import pytest
 
-from conftest import exchange, free_port, proc_status_kb, report_lines, request_bytes, settled_metrics
+from conftest import (exchange, proc_status_kb, report_lines, request_bytes, settled_metrics,
+                      start_tracked)
 
 APP = "apps.wsgi_rules:application"
 
 
 def worker_pids(srv):
     return sorted(srv.tree()[1:])
-
-
-def tracked(start_server, *args):
-    """A server whose reports go to the log and to /metrics every second."""
-    mport = free_port()
-    srv = start_server(APP, "--log-format", "json", "--notify", "log", "--notify", "prometheus",
-                       "--metrics-bind", f"127.0.0.1:{mport}", "--notify-interval", "1", *args)
-    return srv, f"http://127.0.0.1:{mport}/metrics"
 
 
 # -- client time is not app time ------------------------------------------------------
@@ -88,7 +81,8 @@ def test_a_body_that_never_comes_times_out_alone(start_server):
     # Content-Length of a petabyte and no body, to a route that reads it: the body
     # timeout fires (408), the worker lives, and an upload on another connection in
     # the meantime is untouched.
-    srv, metrics = tracked(start_server, "--timeout", "2", "--threads", "3", "--client-body-timeout", "3")
+    srv, metrics = start_tracked(start_server, "--timeout", "2", "--threads", "3", "--client-body-timeout", "3",
+                                 app=APP)
     before = worker_pids(srv)
     result = {}
     uploader = threading.Thread(target=slow_upload, args=(srv, 3 << 20, result))
@@ -119,7 +113,7 @@ def test_a_body_that_never_comes_times_out_alone(start_server):
 
 
 def test_a_client_that_stops_reading_costs_only_its_connection(start_server):
-    srv, metrics = tracked(start_server, "--timeout", "2", "--threads", "2", "--send-timeout", "1")
+    srv, metrics = start_tracked(start_server, "--timeout", "2", "--threads", "2", "--send-timeout", "1", app=APP)
     before = worker_pids(srv)
     with srv.raw(timeout=20, rcvbuf=4096) as c:
         c.send(request_bytes("GET", "/slowgen?chunks=1024&size=65536&name=stalled"))

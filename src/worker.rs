@@ -3,7 +3,8 @@
 //! channel (heartbeats, tracker snapshots, recycling).
 //!
 //! Workers are started by re-executing the rwsgi binary, never by forking a process
-//! that already runs Python or tokio.
+//! that already runs Python or tokio. Its `main` is reached from `start.rs`, not
+//! from the master's code.
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -16,12 +17,17 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
 use crate::dispatch::{Dispatcher, Shared};
-use crate::master::exit;
+use crate::error::{exit, Fatal, OrLog};
 use crate::server::{self, listener::Listener, Stop};
 use crate::wsgi::interpreter;
 
-/// Runs worker `id` on the control socket `control_fd`; returns the exit code.
-pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<RawFd>) -> i32 {
+/// Runs worker `id` on the control socket `control_fd` until it is told to stop.
+pub fn main(
+    config: Arc<Config>,
+    id: u32,
+    control_fd: RawFd,
+    balance_fd: Option<RawFd>,
+) -> Result<(), Fatal> {
     let span = tracing::info_span!("worker", id);
     let _enter = span.enter();
     // SAFETY: the master passed this fd number for our end of the control socket.
@@ -32,22 +38,12 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     );
 
     if let Some(dir) = &config.python.chdir {
-        if let Err(e) = std::env::set_current_dir(dir) {
-            eprintln!("rwsgi: error: --chdir {}: {e}", dir.display());
-            return exit::BOOT;
-        }
+        std::env::set_current_dir(dir)
+            .map_err(|e| Fatal::boot(format_args!("--chdir {}: {e}", dir.display())))?;
     }
-    if let Err(e) = interpreter::initialize(&config.python) {
-        eprintln!("rwsgi: error: {e}");
-        return exit::BOOT;
-    }
-    let app = match pyo3::Python::attach(|py| interpreter::load_app(py, &config.app)) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("rwsgi: error: {e}");
-            return exit::BOOT;
-        }
-    };
+    interpreter::initialize(&config.python).map_err(Fatal::boot)?;
+    let app =
+        pyo3::Python::attach(|py| interpreter::load_app(py, &config.app)).map_err(Fatal::boot)?;
     let django = if config.python.read_django_settings {
         pyo3::Python::attach(crate::wsgi::django::read)
     } else {
@@ -58,36 +54,23 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
         pid: std::process::id(),
         django,
     };
-    if control::send_blocking(&mut ctl, &ready).is_err() {
-        return exit::RUNTIME;
-    }
-    let fds = match control::recv_listen(&mut ctl) {
-        Ok(fds) => fds,
-        Err(e) => {
-            tracing::debug!(error = %e, "no sockets from the master; exiting");
-            return exit::RUNTIME;
-        }
-    };
-    let mut listeners = Vec::with_capacity(fds.len());
-    for fd in fds {
-        match Listener::from_fd(fd) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                tracing::error!(error = %e, "bad socket from the master");
-                return exit::RUNTIME;
-            }
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    control::send_blocking(&mut ctl, &ready).map_err(|_| Fatal::said(exit::RUNTIME))?;
+    let fds = control::recv_listen(&mut ctl).map_err(|e| {
+        Fatal::logged(
+            tracing::Level::DEBUG,
+            "no sockets from the master; exiting",
+            e,
+        )
+    })?;
+    let listeners = fds
+        .into_iter()
+        .map(Listener::from_fd)
+        .collect::<Result<Vec<_>, _>>()
+        .or_log("bad socket from the master")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return exit::RUNTIME;
-        }
-    };
+        .or_log("cannot start the runtime")?;
     let balance = balance_fd.and_then(|fd| match server::balance::Region::map(fd) {
         Ok(r) => Some(r.worker(id)),
         Err(e) => {
@@ -95,13 +78,8 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
             None
         }
     });
-    let dispatch = match Dispatcher::start(&config, app, runtime.handle().clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            return exit::RUNTIME;
-        }
-    };
+    let dispatch =
+        Dispatcher::start(&config, app, runtime.handle().clone()).or_log("cannot start")?;
     let shared = dispatch.shared().clone();
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     // The control channel (heartbeats, snapshots, recycling, signals) runs on a thread
@@ -109,7 +87,6 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     // bodiless requests there) never delays a heartbeat or a snapshot.
     let (served_tx, served_rx) = tokio::sync::oneshot::channel::<Stop>();
     let control = {
-        let shared = shared.clone();
         let limit = config.process.max_requests_limit(id);
         let span = tracing::Span::current();
         std::thread::Builder::new()
@@ -118,13 +95,7 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
                 let _enter = span.enter();
                 control_thread(ctl, shared, stop_tx, limit, served_rx)
             })
-    };
-    let control = match control {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the control thread");
-            return exit::RUNTIME;
-        }
+            .or_log("cannot start the control thread")?
     };
     tracing::info!(pid = std::process::id(), "Booted worker");
 
@@ -142,7 +113,7 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
         tracing::error!("the control thread panicked");
     }
     tracing::info!(pid = std::process::id(), "Worker exiting");
-    exit::OK
+    Ok(())
 }
 
 /// Runs the control channel until the server is done (`served` fires), then sends
@@ -220,7 +191,7 @@ fn apply_django_header(
     let Some(key) = django.get("HEADER") else {
         return config;
     };
-    let name = crate::wsgi::django::header_from_environ_key(key)
+    let name = crate::config::django::header_from_environ_key(key)
         .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok());
     match name {
         Some(name) => {

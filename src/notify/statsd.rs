@@ -263,5 +263,4 @@ fn pack(lines: &[String], max: usize) -> Vec<String> {
 }
 
 #[cfg(test)]
-#[path = "statsd_tests.rs"]
 mod tests;
