@@ -265,15 +265,18 @@ pub fn plain(status: u16, body: &'static str, close: bool) -> Reply {
     r
 }
 
+/// What a thread does when it starts (`true`) and stops (`false`) waiting on the client.
+pub type ClientWaitHook = Box<dyn Fn(bool)>;
+
 thread_local! {
     /// What this thread does when it starts (`true`) and stops (`false`) waiting on
     /// the client; set by dispatch on the threads that run the app.
-    static CLIENT_WAIT: std::cell::RefCell<Option<Box<dyn Fn(bool)>>> =
+    static CLIENT_WAIT: std::cell::RefCell<Option<ClientWaitHook>> =
         const { std::cell::RefCell::new(None) };
 }
 
 /// Sets this thread's [`client_wait`] hook.
-pub fn on_client_wait(hook: Box<dyn Fn(bool)>) {
+pub fn on_client_wait(hook: ClientWaitHook) {
     CLIENT_WAIT.with(|h| *h.borrow_mut() = Some(hook));
 }
 
