@@ -97,12 +97,25 @@ where
     let mut fields: Vec<[u32; 4]> = Vec::new();
     let mut names: Vec<(Vec<u8>, HeaderName)> = Vec::new();
     let mut alarm = Alarm::new();
+    let short_head = cfg.limits.request_line.min(cfg.limits.request_field_size);
     loop {
         ctl.waiting.store(true, Ordering::Relaxed);
         let mut head_since: Option<Instant> = None;
         let mut scan = Scan::default();
         let parsed = loop {
             if !buf.is_empty() {
+                // The usual case: the whole head in its first read, shorter than every
+                // line limit (so no line in it can be over one), is parsed at once,
+                // with no scan before. Incomplete: it is scanned line by line from
+                // here on, and parsed once more when complete.
+                if !scan.tried && buf.len() <= short_head {
+                    scan.tried = true;
+                    match parse(&buf, cfg, &mut fields) {
+                        Parse::Partial => {}
+                        Parse::Complete(p) if buf.len() >= p.len + p.body => break p,
+                        _ => return Ended::HandOff(io, buf.freeze(), svc),
+                    }
+                }
                 match scan.advance(&buf, &cfg.limits) {
                     Step::More if buf.len() < cfg.head_limit => {}
                     Step::More => return Ended::HandOff(io, buf.freeze(), svc),
@@ -188,6 +201,8 @@ struct Scan {
     line: usize,
     /// Lines seen (the request line and field lines).
     lines: usize,
+    /// The head was parsed once as it came in its first read (see [`serve`]).
+    tried: bool,
 }
 
 enum Step {
@@ -199,15 +214,6 @@ enum Step {
 
 impl Scan {
     fn advance(&mut self, buf: &[u8], limits: &Limits) -> Step {
-        // A head shorter than every line limit cannot hold a line over one: only its
-        // end is looked for, with a SIMD search (the usual case, one read per head).
-        // Not found (more to come, or bare LF line ends): line by line below.
-        if self.at == 0
-            && buf.len() <= limits.request_line.min(limits.request_field_size)
-            && memchr::memmem::find(buf, b"\r\n\r\n").is_some()
-        {
-            return Step::End;
-        }
         while let Some(i) = buf[self.at..].iter().position(|&c| c == b'\n') {
             let end = self.at + i;
             let len = end - self.line - usize::from(end > self.line && buf[end - 1] == b'\r');

@@ -174,27 +174,7 @@ fn valid_host(v: &[u8]) -> bool {
             None => (v, &v[v.len()..]),
         }
     };
-    let reg_name = host.iter().all(|&c| {
-        c.is_ascii_alphanumeric()
-            || matches!(
-                c,
-                b'-' | b'.'
-                    | b'_'
-                    | b'~'
-                    | b'%'
-                    | b'!'
-                    | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-            )
-    });
+    let reg_name = host.iter().all(|&c| REG_NAME[c as usize]);
     let port_ok = match port.split_first() {
         None => true,
         Some((&b':', digits)) => digits.iter().all(u8::is_ascii_digit),
@@ -202,6 +182,24 @@ fn valid_host(v: &[u8]) -> bool {
     };
     reg_name && port_ok
 }
+
+/// The bytes of a reg-name (RFC 3986: unreserved, `%` of pct-encoded, sub-delims),
+/// one lookup per byte: a Host is checked on every request.
+const REG_NAME: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = (i as u8).is_ascii_alphanumeric();
+        i += 1;
+    }
+    let extra = b"-._~%!$&'()*+,;=";
+    let mut j = 0;
+    while j < extra.len() {
+        t[extra[j] as usize] = true;
+        j += 1;
+    }
+    t
+};
 
 /// Refused requests logged per second at most (per worker); the rest are counted
 /// and the count is given on the next line that is logged.
