@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`start`]: read the configuration, run as the master or as a [`worker`];
+//!   [`error`]: the [`error::Fatal`] error that ends a process, with its exit code.
 //! - [`cli`]: every command-line option, raw (clap derive).
 //! - [`config`]: layered sources (command line, `RWSGI_*` environment, TOML file) and
 //!   the validated [`config::Config`], one sub-struct per component.

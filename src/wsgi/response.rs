@@ -113,7 +113,7 @@ pub fn handle(
     shared: &EnvironShared,
 ) -> Handled {
     let Call {
-        mut request,
+        request,
         reply,
         conn,
         environ: template,
@@ -164,7 +164,7 @@ pub fn handle(
     let mut logged_environ = Vec::new();
     let called = (|| -> PyResult<Bound<'_, PyAny>> {
         let src = environ::Sources {
-            request: &request,
+            request,
             conn,
             template,
             facts: &facts,
