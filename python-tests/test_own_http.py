@@ -79,6 +79,17 @@ EXCHANGES = {
     "then an upgrade": get("/hello") + get("/hello", {"Connection": "upgrade", "Upgrade": "h2c"}),
     "leading empty lines": b"\r\n" + get("/hello"),
     "repeated fields": get("/echo-header?v=x", [("X-A", "1"), ("X-A", "2"), ("Accept", "*/*")]),
+    # Hostile heads (test_hostile.py, docs/hostile-http.md): both paths refuse them
+    # through server/rules.rs, with the same bytes.
+    "no Host": b"GET /hello HTTP/1.1\r\n\r\n",
+    "then no Host": get("/hello") + b"GET /hello HTTP/1.1\r\n\r\n",
+    "two Hosts": b"GET /hello HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+    "invalid Host": b"GET /hello HTTP/1.1\r\nHost: a b/c\r\n\r\n",
+    "then gzip, chunked": get("/hello")
+    + b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+    "CONNECT": b"CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n",
+    "then a field over its limit": get("/hello") + get("/hello", {"X-Big": "a" * 9000}),
+    "a 60 KiB request line": get("/status?body=" + "x" * 60000),
 }
 
 

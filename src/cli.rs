@@ -94,12 +94,22 @@ pub struct ServerArgs {
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     pub header_timeout: f64,
 
+    /// Seconds a request body may go without a byte arriving while the app reads it
+    /// (nginx's client_body_timeout); past it wsgi.input raises rwsgi.ClientTimeout.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub client_body_timeout: f64,
+
+    /// Seconds a response may wait for a client that stopped reading (nginx's
+    /// send_timeout); past it the connection is aborted.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub send_timeout: f64,
+
     /// Serve every request through hyper's HTTP/1.1, without rwsgi's own path for
     /// keep-alive requests without a body. For comparison and diagnosis.
     #[arg(long)]
     pub hyper_only: bool,
 
-    /// Maximum size of the request line in bytes (0 = unlimited). Over it: 400.
+    /// Maximum size of the request line in bytes (0 = unlimited). Over it: 414.
     #[arg(long, default_value_t = 4094, value_name = "BYTES")]
     pub limit_request_line: usize,
 

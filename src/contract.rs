@@ -306,6 +306,38 @@ pub fn plain(status: u16, body: &'static str, close: bool) -> Reply {
     r
 }
 
+/// What a thread does when it starts (`true`) and stops (`false`) waiting on the client.
+pub type ClientWaitHook = Box<dyn Fn(bool)>;
+
+thread_local! {
+    /// What this thread does when it starts (`true`) and stops (`false`) waiting on
+    /// the client; set by dispatch on the threads that run the app.
+    static CLIENT_WAIT: std::cell::RefCell<Option<ClientWaitHook>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Sets this thread's [`client_wait`] hook.
+pub fn on_client_wait(hook: ClientWaitHook) {
+    CLIENT_WAIT.with(|h| *h.borrow_mut() = Some(hook));
+}
+
+/// Runs `f`, a wait on the client (the next bytes of a request body, room for the
+/// next chunk of a response), telling the thread's hook before and after: that time
+/// is the client's, not the app's, and `--timeout` does not count it.
+pub fn client_wait<R>(f: impl FnOnce() -> R) -> R {
+    let tell = |waiting| {
+        CLIENT_WAIT.with(|h| {
+            if let Some(h) = &*h.borrow() {
+                h(waiting)
+            }
+        })
+    };
+    tell(true);
+    let r = f();
+    tell(false);
+    r
+}
+
 /// `true` for the HTTP/1.0 requests that must be answered and closed.
 pub fn is_http10(v: Version) -> bool {
     v == Version::HTTP_10 || v == Version::HTTP_09

@@ -180,6 +180,7 @@ fn access_log_formats_anything() {
                 status,
                 sent,
                 received: 0,
+                client_timeout: false,
                 headers: headers
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
@@ -214,6 +215,7 @@ fn access_log_format_names_may_be_any_utf8() {
         status: 200,
         sent: 0,
         received: 0,
+        client_timeout: false,
         headers: Vec::new(),
         environ: vec![("é".into(), "v".into())],
     };

@@ -141,6 +141,10 @@ pub struct ServerConfig {
     pub keep_alive: Option<Duration>,
     /// Time allowed to receive a complete request head (slowloris guard).
     pub header_timeout: Duration,
+    /// `--client-body-timeout`: longest wait for the next bytes of a request body.
+    pub body_timeout: Duration,
+    /// `--send-timeout`: longest a write may wait for the client to take bytes.
+    pub send_timeout: Duration,
     /// `--hyper-only`: no own HTTP/1.1 path (`server/own.rs`).
     pub hyper_only: bool,
     pub limits: Limits,
@@ -378,6 +382,8 @@ impl Config {
             unix_socket_mode,
             keep_alive: (!keep_alive.is_zero()).then_some(keep_alive),
             header_timeout: secs("--header-timeout", s.header_timeout, false)?,
+            body_timeout: secs("--client-body-timeout", s.client_body_timeout, false)?,
+            send_timeout: secs("--send-timeout", s.send_timeout, false)?,
             hyper_only: s.hyper_only,
             limits: Limits {
                 request_line: unlimited(s.limit_request_line),

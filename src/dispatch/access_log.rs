@@ -344,6 +344,7 @@ mod tests {
                 http::HeaderValue::from_static("text/plain"),
             )],
             environ: vec![("request_method".into(), "GET".into())],
+            client_timeout: false,
         }
     }
 

@@ -1,5 +1,6 @@
 //! What each thread that runs requests is doing, for `--timeout`: the heartbeat reads
-//! the oldest busy slot and the master kills a worker stuck past the timeout.
+//! the oldest busy slot and the master kills a worker stuck past the timeout. Time a
+//! thread spends waiting on the client ([`crate::contract::client_wait`]) is left out.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -10,6 +11,9 @@ pub struct BusySlot {
     /// Monotonic milliseconds (since the slots were made) when the request began;
     /// 0 = idle.
     since_ms: AtomicU64,
+    /// When the thread began waiting on the client (same clock; 0 = not waiting):
+    /// that wait is not the app's, so `--timeout` does not count it.
+    waiting_ms: AtomicU64,
     /// `METHOD /path` of that request; written before `since_ms` is set.
     request: std::sync::Mutex<String>,
 }
@@ -43,6 +47,26 @@ impl BusySlots {
         slot.since_ms.store(ms.max(1), Ordering::Release);
     }
 
+    /// Slot `index` starts (`true`) or stops waiting on the client: the request's
+    /// start moves forward by the wait, so only the app's own time counts.
+    pub fn client_wait(&self, index: usize, waiting: bool) {
+        let slot = &self.slots[index];
+        let now = (self.epoch.elapsed().as_millis() as u64).max(1);
+        if waiting {
+            slot.waiting_ms.store(now, Ordering::Release);
+        } else {
+            let began = slot.waiting_ms.swap(0, Ordering::AcqRel);
+            if began != 0 {
+                let waited = now.saturating_sub(began);
+                let _ = slot
+                    .since_ms
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |s| {
+                        (s != 0).then_some(s + waited)
+                    });
+            }
+        }
+    }
+
     pub fn finish(&self, index: usize) {
         self.slots[index].since_ms.store(0, Ordering::Release);
     }
@@ -53,6 +77,7 @@ impl BusySlots {
         let (slot, since) = self
             .slots
             .iter()
+            .filter(|s| s.waiting_ms.load(Ordering::Acquire) == 0)
             .map(|s| (s, s.since_ms.load(Ordering::Acquire)))
             .filter(|(_, since)| *since != 0)
             .min_by_key(|(_, since)| *since)?;

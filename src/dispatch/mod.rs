@@ -117,6 +117,7 @@ impl Dispatcher {
                 multiprocess: config.process.workers > 1,
                 script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
                 handle,
+                body_timeout: config.server.body_timeout,
             },
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -141,6 +142,12 @@ impl Dispatcher {
     /// What the control thread reads (served count, busy slots, the recorder).
     pub fn shared(&self) -> &Arc<Shared> {
         &self.shared
+    }
+
+    /// Counts a connection aborted because its client stopped reading
+    /// (`--send-timeout`, found by the server side).
+    pub fn client_timeout(&self) {
+        self.shared.recorder.record_client_timeout();
     }
 
     /// The dispatch side of a newly accepted connection: whether its peer may set the

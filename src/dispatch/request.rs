@@ -208,11 +208,7 @@ pub fn run(
         let handled = shared.app.call(py, call);
         let ended = Instant::now();
         if let Handled::Done(outcome) = &handled {
-            shared.recorder.record_finish_at(
-                ended.saturating_duration_since(dispatched),
-                outcome.status,
-                ended,
-            );
+            record(shared, outcome, dispatched, ended);
         }
         (handled, ended)
     };
@@ -238,12 +234,20 @@ pub fn resume(py: Python<'_>, shared: &Shared, r: Resume) {
     let Resume { suspended, tail } = r;
     let outcome = crate::wsgi::resume(py, suspended);
     let ended = Instant::now();
+    record(shared, &outcome, tail.dispatched, ended);
+    finish(py, shared, tail, outcome, ended);
+}
+
+/// The tracker's side of a finished request.
+fn record(shared: &Shared, outcome: &crate::wsgi::Outcome, dispatched: Instant, ended: Instant) {
     shared.recorder.record_finish_at(
-        ended.saturating_duration_since(tail.dispatched),
+        ended.saturating_duration_since(dispatched),
         outcome.status,
         ended,
     );
-    finish(py, shared, tail, outcome, ended);
+    if outcome.client_timeout {
+        shared.recorder.record_client_timeout();
+    }
 }
 
 /// The end of every request (`ended`: when its response was done): the access-log
@@ -275,5 +279,6 @@ fn shed(reply: Option<oneshot::Sender<Reply>>, max: Duration) -> Outcome {
         received: 0,
         headers: Vec::new(),
         environ: Vec::new(),
+        client_timeout: false,
     }
 }

@@ -41,6 +41,10 @@ pub fn spawn(
                 .name(format!("python-{i}"))
                 .spawn(move || {
                     let _enter = span.enter();
+                    let busy = shared.clone();
+                    crate::contract::on_client_wait(Box::new(move |waiting| {
+                        busy.busy.client_wait(i, waiting)
+                    }));
                     run(i, jobs, &shared)
                 })?,
         );

@@ -89,6 +89,7 @@ impl LogSink {
                     stamps_invalid = r.stamps.invalid, stamps_future = r.stamps.future,
                     stamps_untrusted = r.stamps.untrusted,
                     shed = r.shed,
+                    client_timeouts = r.client_timeouts,
                     utilization = r.utilization,
                     "queue time report"
                 );
@@ -97,7 +98,7 @@ impl LogSink {
     }
 }
 
-/// `queue time 10.0s: 120 requests (2xx 118, 5xx 2), shed 0, utilization 42.0%,
+/// `queue time 10.0s: 120 requests (2xx 118, 5xx 2), shed 0, client timeouts 0, utilization 42.0%,
 /// 2 workers | queue_time n=100 p50=12.0ms … | stamps ok=100 missing=20 …`
 fn human_line(r: &Report) -> String {
     let mut s = format!(
@@ -117,8 +118,9 @@ fn human_line(r: &Report) -> String {
     }
     let _ = write!(
         s,
-        ", shed {}, utilization {:.1}%, {} workers",
+        ", shed {}, client timeouts {}, utilization {:.1}%, {} workers",
         r.shed,
+        r.client_timeouts,
         r.utilization * 100.0,
         r.workers
     );

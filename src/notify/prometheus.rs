@@ -162,6 +162,7 @@ struct Totals {
     requests: [u64; 5],
     stamps: [u64; 5],
     shed: u64,
+    client_timeouts: u64,
     utilization: f64,
     workers: u32,
     /// The latest report's values, for the `rwsgi_interval_*` gauges and the JSON.
@@ -185,6 +186,7 @@ impl Totals {
             *total += n;
         }
         self.shed += r.shed;
+        self.client_timeouts += r.client_timeouts;
         self.utilization = r.utilization;
         self.workers = r.workers;
         self.last.update(r);
@@ -257,6 +259,13 @@ impl Totals {
             "counter",
         );
         let _ = writeln!(out, "rwsgi_shed_total {}", self.shed);
+        header(
+            &mut out,
+            "rwsgi_client_timeouts_total",
+            "Connections aborted for a too-slow client (--client-body-timeout, --send-timeout).",
+            "counter",
+        );
+        let _ = writeln!(out, "rwsgi_client_timeouts_total {}", self.client_timeouts);
         self.last.render_gauges(&mut out, header, float);
         out
     }

@@ -45,6 +45,7 @@ pub(crate) fn sample_report() -> Report {
         queue_time,
         stamps: Default::default(),
         shed: 2,
+        client_timeouts: 0,
         status_classes: [0, 10, 0, 0, 2],
         utilization: 0.375,
     }

@@ -52,6 +52,7 @@ pub fn sample_report(n: u64) -> Report {
             untrusted: 1,
         },
         shed: n,
+        client_timeouts: 0,
         status_classes: [0, 6, 0, 0, 2],
         utilization: 0.42,
     }

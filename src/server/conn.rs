@@ -1,7 +1,8 @@
 //! Accept loops, and each connection's life: the own HTTP/1.1 path first, hyper after
 //! a hand-off (or throughout), the keep-alive idle timer, and when a draining
 //! worker's connection closes (what each response says while draining is
-//! `service.rs`'s). hyper's builder (header-read timeout, buffer sizes) is set here.
+//! `service.rs`'s). hyper's builder (header-read timeout, buffer sizes) is set here,
+//! and the connection's `--send-timeout` ([`Tracked`]), which holds on both paths.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -31,6 +32,8 @@ use crate::dispatch::Dispatcher;
 pub struct Http {
     builder: http1::Builder,
     keep_alive: Option<Duration>,
+    /// `--send-timeout` (see [`Tracked`]).
+    send_timeout: Duration,
     pub(super) limits: Limits,
     /// The own HTTP/1.1 path (`own.rs`); `None` with `--hyper-only` or without
     /// keep-alive (every response then closes, which hyper handles).
@@ -64,6 +67,7 @@ impl Http {
         Http {
             builder: b,
             keep_alive: cfg.keep_alive,
+            send_timeout: cfg.send_timeout,
             limits: l,
             own: (!cfg.hyper_only && cfg.keep_alive.is_some()).then_some(OwnConfig {
                 limits: l,
@@ -138,7 +142,13 @@ pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
                     }
                     let to_app = ctx.dispatch.connection(peer, local, Transport::default());
                     let service = |arrival| {
-                        RequestService::new(to_app, arrival, ctx.http.limits, ctx.stop.clone())
+                        RequestService::new(
+                            to_app,
+                            arrival,
+                            ctx.http.limits,
+                            ctx.stop.clone(),
+                            peer,
+                        )
                     };
                     match conn {
                         Conn::Tcp(s) => {
@@ -193,6 +203,58 @@ const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 struct Tracked<S> {
     inner: S,
     activity: Arc<AtomicU64>,
+    /// `--send-timeout`: the longest a write may wait for the client to take bytes.
+    send_timeout: Duration,
+    /// Armed while a write waits (made on the first wait, then reused).
+    stall: Option<Pin<Box<tokio::time::Sleep>>>,
+    stalled: bool,
+    /// The send timeout fired: every later write fails at once, uncounted.
+    aborted: bool,
+    /// Told when the send timeout aborts the connection (counted for the tracker).
+    dispatch: Arc<Dispatcher>,
+}
+
+impl<S> Tracked<S> {
+    /// A write that waits longer than `--send-timeout` fails, and the connection
+    /// with it (nginx's send_timeout): a client that stopped reading costs its own
+    /// connection, never a worker. A write that goes through disarms the timer.
+    fn guard<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if r.is_ready() {
+            self.stalled = false;
+            return r;
+        }
+        if self.aborted {
+            return Poll::Ready(Err(std::io::ErrorKind::TimedOut.into()));
+        }
+        if !self.stalled {
+            self.stalled = true;
+            let deadline = tokio::time::Instant::now() + self.send_timeout;
+            match &mut self.stall {
+                Some(s) => s.as_mut().reset(deadline),
+                None => self.stall = Some(Box::pin(tokio::time::sleep_until(deadline))),
+            }
+        }
+        let Some(stall) = self.stall.as_mut() else {
+            return Poll::Pending;
+        };
+        if stall.as_mut().poll(cx).is_ready() {
+            self.aborted = true;
+            self.dispatch.client_timeout();
+            tracing::warn!(
+                timeout_s = self.send_timeout.as_secs_f64(),
+                "client stopped reading the response; connection aborted (--send-timeout)"
+            );
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "--send-timeout passed",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
@@ -210,7 +272,39 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
     }
 }
 
-forward_async_write!(Tracked<S>, S);
+impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.guard(cx, r)
+    }
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.guard(cx, r)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        this.guard(cx, r)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.guard(cx, r)
+    }
+}
 
 /// How long a keep-alive connection must have been quiet (no request bytes, nothing
 /// in flight) before a draining worker closes it. Closing an idle connection the
@@ -276,9 +370,15 @@ where
     // Counted by the accept loop already (so that a burst sees its own count rise).
     let activity = Arc::new(AtomicU64::new(0));
     let in_flight = svc.in_flight();
+    let peer = *svc.peer();
     let io = Tracked {
         inner: stream,
         activity: activity.clone(),
+        send_timeout: ctx.http.send_timeout,
+        stall: None,
+        stalled: false,
+        aborted: false,
+        dispatch: ctx.dispatch.clone(),
     };
     let ctl = OwnCtl::default();
     let hyper_conn = |io, prefix, svc| {
@@ -347,8 +447,13 @@ where
         side.woken.store(true, Ordering::Release);
         match event {
             Event::Done(res) => {
-                if let Err(e) = res {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                match res {
+                    // A head hyper could not parse (it answered 400/414/431).
+                    Err(e) if e.is_parse() || e.is_parse_too_large() => {
+                        super::rules::warn(&peer, &e)
+                    }
+                    Err(e) => tracing::debug!(error = %e, "connection ended with an error"),
+                    Ok(()) => {}
                 }
                 break;
             }

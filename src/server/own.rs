@@ -28,6 +28,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::conn::SideWake;
 use super::head::{self, BodyKind, Encoded, ForRequest, Framing};
+use super::rules::{self, Refusal};
 use super::service::RequestService;
 use crate::config::Limits;
 use crate::contract::{Reply, ResponseBody};
@@ -96,17 +97,53 @@ where
     let mut fields: Vec<[u32; 4]> = Vec::new();
     let mut names: Vec<(Vec<u8>, HeaderName)> = Vec::new();
     let mut alarm = Alarm::new();
+    let short_head = cfg.limits.request_line.min(cfg.limits.request_field_size);
     loop {
         ctl.waiting.store(true, Ordering::Relaxed);
         let mut head_since: Option<Instant> = None;
+        let mut scan = Scan::default();
         let parsed = loop {
             if !buf.is_empty() {
-                match parse(&buf, cfg, &mut fields) {
-                    Parse::Complete(p) if buf.len() >= p.len + p.body => break p,
-                    // The body is still on its way: hyper streams it to the app.
-                    Parse::Complete(_) => return Ended::HandOff(io, buf.freeze(), svc),
-                    Parse::Partial if buf.len() < cfg.head_limit => {}
-                    _ => return Ended::HandOff(io, buf.freeze(), svc),
+                // The usual case: the whole head in its first read, shorter than every
+                // line limit (so no line in it can be over one), is parsed at once,
+                // with no scan before. Incomplete: it is scanned line by line from
+                // here on, and parsed once more when complete.
+                if !scan.tried && buf.len() <= short_head {
+                    scan.tried = true;
+                    match parse(&buf, cfg, &mut fields) {
+                        Parse::Partial => {}
+                        Parse::Complete(p) if buf.len() >= p.len + p.body => break p,
+                        _ => return Ended::HandOff(io, buf.freeze(), svc),
+                    }
+                }
+                match scan.advance(&buf, &cfg.limits) {
+                    Step::More if buf.len() < cfg.head_limit => {}
+                    Step::More => return Ended::HandOff(io, buf.freeze(), svc),
+                    // hyper's own limit (`max_headers`) answers this one, with its
+                    // bytes: both paths answer alike.
+                    Step::Refused(Refusal::TooManyFields) => {
+                        return Ended::HandOff(io, buf.freeze(), svc)
+                    }
+                    Step::Refused(refusal) => {
+                        rules::warn(svc.peer(), &refusal.reason());
+                        let req = ForRequest {
+                            head: false,
+                            close: true,
+                        };
+                        if write_response(&mut io, refusal.reply(), req, &mut out)
+                            .await
+                            .is_ok()
+                        {
+                            linger(&mut io, &mut buf).await;
+                        }
+                        return Ended::Closed;
+                    }
+                    // Parsed once, when it is all there.
+                    Step::End => match parse(&buf, cfg, &mut fields) {
+                        Parse::Complete(p) if buf.len() >= p.len + p.body => break p,
+                        // The body is still on its way: hyper streams it to the app.
+                        _ => return Ended::HandOff(io, buf.freeze(), svc),
+                    },
                 }
             }
             if buf.capacity() - buf.len() < 1024 {
@@ -153,6 +190,79 @@ where
     }
 }
 
+/// Where the search for the end of a head stands: each byte is looked at once, and
+/// each line is held to its limit while it arrives ([`rules::line_too_long`]), so a
+/// partial head costs no re-parse and no more memory than the limits allow.
+#[derive(Default)]
+struct Scan {
+    /// Bytes already looked at.
+    at: usize,
+    /// Where the current line starts.
+    line: usize,
+    /// Lines seen (the request line and field lines).
+    lines: usize,
+    /// The head was parsed once as it came in its first read (see [`serve`]).
+    tried: bool,
+}
+
+enum Step {
+    More,
+    /// The empty line that ends the head has arrived.
+    End,
+    Refused(Refusal),
+}
+
+impl Scan {
+    fn advance(&mut self, buf: &[u8], limits: &Limits) -> Step {
+        while let Some(i) = buf[self.at..].iter().position(|&c| c == b'\n') {
+            let end = self.at + i;
+            let len = end - self.line - usize::from(end > self.line && buf[end - 1] == b'\r');
+            self.at = end + 1;
+            if len == 0 && self.lines > 0 {
+                return Step::End;
+            }
+            if len > 0 {
+                if let Some(r) = rules::line_too_long(self.lines == 0, len, limits) {
+                    return Step::Refused(r);
+                }
+                self.lines += 1;
+                if self.lines > limits.request_fields.saturating_add(1) {
+                    return Step::Refused(Refusal::TooManyFields);
+                }
+            }
+            // (Empty lines before the request line are skipped, as httparse does.)
+            self.line = self.at;
+        }
+        self.at = buf.len();
+        // The line still arriving (its last byte may be the `\r` of its end).
+        let len = (buf.len() - self.line).saturating_sub(1);
+        match rules::line_too_long(self.lines == 0, len, limits) {
+            Some(r) => Step::Refused(r),
+            None => Step::More,
+        }
+    }
+}
+
+/// After a refusal: the client may still be sending the head (or a body). Closing
+/// with unread bytes would reset the connection and could destroy the answer before
+/// the client reads it, so what follows is read and dropped for a moment first (as
+/// nginx's lingering close does), within bounds.
+async fn linger<S: AsyncRead + AsyncWrite + Unpin>(io: &mut S, buf: &mut BytesMut) {
+    let _ = io.shutdown().await;
+    let mut budget: usize = 1 << 20;
+    let until = tokio::time::Instant::now() + Duration::from_millis(500);
+    while budget > 0 {
+        buf.clear();
+        if buf.capacity() < 8 * 1024 {
+            buf.reserve(8 * 1024);
+        }
+        match tokio::time::timeout_at(until, io.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => budget = budget.saturating_sub(n),
+            _ => return,
+        }
+    }
+}
+
 /// Parses the head at the start of `buf` and decides whether this path takes it.
 fn parse(buf: &[u8], cfg: &OwnConfig, fields: &mut Vec<[u32; 4]>) -> Parse {
     let mut slots: [MaybeUninit<httparse::Header<'_>>; MAX_FIELDS] =
@@ -172,7 +282,16 @@ fn parse(buf: &[u8], cfg: &OwnConfig, fields: &mut Vec<[u32; 4]>) -> Parse {
         return Parse::Hyper;
     }
     let pairs = req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
-    if super::rules::check(method, target.len(), req.headers.len(), pairs, &cfg.limits).is_err() {
+    if rules::check(
+        method,
+        target.len(),
+        true,
+        req.headers.len(),
+        pairs,
+        &cfg.limits,
+    )
+    .is_err()
+    {
         // hyper's service checks it again and answers.
         return Parse::Hyper;
     }
@@ -540,25 +659,79 @@ mod tests {
     #[test]
     fn keep_alive_requests_and_small_bodies_stay_on_the_own_path() {
         assert_eq!(decide(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "own");
-        assert_eq!(decide(b"\r\nGET /a?b HTTP/1.1\r\n\r\n"), "own");
+        assert_eq!(decide(b"\r\nGET /a?b HTTP/1.1\r\nHost: x\r\n\r\n"), "own");
         assert_eq!(
-            decide(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"),
+            decide(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"),
             "own"
         );
         assert_eq!(
-            decide(b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"),
+            decide(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n"),
             "own+close"
         );
         assert_eq!(
-            decide(b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"),
+            decide(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"),
             "own+body"
         );
         assert_eq!(
-            decide(b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n"),
+            decide(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"),
             "own"
         );
         assert_eq!(decide(b"GET / HTTP/1.1\r\nHost: x\r\n"), "partial");
         assert_eq!(decide(b"GET / HTT"), "partial");
+    }
+
+    fn scan(chunks: &[&[u8]]) -> Vec<&'static str> {
+        let limits = cfg().limits;
+        let mut scan = Scan::default();
+        let mut buf = Vec::new();
+        chunks
+            .iter()
+            .map(|c| {
+                buf.extend_from_slice(c);
+                match scan.advance(&buf, &limits) {
+                    Step::More => "more",
+                    Step::End => "end",
+                    Step::Refused(Refusal::RequestLineTooLarge) => "414",
+                    Step::Refused(_) => "431",
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_head_is_scanned_once_and_each_line_held_to_its_limit_as_it_arrives() {
+        assert_eq!(
+            scan(&[
+                &b"\r\nGET / HT"[..],
+                b"TP/1.1\r",
+                b"\nHost: x\r\n",
+                b"\r",
+                b"\n"
+            ]),
+            ["more", "more", "more", "more", "end"]
+        );
+        assert_eq!(scan(&[&b"GET / HTTP/1.1\nHost: x\n\n"[..]]), ["end"]);
+        assert_eq!(scan(&[&b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"[..]]), ["end"]);
+        // An unterminated line is refused once it is over its limit, not at the
+        // end of the head.
+        let long_field = [b'a'; 8192];
+        assert_eq!(
+            scan(&[
+                &b"GET / HTTP/1.1\r\nX: "[..],
+                &long_field[..4000],
+                &long_field[..4200]
+            ]),
+            ["more", "more", "431"]
+        );
+        let long_line = [b'a'; 4096];
+        assert_eq!(
+            scan(&[&b"GET /"[..], &long_line[..4000], &long_line]),
+            ["more", "more", "414"]
+        );
+        let many: Vec<u8> = (0..101)
+            .flat_map(|i| format!("X-{i}: 1\r\n").into_bytes())
+            .collect();
+        assert_eq!(scan(&[&b"GET / HTTP/1.1\r\n"[..], &many]), ["more", "431"]);
     }
 
     #[test]
@@ -577,6 +750,10 @@ mod tests {
             b"GET / HTTP/1.1\r\nConnection: keep-alive, te\r\n\r\n",
             b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            // The RFC's rules (rules.rs): hyper's service answers them.
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a b/c\r\n\r\n",
         ] {
             assert_eq!(decide(head), "hyper", "{}", String::from_utf8_lossy(head));
         }

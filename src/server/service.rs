@@ -18,7 +18,7 @@ use tokio::sync::watch;
 use super::arrival::Arrival;
 use super::{rules, Stop};
 use crate::config::Limits;
-use crate::contract::{self, Reply, RequestBody, ResponseBody};
+use crate::contract::{self, Peer, Reply, RequestBody, ResponseBody};
 use crate::dispatch::Conn;
 
 /// One per connection (hyper calls it once per request, in order).
@@ -29,6 +29,8 @@ pub struct RequestService {
     arrival: Option<Arrival>,
     limits: Limits,
     stop: watch::Receiver<Stop>,
+    /// Who is on the other end, for the log line of a refused request.
+    peer: Peer,
     /// Requests of this connection not yet answered; the idle watcher reads it.
     in_flight: Arc<AtomicUsize>,
 }
@@ -39,14 +41,20 @@ impl RequestService {
         arrival: Option<Arrival>,
         limits: Limits,
         stop: watch::Receiver<Stop>,
+        peer: Peer,
     ) -> Self {
         RequestService {
             conn,
             arrival,
             limits,
             stop,
+            peer,
             in_flight: Arc::new(AtomicUsize::new(0)),
         }
+    }
+
+    pub fn peer(&self) -> &Peer {
+        &self.peer
     }
 
     pub fn in_flight(&self) -> Arc<AtomicUsize> {
@@ -120,11 +128,13 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
         let checked = rules::check(
             req.method().as_str(),
             rules::target_len(req.uri()),
+            req.version() == Version::HTTP_11,
             req.headers().len(),
             fields,
             &self.limits,
         );
         if let Err(refusal) = checked {
+            rules::warn(&self.peer, &refusal.reason());
             return Box::pin(async move {
                 drop(guard);
                 Ok(close_if_draining(refusal.reply(), &stop).into_response())

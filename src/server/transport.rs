@@ -110,6 +110,6 @@ pub(super) async fn serve_layered(
         }
     }
     let to_app = ctx.dispatch.connection(peer, local, transport);
-    let svc = RequestService::new(to_app, arrival, ctx.http.limits, ctx.stop.clone());
+    let svc = RequestService::new(to_app, arrival, ctx.http.limits, ctx.stop.clone(), peer);
     serve(io, svc, ctx).await
 }

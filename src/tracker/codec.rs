@@ -18,7 +18,7 @@ use super::snapshot::Snapshot;
 use super::timing::Timing;
 
 /// Identifies the format; the last byte is the version, bumped on any change.
-const MAGIC: &[u8; 5] = b"RWSS\x01";
+const MAGIC: &[u8; 5] = b"RWSS\x02";
 
 impl Snapshot {
     /// Serializes for the master. Infallible and deterministic.
@@ -29,6 +29,7 @@ impl Snapshot {
         let header = [
             u64::from(self.workers),
             self.shed,
+            self.client_timeouts,
             s.ok,
             s.missing,
             s.invalid,
@@ -57,6 +58,7 @@ impl Snapshot {
         }
         let workers = r.u32("workers")?;
         let shed = r.u64("shed")?;
+        let client_timeouts = r.u64("client_timeouts")?;
         let stamps = StampCounts {
             ok: r.u64("stamps.ok")?,
             missing: r.u64("stamps.missing")?,
@@ -82,6 +84,7 @@ impl Snapshot {
             app_time,
             stamps,
             shed,
+            client_timeouts,
             status_classes,
             busy,
             capacity,
@@ -308,7 +311,7 @@ mod tests {
             .unwrap_err()
             .contains("magic"));
         let mut wrong_version = Snapshot::new().encode();
-        wrong_version[4] = 2;
+        wrong_version[4] = MAGIC[4] + 1;
         assert!(Snapshot::decode(&wrong_version).is_err());
         // The right magic followed by an endless varint.
         let mut endless = MAGIC.to_vec();

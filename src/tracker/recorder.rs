@@ -134,6 +134,13 @@ impl Recorder {
         snapshot.status_classes[4] = snapshot.status_classes[4].saturating_add(1);
     }
 
+    /// Records a connection aborted because its client was too slow.
+    pub fn record_client_timeout(&self) {
+        let mut current = self.lock();
+        let snapshot = &mut current.snapshot;
+        snapshot.client_timeouts = snapshot.client_timeouts.saturating_add(1);
+    }
+
     /// Closes the current interval and returns it, starting a new one. The snapshot
     /// counts one worker, with `capacity = threads × time since the previous take` (or
     /// since `new`). Called by the worker's reporting timer, never on the request path.

@@ -84,6 +84,9 @@ pub struct Report {
     pub stamps: StampCounts,
     /// Requests answered 503 by `--max-queue-time` without calling the app.
     pub shed: u64,
+    /// Connections aborted for a too-slow client (`--client-body-timeout`,
+    /// `--send-timeout`).
+    pub client_timeouts: u64,
     /// Responses by status class: index 0 is 1xx, … index 4 is 5xx.
     pub status_classes: [u64; 5],
     /// Busy Python-thread time ÷ (threads × interval), merged over workers, 0..=1.

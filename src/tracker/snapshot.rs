@@ -27,6 +27,10 @@ pub struct Snapshot {
     pub stamps: StampCounts,
     /// Requests answered 503 by `--max-queue-time` without calling the app.
     pub shed: u64,
+    /// Connections aborted because the client was too slow: a request body that
+    /// stopped arriving (`--client-body-timeout`) or a response it stopped reading
+    /// (`--send-timeout`).
+    pub client_timeouts: u64,
     /// Responses by status class, index 0 = 1xx … 4 = 5xx (shed requests are 5xx).
     pub status_classes: [u64; 5],
     /// Python-thread time spent on requests (dispatch to finish) within the interval;
@@ -58,6 +62,7 @@ impl Snapshot {
         s.future = s.future.saturating_add(o.future);
         s.untrusted = s.untrusted.saturating_add(o.untrusted);
         self.shed = self.shed.saturating_add(other.shed);
+        self.client_timeouts = self.client_timeouts.saturating_add(other.client_timeouts);
         for (mine, theirs) in self.status_classes.iter_mut().zip(other.status_classes) {
             *mine = mine.saturating_add(theirs);
         }
@@ -88,6 +93,7 @@ impl Snapshot {
             app_time: self.app_time.render(),
             stamps: self.stamps,
             shed: self.shed,
+            client_timeouts: self.client_timeouts,
             status_classes: self.status_classes,
             utilization: self.utilization(),
         }

@@ -48,6 +48,8 @@ pub struct EnvironShared {
     pub empty_input: Py<Input>,
     /// The runtime that drives request bodies (`wsgi.input` waits on it).
     pub handle: tokio::runtime::Handle,
+    /// `--client-body-timeout`.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The environ template of one connection: the worker's, with its `SERVER_NAME`,
@@ -75,6 +77,7 @@ impl EnvironShared {
             multiprocess,
             script_name,
             handle,
+            body_timeout,
         } = setup;
         let t = PyDict::new(py);
         // Set on every request: placeholders, so the copy already has the key slot.
@@ -121,8 +124,12 @@ impl EnvironShared {
             template: t.unbind(),
             script_name,
             header_keys: Mutex::new(HashMap::default()),
-            empty_input: Py::new(py, Input::new(BodySource::new(None, handle.clone())))?,
+            empty_input: Py::new(
+                py,
+                Input::new(BodySource::new(None, handle.clone(), body_timeout)),
+            )?,
             handle,
+            body_timeout,
         })
     }
 

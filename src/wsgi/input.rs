@@ -24,18 +24,40 @@ pub struct BodySource {
     /// Lets this (non-runtime) thread wait for frames that hyper's connection task,
     /// running on the worker's runtime, delivers.
     handle: tokio::runtime::Handle,
+    /// `--client-body-timeout`: the longest wait for the next frame.
+    timeout: std::time::Duration,
 }
+
+pyo3::create_exception!(
+    rwsgi,
+    ClientTimeout,
+    pyo3::exceptions::PyTimeoutError,
+    "The client sent no more of the request body within --client-body-timeout \
+     (an OSError subclass, through TimeoutError). rwsgi answers 408 and closes the \
+     connection if the app lets it propagate."
+);
 
 impl BodySource {
     /// The source and what is already read of it (a whole body, see
     /// [`RequestBody::Whole`]).
-    pub fn new(body: Option<RequestBody>, handle: tokio::runtime::Handle) -> (Self, Option<Bytes>) {
+    pub fn new(
+        body: Option<RequestBody>,
+        handle: tokio::runtime::Handle,
+        timeout: std::time::Duration,
+    ) -> (Self, Option<Bytes>) {
         let (incoming, whole) = match body {
             Some(RequestBody::Streamed(incoming)) => (Some(incoming), None),
             Some(RequestBody::Whole(bytes)) => (None, Some(bytes)),
             None => (None, None),
         };
-        (BodySource { incoming, handle }, whole)
+        (
+            BodySource {
+                incoming,
+                handle,
+                timeout,
+            },
+            whole,
+        )
     }
 }
 
@@ -82,7 +104,23 @@ impl Input {
             return Ok(false);
         };
         let handle = source.handle.clone();
-        let next = py.detach(|| handle.block_on(incoming.frame()));
+        let timeout = source.timeout;
+        // Time spent waiting on the client is not the app's (`--timeout`).
+        let next = py.detach(|| {
+            crate::contract::client_wait(|| {
+                handle.block_on(async { tokio::time::timeout(timeout, incoming.frame()).await })
+            })
+        });
+        let Ok(next) = next else {
+            // The connection is aborted with it: hyper's side of the body is dropped
+            // unread, so the response (408, unless the app answers itself) closes it.
+            source.incoming = None;
+            self.eof = true;
+            return Err(ClientTimeout::new_err(format!(
+                "no request body bytes arrived within --client-body-timeout ({} s)",
+                timeout.as_secs_f64()
+            )));
+        };
         match next {
             None => {
                 source.incoming = None;

@@ -45,6 +45,8 @@ pub struct Setup {
     pub script_name: String,
     /// The runtime that drives request bodies: `wsgi.input` waits on it.
     pub handle: tokio::runtime::Handle,
+    /// `--client-body-timeout`: the longest `wsgi.input` waits for more of a body.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The app of one worker, and what every environ shares.

@@ -38,6 +38,8 @@ pub struct Outcome {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     /// Environ values (lower-cased key, `str(value)`) the access log asks for.
     pub environ: Vec<(String, String)>,
+    /// The request body stopped arriving (`rwsgi.ClientTimeout`), for the tracker.
+    pub client_timeout: bool,
 }
 
 impl Outcome {
@@ -48,6 +50,7 @@ impl Outcome {
             received: 0,
             headers: Vec::new(),
             environ: Vec::new(),
+            client_timeout: false,
         }
     }
 }
@@ -137,7 +140,10 @@ pub fn handle(
     let result = (|| -> PyResult<(Bound<'_, StartResponse>, Bound<'_, Input>)> {
         let input = match body {
             None => shared.empty_input.bind(py).clone(),
-            body => Bound::new(py, Input::new(BodySource::new(body, handle.clone())))?,
+            body => Bound::new(
+                py,
+                Input::new(BodySource::new(body, handle.clone(), shared.body_timeout)),
+            )?,
         };
         let sr = Bound::new(
             py,
@@ -277,11 +283,15 @@ fn conclude(
     method: &Method,
     uri: &http::Uri,
 ) -> Outcome {
+    let mut client_timeout = false;
     let ok = match result {
         Ok(()) => true,
         Err(e) => {
             let client_gone = lock(sr).map(|r| r.client_gone).unwrap_or(false);
-            if client_gone {
+            client_timeout = e.is_instance_of::<super::input::ClientTimeout>(py);
+            if client_timeout {
+                tracing::warn!(%method, %uri, "{}", e);
+            } else if client_gone {
                 tracing::debug!(%method, %uri, "client disconnected");
             } else {
                 tracing::error!(
@@ -307,6 +317,9 @@ fn conclude(
         r.code()
     } else if r.client_gone {
         499
+    } else if client_timeout {
+        r.send_error(408, "Request Timeout: the request body stopped arriving\n");
+        408
     } else {
         r.send_error(500, "Internal Server Error\n");
         500
@@ -318,6 +331,7 @@ fn conclude(
         received,
         headers: std::mem::take(&mut r.sent_headers),
         environ: Vec::new(),
+        client_timeout,
     }
 }
 
@@ -591,11 +605,8 @@ fn send_file(py: Python<'_>, sr: &Bound<'_, StartResponse>, f: RealFile) -> PyRe
             offset += n as u64;
             budget -= n as u64;
             sent += n as u64;
-            if !count_only
-                && tx
-                    .blocking_send(Ok(Bytes::copy_from_slice(&buf[..n])))
-                    .is_err()
-            {
+            let chunk = Ok(Bytes::copy_from_slice(&buf[..n]));
+            if !count_only && crate::contract::client_wait(|| tx.blocking_send(chunk)).is_err() {
                 return true;
             }
         }

@@ -265,8 +265,15 @@ impl Responder {
 }
 
 /// Pushes one chunk to the client with the GIL released. `false`: the client is gone.
+/// A full channel means the client is behind: that wait is not the app's time
+/// (`--timeout`); `--send-timeout` bounds it on the connection's side.
 pub fn push(py: Python<'_>, tx: &ChunkSender, chunk: Bytes) -> bool {
-    py.detach(|| tx.blocking_send(Ok(chunk)).is_ok())
+    let chunk = match tx.try_send(Ok(chunk)) {
+        Ok(()) => return true,
+        Err(tokio::sync::mpsc::error::TrySendError::Closed(_)) => return false,
+        Err(tokio::sync::mpsc::error::TrySendError::Full(chunk)) => chunk,
+    };
+    py.detach(|| crate::contract::client_wait(|| tx.blocking_send(chunk).is_ok()))
 }
 
 /// The `start_response` callable given to the app; `write` is its PEP 3333 `write()`.
