@@ -36,6 +36,9 @@ pub struct Cli {
     #[command(flatten)]
     pub notify: NotifyArgs,
 
+    #[command(flatten)]
+    pub hooks: HookArgs,
+
     /// Read options from this TOML file (keys are long option names).
     #[arg(short = 'c', long = "config", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -322,4 +325,34 @@ pub struct NotifyArgs {
     /// redis: seconds of history kept in `{prefix}:{hostname}:history`.
     #[arg(long, default_value_t = 120.0, value_name = "SECS")]
     pub redis_history: f64,
+}
+
+/// gunicorn's process settings implemented on the hooks side (temporary home: the
+/// gunicorn-compatible CLI replaces this group, with the same names, at merge).
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Processes (gunicorn)")]
+pub struct HookArgs {
+    /// Restart workers when a source file changes (development).
+    #[arg(long)]
+    pub reload: bool,
+
+    /// With --reload, also watch this file. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub reload_extra_file: Vec<PathBuf>,
+
+    /// Run workers as this user (name or uid), after the master bound the sockets.
+    #[arg(short = 'u', long, value_name = "USER")]
+    pub user: Option<String>,
+
+    /// Run workers as this group (name or gid); default: the user's group.
+    #[arg(short = 'g', long, value_name = "GROUP")]
+    pub group: Option<String>,
+
+    /// File mode mask of the files rwsgi and its workers create (0o22, 022, 18).
+    #[arg(short = 'm', long, value_name = "MASK")]
+    pub umask: Option<String>,
+
+    /// Process title: `rwsgi: master [NAME]`, `rwsgi: worker [NAME]` in ps/top.
+    #[arg(short = 'n', long = "name", value_name = "NAME")]
+    pub name: Option<String>,
 }

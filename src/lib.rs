@@ -14,10 +14,14 @@
 //! - [`tracker`]: queue-time measurement: stamp parsing, the per-worker recorder,
 //!   snapshots that merge exactly, the per-interval [`tracker::report::Report`].
 //! - [`notify`]: the timer's sinks: log, prometheus, statsd, cloudwatch, azure, redis.
+//! - [`hooks`]: gunicorn's server hooks from a Python config file, and the process
+//!   behaviour around them: timeouts that explain themselves, `--reload`,
+//!   `--user/--group/--umask`, process titles.
 
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod hooks;
 pub mod logging;
 pub mod master;
 pub mod notify;

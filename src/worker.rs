@@ -7,6 +7,7 @@
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
+use crate::hooks::in_worker as hooks;
 use crate::master::exit;
 use crate::server::{self, listener::Listener, Stop, WorkerShared};
 use crate::wsgi::interpreter;
@@ -30,6 +32,16 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
 
+    // gunicorn's worker start: title, privileges, then the config file's post_fork.
+    if let Some(name) = &config.hooks.proc_name {
+        crate::hooks::proctitle::set(&format!("rwsgi: worker [{name}]"));
+    }
+    if let Some(owner) = &config.hooks.user {
+        if let Err(e) = crate::hooks::privileges::drop_to(owner) {
+            eprintln!("rwsgi: error: {e}");
+            return exit::BOOT;
+        }
+    }
     if let Some(dir) = &config.python.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
             eprintln!("rwsgi: error: --chdir {}: {e}", dir.display());
@@ -40,13 +52,27 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
         eprintln!("rwsgi: error: {e}");
         return exit::BOOT;
     }
+    if let Err(e) = hooks::init(&config, id).and_then(|()| hooks::post_fork()) {
+        eprintln!("rwsgi: error: {e}");
+        return exit::BOOT;
+    }
     let app = match pyo3::Python::attach(|py| interpreter::load_app(py, &config.app)) {
         Ok(app) => app,
         Err(e) => {
             eprintln!("rwsgi: error: {e}");
+            hooks::worker_exit();
             return exit::BOOT;
         }
     };
+    if let Err(e) = hooks::post_worker_init(&app) {
+        eprintln!("rwsgi: error: {e}");
+        hooks::worker_exit();
+        return exit::BOOT;
+    }
+    let reload = config
+        .hooks
+        .reload
+        .then(|| crate::hooks::reload::start(&config.hooks.reload_extra_files));
     let django = if config.python.read_django_settings {
         pyo3::Python::attach(crate::wsgi::django::read)
     } else {
@@ -58,12 +84,14 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
         django,
     };
     if control::send_blocking(&mut ctl, &ready).is_err() {
+        hooks::worker_exit();
         return exit::RUNTIME;
     }
     let fds = match control::recv_listen(&mut ctl) {
         Ok(fds) => fds,
         Err(e) => {
             tracing::debug!(error = %e, "no sockets from the master; exiting");
+            hooks::worker_exit();
             return exit::RUNTIME;
         }
     };
@@ -114,7 +142,7 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
             .name("control".into())
             .spawn(move || {
                 let _enter = span.enter();
-                control_thread(ctl, shared, stop_tx, limit, served_rx)
+                control_thread(ctl, shared, stop_tx, limit, reload, served_rx)
             })
     };
     let control = match control {
@@ -139,6 +167,7 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     if control.join().is_err() {
         tracing::error!("the control thread panicked");
     }
+    hooks::worker_exit();
     match result {
         Ok(()) => {
             tracing::info!(pid = std::process::id(), "Worker exiting");
@@ -158,6 +187,7 @@ fn control_thread(
     shared: Arc<WorkerShared>,
     stop_tx: watch::Sender<Stop>,
     limit: Option<u64>,
+    reload: Option<Arc<AtomicBool>>,
     served: tokio::sync::oneshot::Receiver<Stop>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -192,7 +222,12 @@ fn control_thread(
             stop_tx.clone(),
             shared.clone(),
         ));
-        let beats = tokio::spawn(heartbeat_loop(shared.clone(), out_tx.clone(), limit));
+        let beats = tokio::spawn(heartbeat_loop(
+            shared.clone(),
+            out_tx.clone(),
+            limit,
+            reload,
+        ));
         let sigs = tokio::spawn(signals(stop_tx, shared.clone()));
         let how = served.await.unwrap_or(Stop::Fast);
         sigs.abort();
@@ -286,6 +321,7 @@ async fn heartbeat_loop(
     shared: Arc<WorkerShared>,
     out: mpsc::Sender<ToMaster>,
     limit: Option<u64>,
+    reload: Option<Arc<AtomicBool>>,
 ) {
     let mut asked = false;
     let mut beat = tokio::time::interval(Duration::from_millis(500));
@@ -303,11 +339,14 @@ async fn heartbeat_loop(
                     return;
                 }
             }
-            _ = poll.tick(), if limit.is_some() && !asked => {
+            _ = poll.tick(), if (limit.is_some() || reload.is_some()) && !asked => {
                 let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
-                if limit.is_some_and(|limit| served >= limit) {
+                let changed = reload.as_ref().is_some_and(|r| r.load(Ordering::Acquire));
+                if changed || limit.is_some_and(|limit| served >= limit) {
                     asked = true;
-                    tracing::info!(served, "max requests reached; asking to be replaced");
+                    if !changed {
+                        tracing::info!(served, "max requests reached; asking to be replaced");
+                    }
                     if out.send(ToMaster::Recycle).await.is_err() {
                         return;
                     }
@@ -319,12 +358,13 @@ async fn heartbeat_loop(
 
 async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup), Ok(mut abrt)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
         signal(SignalKind::user_defined1()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::from_raw(libc::SIGABRT)),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
@@ -332,8 +372,15 @@ async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
     loop {
         tokio::select! {
             _ = term.recv() => { let _ = stop.send(Stop::Graceful); }
-            _ = int.recv() => { let _ = stop.send(Stop::Fast); }
-            _ = quit.recv() => { let _ = stop.send(Stop::Fast); }
+            _ = int.recv() => { hooks::worker_int(); let _ = stop.send(Stop::Fast); }
+            _ = quit.recv() => { hooks::worker_int(); let _ = stop.send(Stop::Fast); }
+            _ = abrt.recv() => {
+                // The master timed us out (--timeout): say what was stuck, then go.
+                crate::hooks::timeout::explain(&shared);
+                hooks::worker_abort();
+                hooks::worker_exit();
+                std::process::exit(exit::RUNTIME);
+            }
             _ = hup.recv() => {}
             _ = usr1.recv() => {
                 if let Some(log) = &shared.access_log {

@@ -6,6 +6,7 @@
 
 pub mod bind;
 pub mod django;
+pub mod hooks;
 pub mod print;
 pub mod sources;
 
@@ -43,6 +44,8 @@ pub struct Config {
     pub log: LogConfig,
     pub tracker: TrackerConfig,
     pub notify: crate::notify::NotifyConfig,
+    /// Python config file, reload, privileges, process titles (`hooks.rs`).
+    pub hooks: hooks::HooksConfig,
 }
 
 /// Queue-time measurement and load shedding.
@@ -392,6 +395,7 @@ impl Config {
             l.log_format,
         )
         .map_err(ConfigError)?;
+        let hooks = hooks::HooksConfig::from_args(&cli.hooks, cli.config.as_deref())?;
         Ok(Config {
             app,
             server,
@@ -400,6 +404,7 @@ impl Config {
             log,
             tracker,
             notify,
+            hooks,
         })
     }
 }

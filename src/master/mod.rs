@@ -29,7 +29,7 @@ pub mod exit {
 pub fn main() -> i32 {
     // Command line > RWSGI_* environment > --config file > default; see config::sources.
     let (cli, sources) = match crate::config::sources::parse_layered(
-        std::env::args_os().collect(),
+        crate::hooks::proctitle::args().to_vec(),
         &std::env::vars_os().collect(),
     ) {
         Ok(parsed) => parsed,
@@ -59,6 +59,7 @@ pub fn main() -> i32 {
         return exit::USAGE;
     }
     let config = Arc::new(config);
+    crate::hooks::privileges::apply_umask(config.hooks.umask);
     if let Some(worker) = worker_env() {
         return crate::worker::main(config, worker.0, worker.1, worker.2);
     }
@@ -109,6 +110,19 @@ fn worker_env() -> Option<(u32, i32, Option<i32>)> {
 }
 
 fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> i32 {
+    if let Some(name) = &config.hooks.proc_name {
+        crate::hooks::proctitle::set(&format!("rwsgi: master [{name}]"));
+    }
+    // The Python config file's master hooks (an interpreter in the master only when
+    // there is such a file): gunicorn sets the worker count, then calls on_starting.
+    let started = crate::hooks::in_master::init(&config).and_then(|()| {
+        crate::hooks::in_master::nworkers_changed(config.process.workers, None);
+        crate::hooks::in_master::on_starting()
+    });
+    if let Err(e) = started {
+        eprintln!("rwsgi: error: {e}");
+        return exit::RUNTIME;
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -184,5 +198,6 @@ fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> 
     if code == exit::OK {
         tracing::info!("Shutting down: Master");
     }
+    crate::hooks::in_master::on_exit();
     code
 }

@@ -242,6 +242,11 @@ pub(super) fn config_path(
 }
 
 pub(super) fn read_file(path: &Path, named_by: &Source) -> Result<toml::Table, ConfigError> {
+    // ghooks (temporary, replaced by the Python config loader at merge): a Python
+    // config file is evaluated by `crate::hooks::pyconfig`, not parsed as TOML.
+    if crate::config::hooks::PythonConfigFile::from_option(path).is_some() {
+        return Ok(toml::Table::new());
+    }
     let origin = match named_by {
         Source::Env(var) => format!(" (from {var})"),
         _ => String::new(),

@@ -1,0 +1,114 @@
+//! A worker's hooks: the worker evaluates the config file in its own interpreter and
+//! runs `post_fork`, `post_worker_init`, `worker_int`, `worker_abort` and
+//! `worker_exit` at gunicorn's moments (`pre_request`/`post_request` belong to the
+//! request path). Without a config file every function here is a no-op.
+
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+
+use super::{objects, pyconfig, Hook, Hooks};
+use crate::config::Config;
+
+struct Worker {
+    hooks: Hooks,
+    /// gunicorn's `worker` object of this process.
+    worker: Py<PyAny>,
+}
+
+static WORKER: OnceLock<Worker> = OnceLock::new();
+
+/// Evaluates the config file in this worker's interpreter (already started) and
+/// builds its `server` and `worker` objects. `id` is gunicorn's `worker.age`.
+pub fn init(config: &Config, id: u32) -> Result<(), String> {
+    let Some(file) = &config.hooks.python_config else {
+        return Ok(());
+    };
+    let made = Python::attach(|py| -> Result<Worker, String> {
+        let ns = pyconfig::evaluate(py, file)?;
+        let (server, worker) = (|| -> PyResult<(Py<PyAny>, Py<PyAny>)> {
+            let m = objects::module(py)?;
+            let cfg = objects::cfg(py, config, &ns)?;
+            let server = m.getattr("Server")?.call1((
+                cfg,
+                nix::unistd::getppid().as_raw(),
+                config.process.workers,
+            ))?;
+            let worker = m.getattr("worker_in_worker")?.call1((&server, id))?;
+            Ok((server.unbind(), worker.unbind()))
+        })()
+        .map_err(|e| format!("cannot build the hooks' objects: {e}"))?;
+        Ok(Worker {
+            hooks: Hooks::from_namespace(py, &ns, server)?,
+            worker,
+        })
+    })?;
+    let _ = WORKER.set(made);
+    Ok(())
+}
+
+/// Whether the config file defines `hook` (for the request path's zero-cost check).
+pub fn defines(hook: Hook) -> bool {
+    WORKER.get().is_some_and(|w| w.hooks.has(hook))
+}
+
+fn server_worker(py: Python<'_>, w: &Worker) -> (Py<PyAny>, Py<PyAny>) {
+    (w.hooks.server.clone_ref(py), w.worker.clone_ref(py))
+}
+
+/// `post_fork(server, worker)`: before the app is imported. `Err`: boot fails.
+pub fn post_fork() -> Result<(), String> {
+    match WORKER.get() {
+        Some(w) => Python::attach(|py| w.hooks.call(py, Hook::PostFork, server_worker(py, w))),
+        None => Ok(()),
+    }
+}
+
+/// `post_worker_init(worker)`: the app is imported (`worker.wsgi` is it). `Err`:
+/// boot fails.
+pub fn post_worker_init(app: &Py<PyAny>) -> Result<(), String> {
+    match WORKER.get() {
+        Some(w) => Python::attach(|py| {
+            let worker = w.worker.bind(py);
+            let _ = worker.setattr("wsgi", app.clone_ref(py));
+            let _ = worker.setattr("booted", true);
+            w.hooks.call(py, Hook::PostWorkerInit, (worker.clone(),))
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `worker_int(worker)`: INT or QUIT arrived; the worker stops right after.
+pub fn worker_int() {
+    if let Some(w) = WORKER.get() {
+        Python::attach(|py| {
+            let worker = w.worker.bind(py);
+            let _ = worker.setattr("alive", false);
+            w.hooks.call_logged(py, Hook::WorkerInt, (worker.clone(),));
+        });
+    }
+}
+
+/// `worker_abort(worker)`: the master timed this worker out (SIGABRT).
+pub fn worker_abort() {
+    if let Some(w) = WORKER.get() {
+        Python::attach(|py| {
+            let worker = w.worker.bind(py);
+            let _ = worker.setattr("aborted", true);
+            let _ = worker.setattr("alive", false);
+            w.hooks
+                .call_logged(py, Hook::WorkerAbort, (worker.clone(),));
+        });
+    }
+}
+
+/// `worker_exit(server, worker)`: the worker is about to exit, on every path.
+pub fn worker_exit() {
+    if let Some(w) = WORKER.get() {
+        Python::attach(|py| {
+            let _ = w.worker.bind(py).setattr("alive", false);
+            w.hooks
+                .call_logged(py, Hook::WorkerExit, server_worker(py, w));
+        });
+    }
+}
