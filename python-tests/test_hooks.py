@@ -174,3 +174,38 @@ def test_a_raising_child_exit_is_logged_and_the_server_keeps_serving(start_serve
         assert exchange(srv, "GET", "/pid").status == 200
     srv.wait_for_log("ValueError: boom in child_exit", timeout=10)
     assert exchange(srv, "GET", "/pid").status == 200
+
+
+@pytest.mark.parametrize("threads,hooks", [("1", True), ("4", False)])
+def test_a_timed_out_worker_logs_the_stuck_requests_python_stack(start_server, tmp_path,
+                                                                  threads, hooks):
+    """gunicorn's most reported complaint is a bare "WORKER TIMEOUT": here the worker
+    says which request was stuck, for how long, and where in the app (with or
+    without a config file; with one, worker_abort runs too)."""
+    log = tmp_path / "hooks.jsonl"
+    conf = ["-c", ALL_HOOKS] if hooks else []
+    srv = start_server(APP, *conf, "--timeout", "1", "--threads", threads,
+                       env={"HOOKS_LOG": str(log)})
+    [worker] = wait_workers(srv, 1)
+    import socket
+    s = socket.create_connection(("127.0.0.1", srv.port))
+    s.sendall(b"GET /sleep?s=60&tag=stuck HTTP/1.1\r\nHost: x\r\n\r\n")
+    text = srv.wait_for_log("Python stack of its thread", timeout=15, stream="stderr")
+    s.close()
+    assert "WORKER TIMEOUT: 'GET /sleep' has run for" in text
+    assert "(--timeout 1s)" in text
+    # The app's own frame, at the line that blocks.
+    assert 'process_app.py", line 41, in application' in text
+    assert "time.sleep(float(q.get(\"s\", \"1\")))" in text
+    if hooks:
+        abort = wait_record(log, lambda r: r["hook"] == "worker_abort")[0]
+        assert abort["in_pid"] == abort["worker_pid"] == worker
+        wait_record(log, lambda r: r["hook"] == "worker_exit" and r["worker_pid"] == worker)
+        wait_record(log, lambda r: r["hook"] == "child_exit" and r["worker_pid"] == worker)
+    # A replacement serves.
+    [fresh] = wait_workers(srv, 1, timeout=15, gone=[worker])
+    assert not alive(worker)
+    deadline = time.monotonic() + 10
+    while exchange(srv, "GET", "/pid").status != 200:
+        assert time.monotonic() < deadline
+    assert fresh != worker
