@@ -36,15 +36,15 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     if let Some(name) = &config.hooks.proc_name {
         crate::hooks::proctitle::set(&format!("rwsgi: worker [{name}]"));
     }
-    if let Some(owner) = &config.hooks.user {
-        if let Err(e) = crate::hooks::privileges::drop_to(owner) {
-            eprintln!("rwsgi: error: {e}");
-            return exit::BOOT;
-        }
-    }
     if let Some(dir) = &config.python.chdir {
         if let Err(e) = std::env::set_current_dir(dir) {
             eprintln!("rwsgi: error: --chdir {}: {e}", dir.display());
+            return exit::BOOT;
+        }
+    }
+    if let Some(owner) = &config.hooks.user {
+        if let Err(e) = crate::hooks::privileges::drop_to(owner) {
+            eprintln!("rwsgi: error: {e}");
             return exit::BOOT;
         }
     }
