@@ -168,6 +168,7 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
         tracing::error!("the control thread panicked");
     }
     hooks::worker_exit();
+    hooks::run_atexit();
     match result {
         Ok(()) => {
             tracing::info!(pid = std::process::id(), "Worker exiting");
@@ -379,6 +380,7 @@ async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
                 crate::hooks::timeout::explain(&shared);
                 hooks::worker_abort();
                 hooks::worker_exit();
+                hooks::run_atexit();
                 std::process::exit(exit::RUNTIME);
             }
             _ = hup.recv() => {}

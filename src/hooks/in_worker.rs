@@ -112,3 +112,18 @@ pub fn worker_exit() {
         });
     }
 }
+
+/// Runs the interpreter's `atexit` functions, as a Python process does when it exits
+/// (gunicorn's workers exit through `sys.exit`). APM agents flush their last spans
+/// there (OpenTelemetry's batch processor, ddtrace, New Relic). The interpreter is
+/// not finalised: Python threads may still be parked in rwsgi's code.
+pub fn run_atexit() {
+    Python::attach(|py| {
+        let run = py
+            .import("atexit")
+            .and_then(|m| m.call_method0("_run_exitfuncs"));
+        if let Err(e) = run {
+            tracing::warn!("atexit functions raised: {e}");
+        }
+    });
+}
