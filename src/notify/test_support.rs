@@ -46,6 +46,7 @@ pub(crate) fn sample_report() -> Report {
         stamps: Default::default(),
         shed: 2,
         status_classes: [0, 10, 0, 0, 2],
+        status_codes: vec![(200, 10), (503, 2)],
         utilization: 0.375,
     }
 }

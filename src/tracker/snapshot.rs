@@ -29,6 +29,8 @@ pub struct Snapshot {
     pub shed: u64,
     /// Responses by status class, index 0 = 1xx … 4 = 5xx (shed requests are 5xx).
     pub status_classes: [u64; 5],
+    /// Responses by exact code (shed requests are 503s).
+    pub status_codes: super::status::StatusCodes,
     /// Python-thread time spent on requests (dispatch to finish) within the interval;
     /// a request that spans intervals counts in each of them for its part.
     pub busy: Duration,
@@ -61,6 +63,7 @@ impl Snapshot {
         for (mine, theirs) in self.status_classes.iter_mut().zip(other.status_classes) {
             *mine = mine.saturating_add(theirs);
         }
+        self.status_codes.merge(&other.status_codes);
         self.busy = self.busy.saturating_add(other.busy);
         self.capacity = self.capacity.saturating_add(other.capacity);
         self.workers = self.workers.saturating_add(other.workers);
@@ -89,6 +92,7 @@ impl Snapshot {
             stamps: self.stamps,
             shed: self.shed,
             status_classes: self.status_classes,
+            status_codes: self.status_codes.nonzero(),
             utilization: self.utilization(),
         }
     }
