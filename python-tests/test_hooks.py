@@ -92,13 +92,16 @@ def test_every_hook_runs_at_gunicorns_moment_with_gunicorns_arguments(start_serv
     srv.signal(signal.SIGTTOU)
     wait_record(log, lambda r: r["hook"] == "nworkers_changed" and r["new"] == 2 and r["old"] == 3)
 
-    # HUP: on_reload in the master.
+    # HUP: on_reload in the master, then a new generation replaces the workers.
+    before_hup = wait_workers(srv, 2, timeout=15)
     srv.signal(signal.SIGHUP)
     reload = wait_record(log, lambda r: r["hook"] == "on_reload")[0]
     assert reload["in_pid"] == master
+    after_hup = wait_workers(srv, 2, timeout=20, gone=before_hup)
 
     # QUIT to one worker: worker_int in it, then worker_exit.
-    victim = wait_workers(srv, 2, timeout=15)[0]
+    victim = after_hup[0]
+    wait_record(log, lambda r: r["hook"] == "post_worker_init" and r["worker_pid"] == victim)
     time.sleep(0.5)
     os.kill(victim, signal.SIGQUIT)
     wait_record(log, lambda r: r["hook"] == "worker_int" and r["in_pid"] == victim)
