@@ -7,10 +7,15 @@
 //!   the validated [`config::Config`], one sub-struct per component.
 //! - [`master`]: the supervising process: sockets, workers, signals, snapshot merging,
 //!   the notifier timer.
-//! - [`server`]: a worker's HTTP side: accept loop, hyper connections, limits, the
-//!   handoff to Python threads.
+//! - [`server`]: a worker's HTTP side, bytes ↔ requests and replies: accept loops,
+//!   the own HTTP/1.1 path and hyper, the rules both apply (limits), draining. No
+//!   Python.
+//! - [`dispatch`]: policy: the Python threads and inline turns, the dispatch stamp,
+//!   shedding, `X-Forwarded-*`, busy slots, the access log and tracker recording.
 //! - [`wsgi`]: PEP 3333, named after its parts: interpreter, environ, start_response,
 //!   input, response, file_wrapper.
+//! - [`contract`]: what crosses between those three: a request in, a reply out, the
+//!   facts of a connection. Layers call one way: server → dispatch → wsgi.
 //! - [`tracker`]: queue-time measurement: stamp parsing, the per-worker recorder,
 //!   snapshots that merge exactly, the per-interval [`tracker::report::Report`].
 //! - [`notify`]: the timer's sinks: log, prometheus, statsd, cloudwatch, azure, redis.
@@ -20,7 +25,9 @@
 
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod control;
+pub mod dispatch;
 pub mod hooks;
 pub mod logging;
 pub mod master;

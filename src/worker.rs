@@ -16,9 +16,10 @@ use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
+use crate::dispatch::{Dispatcher, Shared};
 use crate::hooks::in_worker as hooks;
 use crate::master::exit;
-use crate::server::{self, listener::Listener, Stop, WorkerShared};
+use crate::server::{self, listener::Listener, Stop};
 use crate::wsgi::interpreter;
 
 /// Runs worker `id` on the control socket `control_fd`; returns the exit code.
@@ -122,13 +123,14 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
             None
         }
     });
-    let shared = match WorkerShared::new(&config, runtime.handle().clone(), balance) {
-        Ok(s) => Arc::new(s),
+    let dispatch = match Dispatcher::start(&config, app, runtime.handle().clone()) {
+        Ok(d) => d,
         Err(e) => {
             tracing::error!(error = %e, "cannot start");
             return exit::RUNTIME;
         }
     };
+    let shared = dispatch.shared().clone();
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     // The control channel (heartbeats, snapshots, recycling, signals) runs on a thread
     // of its own, so that a request running on the IO thread (`--threads 1` runs
@@ -137,12 +139,13 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     let control = {
         let shared = shared.clone();
         let limit = config.process.max_requests_limit(id);
+        let timeout = config.process.timeout;
         let span = tracing::Span::current();
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 let _enter = span.enter();
-                control_thread(ctl, shared, stop_tx, limit, reload, served_rx)
+                control_thread(ctl, shared, stop_tx, limit, reload, timeout, served_rx)
             })
     };
     let control = match control {
@@ -154,12 +157,12 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     };
     tracing::info!(pid = std::process::id(), "Booted worker");
 
-    let result = server::run(
-        config,
+    server::run(
+        &config,
         listeners,
-        app,
         &runtime,
-        shared.clone(),
+        dispatch,
+        balance,
         stop_rx.clone(),
     );
     let how = *stop_rx.borrow();
@@ -169,26 +172,19 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     }
     hooks::worker_exit();
     hooks::run_atexit();
-    match result {
-        Ok(()) => {
-            tracing::info!(pid = std::process::id(), "Worker exiting");
-            exit::OK
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "worker failed");
-            exit::RUNTIME
-        }
-    }
+    tracing::info!(pid = std::process::id(), "Worker exiting");
+    exit::OK
 }
 
 /// Runs the control channel until the server is done (`served` fires), then sends
 /// the last partial interval unless the stop was fast.
 fn control_thread(
     ctl: UnixStream,
-    shared: Arc<WorkerShared>,
+    shared: Arc<Shared>,
     stop_tx: watch::Sender<Stop>,
     limit: Option<u64>,
     reload: Option<Arc<AtomicBool>>,
+    timeout: Duration,
     served: tokio::sync::oneshot::Receiver<Stop>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -229,7 +225,7 @@ fn control_thread(
             limit,
             reload,
         ));
-        let sigs = tokio::spawn(signals(stop_tx, shared.clone()));
+        let sigs = tokio::spawn(signals(stop_tx, shared.clone(), timeout));
         let how = served.await.unwrap_or(Stop::Fast);
         sigs.abort();
         if how != Stop::Fast {
@@ -294,7 +290,7 @@ async fn read_loop(
     mut r: tokio::net::unix::OwnedReadHalf,
     out: mpsc::Sender<ToMaster>,
     stop: watch::Sender<Stop>,
-    shared: Arc<WorkerShared>,
+    shared: Arc<Shared>,
 ) {
     while let Some(body) = control::read_frame(&mut r).await {
         match control::decode::<ToWorker>(&body) {
@@ -319,7 +315,7 @@ async fn read_loop(
 const RECYCLE_POLL: Duration = Duration::from_millis(20);
 
 async fn heartbeat_loop(
-    shared: Arc<WorkerShared>,
+    shared: Arc<Shared>,
     out: mpsc::Sender<ToMaster>,
     limit: Option<u64>,
     reload: Option<Arc<AtomicBool>>,
@@ -331,7 +327,7 @@ async fn heartbeat_loop(
     loop {
         tokio::select! {
             _ = beat.tick() => {
-                let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
+                let served = shared.served();
                 let beat = ToMaster::Heartbeat {
                     served,
                     oldest: shared.oldest_busy(),
@@ -341,7 +337,7 @@ async fn heartbeat_loop(
                 }
             }
             _ = poll.tick(), if (limit.is_some() || reload.is_some()) && !asked => {
-                let served = shared.served.load(std::sync::atomic::Ordering::Relaxed);
+                let served = shared.served();
                 let changed = reload.as_ref().is_some_and(|r| r.load(Ordering::Acquire));
                 if changed || limit.is_some_and(|limit| served >= limit) {
                     asked = true;
@@ -357,7 +353,8 @@ async fn heartbeat_loop(
     }
 }
 
-async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
+/// `timeout`: `--timeout`, for the log line of a timed-out worker.
+async fn signals(stop: watch::Sender<Stop>, shared: Arc<Shared>, timeout: Duration) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup), Ok(mut abrt)) = (
         signal(SignalKind::terminate()),
@@ -377,7 +374,7 @@ async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
             _ = quit.recv() => { hooks::worker_int(); let _ = stop.send(Stop::Fast); }
             _ = abrt.recv() => {
                 // The master timed us out (--timeout): say what was stuck, then go.
-                crate::hooks::timeout::explain(&shared);
+                crate::hooks::timeout::explain(&shared, timeout);
                 hooks::worker_abort();
                 hooks::worker_exit();
                 hooks::run_atexit();
@@ -385,10 +382,8 @@ async fn signals(stop: watch::Sender<Stop>, shared: Arc<WorkerShared>) {
             }
             _ = hup.recv() => {}
             _ = usr1.recv() => {
-                if let Some(log) = &shared.access_log {
-                    if let Err(e) = log.reopen() {
-                        tracing::warn!(error = %e, "cannot reopen the access log");
-                    }
+                if let Err(e) = shared.reopen_access_log() {
+                    tracing::warn!(error = %e, "cannot reopen the access log");
                 }
                 crate::logging::reopen();
             }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
-use crate::server::WorkerShared;
+use crate::dispatch::Shared;
 
 /// How long the master waits for a timed-out worker to explain and exit before it
 /// kills it. Taking the GIL from a thread running Python costs at most the switch
@@ -18,8 +18,7 @@ pub const ABORT_GRACE: Duration = Duration::from_secs(3);
 
 /// Logs what the worker was stuck on. Runs on the control thread, never on a Python
 /// thread (they may all be stuck).
-pub fn explain(shared: &WorkerShared) {
-    let timeout = shared.config.process.timeout;
+pub fn explain(shared: &Shared, timeout: std::time::Duration) {
     let Some((busy, thread)) = shared.oldest_busy_thread() else {
         tracing::error!(
             pid = std::process::id(),

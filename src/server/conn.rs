@@ -8,29 +8,27 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::body::Incoming;
 use hyper::server::conn::http1;
-use hyper::service::Service;
-use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{watch, Semaphore};
 
 use super::arrival::StampedTcp;
 use super::balance;
-use super::handoff::Peer;
 use super::listener::Listener;
 use super::own::{self, Ended, OwnConfig, OwnCtl};
 use super::rewind::Rewind;
 use super::service::RequestService;
-use super::{Stop, WorkerShared};
-use crate::config::{Config, ServerConfig};
-use crate::wsgi::threads::{Inline, Work};
+use super::{Conns, Stop};
+use crate::config::{Limits, ServerConfig};
+use crate::contract::Peer;
+use crate::dispatch::Dispatcher;
 
 /// hyper's connection settings, built once per worker.
 pub struct Http {
     builder: http1::Builder,
     keep_alive: Option<Duration>,
+    limits: Limits,
     /// The own HTTP/1.1 path (`own.rs`); `None` with `--hyper-only` or without
     /// keep-alive (every response then closes, which hyper handles).
     own: Option<OwnConfig>,
@@ -60,6 +58,7 @@ impl Http {
         Http {
             builder: b,
             keep_alive: cfg.keep_alive,
+            limits: l,
             own: (!cfg.hyper_only && cfg.keep_alive.is_some()).then_some(OwnConfig {
                 limits: l,
                 head_limit: head,
@@ -73,13 +72,10 @@ impl Http {
 #[derive(Clone)]
 pub struct AcceptCtx {
     pub http: Arc<Http>,
-    pub jobs: crossbeam_channel::Sender<Work>,
-    /// The IO thread's way into the app, with `--threads 1`.
-    pub inline: Option<Arc<Inline>>,
-    pub shared: Arc<WorkerShared>,
+    pub dispatch: Arc<Dispatcher>,
+    pub conns: Arc<Conns>,
     pub permits: Arc<Semaphore>,
     pub stop: watch::Receiver<Stop>,
-    pub config: Arc<Config>,
 }
 
 /// Accepts until aborted; each connection runs in its own task.
@@ -100,7 +96,7 @@ pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
         let Ok(permit) = ctx.permits.clone().acquire_owned().await else {
             return;
         };
-        if let Some(balance) = &ctx.shared.balance {
+        if let Some(balance) = &ctx.conns.balance {
             // Let a less loaded worker take what is queued (see `balance.rs`).
             for _ in 0..balance::MAX_DEFERS {
                 if !balance.should_defer() {
@@ -121,23 +117,23 @@ pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
         };
         match accepted {
             Ok((conn, peer)) => {
-                let open = ctx.shared.connections.fetch_add(1, Ordering::AcqRel) + 1;
-                if let Some(b) = &ctx.shared.balance {
+                let open = ctx.conns.open.fetch_add(1, Ordering::AcqRel) + 1;
+                if let Some(b) = &ctx.conns.balance {
                     b.set_connections(open);
                 }
                 let ctx = ctx.clone();
                 let local = local.clone();
                 tokio::spawn(async move {
+                    let to_app = ctx.dispatch.connection(peer, local);
+                    let service = |arrival| {
+                        RequestService::new(to_app, arrival, ctx.http.limits, ctx.stop.clone())
+                    };
                     match conn {
                         Conn::Tcp(s) => {
                             let (s, arrival) = StampedTcp::new(s);
-                            let svc = RequestService::new(&ctx, peer, local, Some(arrival));
-                            serve(s, svc, &ctx).await
+                            serve(s, service(Some(arrival)), &ctx).await
                         }
-                        Conn::Unix(s) => {
-                            let svc = RequestService::new(&ctx, peer, local, None);
-                            serve(s, svc, &ctx).await
-                        }
+                        Conn::Unix(s) => serve(s, service(None), &ctx).await,
                     }
                     drop(permit);
                 });
@@ -192,55 +188,11 @@ forward_async_write!(Tracked<S>, S);
 /// moment the worker is told to stop races the client's next request, which may
 /// already be on the wire, and that request would be lost. A client in the middle of
 /// a conversation sends its next request within this window, gets it answered with
-/// `Connection: close` ([`CloseWhenDraining`]) and reconnects to another worker; a
+/// `Connection: close` (`service.rs`) and reconnects to another worker; a
 /// connection quiet for this long is as idle as one the keep-alive timer closes.
 const DRAIN_QUIET: Duration = Duration::from_millis(250);
 /// How often a draining connection looks for the above.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
-
-/// The request service of one connection, answering with `Connection: close` once
-/// the worker drains, so hyper closes the connection right after that response.
-struct CloseWhenDraining {
-    inner: RequestService,
-    stop: watch::Receiver<Stop>,
-}
-
-impl Service<Request<Incoming>> for CloseWhenDraining {
-    type Response = <RequestService as Service<Request<Incoming>>>::Response;
-    type Error = <RequestService as Service<Request<Incoming>>>::Error;
-    type Future = CloseWhenDrainingFuture;
-
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        CloseWhenDrainingFuture {
-            inner: self.inner.call(req),
-            stop: self.stop.clone(),
-        }
-    }
-}
-
-type InnerFuture = <RequestService as Service<Request<Incoming>>>::Future;
-
-struct CloseWhenDrainingFuture {
-    inner: InnerFuture,
-    stop: watch::Receiver<Stop>,
-}
-
-impl Future for CloseWhenDrainingFuture {
-    type Output = <InnerFuture as Future>::Output;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let mut out = std::task::ready!(self.inner.as_mut().poll(cx));
-        if let Ok(resp) = &mut out {
-            if *self.stop.borrow() != Stop::Running {
-                resp.headers_mut().insert(
-                    http::header::CONNECTION,
-                    http::HeaderValue::from_static("close"),
-                );
-            }
-        }
-        Poll::Ready(out)
-    }
-}
 
 /// What woke a connection's task, in [`serve`].
 enum Event<S> {
@@ -301,10 +253,6 @@ where
     };
     let ctl = OwnCtl::default();
     let hyper_conn = |io, prefix, svc| {
-        let svc = CloseWhenDraining {
-            inner: svc,
-            stop: ctx.stop.clone(),
-        };
         Box::pin(
             ctx.http
                 .builder
@@ -312,7 +260,7 @@ where
         )
     };
     let mut conn = match &ctx.http.own {
-        Some(cfg) => Phase::Own(Box::pin(own::serve(io, svc, &ctl, cfg, &ctx.stop))),
+        Some(cfg) => Phase::Own(Box::pin(own::serve(io, svc, &ctl, cfg))),
         None => Phase::Hyper(hyper_conn(io, bytes::Bytes::new(), svc)),
     };
     let mut stop = ctx.stop.clone();
@@ -422,8 +370,8 @@ where
         }
     }
     drop(conn);
-    let open = ctx.shared.connections.fetch_sub(1, Ordering::AcqRel) - 1;
-    if let Some(b) = &ctx.shared.balance {
+    let open = ctx.conns.open.fetch_sub(1, Ordering::AcqRel) - 1;
+    if let Some(b) = &ctx.conns.balance {
         b.set_connections(open);
     }
 }
@@ -435,7 +383,7 @@ mod tests {
 
     fn http(args: &[&str]) -> Http {
         let cli = crate::cli::Cli::parse_from([&["rwsgi", "app:application"], args].concat());
-        let config = Config::from_cli(&cli).unwrap();
+        let config = crate::config::Config::from_cli(&cli).unwrap();
         Http::new(&config.server)
     }
 

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use socket2::{Domain, Socket, Type};
 
-use super::handoff::Local;
 use crate::config::BindSpec;
+use crate::contract::Local;
 
 /// A bound, listening socket ready for tokio.
 pub enum Listener {

@@ -7,7 +7,7 @@
 //! Anything else hands the connection to hyper for the rest of its life, with the
 //! bytes read so far put back in front ([`super::rewind::Rewind`]): a chunked,
 //! larger or incomplete body, `Expect`, an upgrade, HTTP/1.0, a head over the limits
-//! (hyper and `service.rs` answer those with gunicorn's 400/431), a head that does
+//! (`rules.rs` says which; hyper's service answers those with gunicorn's 400/431), a head that does
 //! not parse.
 //! Responses follow hyper's framing rules ([`super::head`]), so a client cannot tell
 //! the paths apart; `--hyper-only` turns this path off.
@@ -25,14 +25,12 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
 
 use super::conn::SideWake;
-use super::handoff::{Reply, ResponseBody};
 use super::head::{self, BodyKind, Encoded, ForRequest, Framing};
 use super::service::RequestService;
-use super::Stop;
 use crate::config::Limits;
+use crate::contract::{Reply, ResponseBody};
 
 /// Most header fields a request on this path may have; more goes to hyper.
 const MAX_FIELDS: usize = 100;
@@ -89,13 +87,7 @@ enum Parse {
 }
 
 /// Serves `io` until it closes or a request needs hyper.
-pub async fn serve<S>(
-    mut io: S,
-    svc: RequestService,
-    ctl: &OwnCtl,
-    cfg: &OwnConfig,
-    stop: &watch::Receiver<Stop>,
-) -> Ended<S>
+pub async fn serve<S>(mut io: S, svc: RequestService, ctl: &OwnCtl, cfg: &OwnConfig) -> Ended<S>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -143,8 +135,7 @@ where
         let head_request = request.0 == Method::HEAD;
         let mut resp = svc.respond(request, body, now).await;
         drop(head);
-        let draining = *stop.borrow() != Stop::Running || ctl.close.load(Ordering::Relaxed);
-        if draining {
+        if ctl.close.load(Ordering::Relaxed) {
             resp.close();
         }
         let req = ForRequest {
@@ -180,8 +171,9 @@ fn parse(buf: &[u8], cfg: &OwnConfig, fields: &mut Vec<[u32; 4]>) -> Parse {
     if !target.starts_with('/') || method == "CONNECT" {
         return Parse::Hyper;
     }
-    let l = &cfg.limits;
-    if method.len() + 1 + target.len() + 9 > l.request_line {
+    let pairs = req.headers.iter().map(|h| (h.name.as_bytes(), h.value));
+    if super::rules::check(method, target.len(), req.headers.len(), pairs, &cfg.limits).is_err() {
+        // hyper's service checks it again and answers.
         return Parse::Hyper;
     }
     let base = buf.as_ptr() as usize;
@@ -191,9 +183,6 @@ fn parse(buf: &[u8], cfg: &OwnConfig, fields: &mut Vec<[u32; 4]>) -> Parse {
     let mut body = None;
     for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        if name.len() + 2 + h.value.len() > l.request_field_size {
-            return Parse::Hyper;
-        }
         if name.len() >= 6 {
             let special = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
             if special("content-length") {

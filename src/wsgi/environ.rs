@@ -20,7 +20,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString};
 
 use super::input::{BodySource, Input};
-use crate::server::handoff::{Job, PeerText};
+use super::Setup;
+use crate::contract::{Connection, Request};
 
 /// At most this many `HTTP_*` keys are kept per worker: header names come from
 /// clients, and a client sending random names must not grow the cache without end.
@@ -45,6 +46,20 @@ pub struct EnvironShared {
     /// a request could change (it is at its end, and has handed out 0 bytes), so one
     /// serves them all instead of a new object per request.
     pub empty_input: Py<Input>,
+    /// The runtime that drives request bodies (`wsgi.input` waits on it).
+    pub handle: tokio::runtime::Handle,
+}
+
+/// The environ template of one connection: the worker's, with its `SERVER_NAME`,
+/// `SERVER_PORT`, `REMOTE_ADDR` and `REMOTE_PORT` filled in (and HTTP/1.1 over http),
+/// made by its first request. Each request's environ is a copy of it, so these are
+/// not set again per request.
+pub struct ConnEnviron(pyo3::sync::PyOnceLock<Py<PyDict>>);
+
+impl Default for ConnEnviron {
+    fn default() -> Self {
+        ConnEnviron(pyo3::sync::PyOnceLock::new())
+    }
 }
 
 impl EnvironShared {
@@ -53,11 +68,14 @@ impl EnvironShared {
         py: Python<'_>,
         errors: Bound<'_, PyAny>,
         file_wrapper: Bound<'_, PyAny>,
-        multithread: bool,
-        multiprocess: bool,
-        script_name: String,
-        handle: tokio::runtime::Handle,
+        setup: Setup,
     ) -> PyResult<EnvironShared> {
+        let Setup {
+            multithread,
+            multiprocess,
+            script_name,
+            handle,
+        } = setup;
         let t = PyDict::new(py);
         // Set on every request: placeholders, so the copy already has the key slot.
         for key in [
@@ -103,7 +121,8 @@ impl EnvironShared {
             template: t.unbind(),
             script_name,
             header_keys: Mutex::new(HashMap::default()),
-            empty_input: Py::new(py, Input::new(BodySource::new(None, handle)))?,
+            empty_input: Py::new(py, Input::new(BodySource::new(None, handle.clone())))?,
+            handle,
         })
     }
 
@@ -129,8 +148,6 @@ pub struct RequestFacts<'a> {
     /// `REMOTE_ADDR` from a trusted `X-Forwarded-For` (`--forwarded-allow-ips`);
     /// `None`: the peer's own.
     pub remote_addr: Option<&'a str>,
-    /// The peer's address and port, as text made once per connection.
-    pub peer: &'a PeerText,
     /// `wsgi.url_scheme` after `--forwarded-allow-ips` handling.
     pub url_scheme: &'static str,
     /// `rwsgi.queue_time`: seconds since the proxy stamp, when there was a usable one.
@@ -224,25 +241,41 @@ fn method_str<'py>(py: Python<'py>, method: &http::Method) -> Bound<'py, PyStrin
     }
 }
 
-/// Builds the environ for `job`; `input` becomes `wsgi.input`.
+/// Where one environ's values come from: the request, its connection (and that
+/// connection's template), and what dispatch decided about it.
+pub struct Sources<'a> {
+    pub request: &'a Request,
+    pub conn: &'a Connection,
+    pub template: &'a ConnEnviron,
+    pub facts: &'a RequestFacts<'a>,
+}
+
+/// Builds the environ of one request; `input` becomes `wsgi.input`.
 pub fn build<'py>(
     py: Python<'py>,
-    job: &Job,
-    facts: &RequestFacts<'_>,
+    src: &Sources<'_>,
     shared: &EnvironShared,
     input: Bound<'py, PyAny>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let template = facts
-        .peer
-        .environ
-        .get_or_try_init(py, || connection_template(py, job, facts.peer, shared))?;
+    let Sources {
+        request,
+        conn,
+        template,
+        facts,
+    } = *src;
+    let template = template
+        .0
+        .get_or_try_init(py, || connection_template(py, conn, shared))?;
     // SAFETY: the template is a dict; PyDict_Copy returns a new reference or NULL
     // with an exception set, which from_owned_ptr_or_err turns into an error.
     let env: Bound<'py, PyDict> = unsafe {
         Bound::from_owned_ptr_or_err(py, ffi::PyDict_Copy(template.as_ptr()))?.cast_into_unchecked()
     };
-    env.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &job.method))?;
-    let raw_path = job.uri.path();
+    env.set_item(
+        intern!(py, "REQUEST_METHOD"),
+        method_str(py, &request.method),
+    )?;
+    let raw_path = request.uri.path();
     let decoded: Vec<u8>;
     let mut path_info: &[u8] = if raw_path.contains('%') {
         decoded = percent_decode(raw_path.as_bytes()).collect();
@@ -257,7 +290,7 @@ pub fn build<'py>(
     }
     let path_info_str = latin1(py, path_info)?;
     env.set_item(intern!(py, "PATH_INFO"), &path_info_str)?;
-    let query = job.uri.query().unwrap_or("");
+    let query = request.uri.query().unwrap_or("");
     env.set_item(
         intern!(py, "QUERY_STRING"),
         if query.is_empty() {
@@ -266,7 +299,11 @@ pub fn build<'py>(
             latin1(py, query.as_bytes())?
         },
     )?;
-    let raw_uri = job.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let raw_uri = request
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
     // Usually the same text as PATH_INFO (no query, nothing decoded): one str for both.
     if raw_uri.as_bytes() == path_info {
         env.set_item(intern!(py, "RAW_URI"), path_info_str)?;
@@ -274,7 +311,7 @@ pub fn build<'py>(
         env.set_item(intern!(py, "RAW_URI"), latin1(py, raw_uri.as_bytes())?)?;
     }
     // The connection's template says HTTP/1.1, the peer's address, and http.
-    match job.version {
+    match request.version {
         http::Version::HTTP_10 => {
             env.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.0"))?
         }
@@ -289,15 +326,18 @@ pub fn build<'py>(
 
     // Each name once, with all its values. When no name repeats (nearly every
     // request), the pairs are walked directly, without a hash lookup per header.
-    let unique = job.headers.keys_len() == job.headers.len();
-    let pairs = unique.then(|| job.headers.iter()).into_iter().flatten();
-    let names = (!unique).then(|| job.headers.keys()).into_iter().flatten();
+    let unique = request.headers.keys_len() == request.headers.len();
+    let pairs = unique.then(|| request.headers.iter()).into_iter().flatten();
+    let names = (!unique)
+        .then(|| request.headers.keys())
+        .into_iter()
+        .flatten();
     for (name, single) in pairs
         .map(|(n, v)| (n, Some(v)))
         .chain(names.map(|n| (n, None)))
     {
         if name == CONTENT_TYPE || name == CONTENT_LENGTH {
-            let value = joined_value(&job.headers, name);
+            let value = joined_value(&request.headers, name);
             let key = if name == CONTENT_TYPE {
                 intern!(py, "CONTENT_TYPE")
             } else {
@@ -313,10 +353,10 @@ pub fn build<'py>(
             env.set_item(key, latin1(py, v.as_bytes())?)?;
             continue;
         }
-        let mut values = job.headers.get_all(name).iter();
+        let mut values = request.headers.get_all(name).iter();
         let value = match (values.next(), values.next()) {
             (Some(v), None) => latin1(py, v.as_bytes())?,
-            (Some(_), Some(_)) => latin1(py, &joined_value(&job.headers, name))?,
+            (Some(_), Some(_)) => latin1(py, &joined_value(&request.headers, name))?,
             (None, _) => continue,
         };
         env.set_item(key, value)?;
@@ -332,24 +372,23 @@ pub fn build<'py>(
 }
 
 /// The environ template of one connection: the worker's, with what every request of
-/// the connection shares (see [`PeerText::environ`]).
+/// the connection shares (see [`ConnEnviron`]).
 fn connection_template(
     py: Python<'_>,
-    job: &Job,
-    peer: &PeerText,
+    conn: &Connection,
     shared: &EnvironShared,
 ) -> PyResult<Py<PyDict>> {
     let t = shared.template.bind(py).copy()?;
-    let (server_name, server_port) = job.local.py.get_or_init(py, || {
-        (
-            PyString::intern(py, &job.local.name).unbind(),
-            PyString::intern(py, &job.local.port).unbind(),
-        )
-    });
-    t.set_item(intern!(py, "SERVER_NAME"), server_name.bind(py))?;
-    t.set_item(intern!(py, "SERVER_PORT"), server_port.bind(py))?;
-    t.set_item(intern!(py, "REMOTE_ADDR"), peer.addr.as_str())?;
-    if let Some(port) = peer.port {
+    t.set_item(
+        intern!(py, "SERVER_NAME"),
+        PyString::intern(py, &conn.local.name),
+    )?;
+    t.set_item(
+        intern!(py, "SERVER_PORT"),
+        PyString::intern(py, &conn.local.port),
+    )?;
+    t.set_item(intern!(py, "REMOTE_ADDR"), conn.addr.as_str())?;
+    if let Some(port) = conn.port {
         t.set_item(intern!(py, "REMOTE_PORT"), itoa::Buffer::new().format(port))?;
     }
     t.set_item(intern!(py, "SERVER_PROTOCOL"), intern!(py, "HTTP/1.1"))?;

@@ -15,12 +15,13 @@ use pyo3::exceptions::{PyAssertionError, PyTypeError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyTuple};
 
-use super::environ::{self, EnvironShared, RequestFacts};
+use super::environ::{self, EnvironShared};
 use super::file_wrapper::FileWrapper;
 use super::input::{BodySource, Input};
 use super::interpreter::format_exception;
 use super::start_response::{push, Responder, StartResponse};
-use crate::server::handoff::{is_http10, Job};
+use super::{Call, Mode};
+use crate::contract::is_http10;
 
 /// Read size for files sent through `wsgi.file_wrapper`.
 const FILE_CHUNK: usize = 256 * 1024;
@@ -60,13 +61,6 @@ pub struct LogNeeds<'a> {
     pub env_keys: &'a [String],
 }
 
-/// The parts of a job that outlive the app call (for the log line).
-pub struct RequestLine {
-    pub method: Method,
-    pub uri: http::Uri,
-    pub version: http::Version,
-}
-
 fn lock<'a>(sr: &'a Bound<'_, StartResponse>) -> PyResult<std::sync::MutexGuard<'a, Responder>> {
     // SAFETY of lifetimes: the guard borrows the pyclass through `get()`, which is
     // valid as long as `sr` is; `frozen`-like access is fine since we only lock.
@@ -104,36 +98,41 @@ pub struct Suspended {
     pub used_write: bool,
 }
 
-/// Runs `job` through `app`. On a Python thread (`inline` false) the response is
-/// always finished here. On the IO thread (`inline` true) nothing may wait for the
-/// client: a list or tuple, or an iterable whose first chunk completes its
-/// Content-Length, is finished here; anything else is [`Handled::Suspended`] after
+/// Runs one request through `app`. On a Python thread ([`Mode::Finish`]) the
+/// response is always finished here. On the IO thread ([`Mode::Inline`]) nothing may
+/// wait for the client: a list or tuple, or an iterable whose first chunk completes
+/// its Content-Length, is finished here; anything else is [`Handled::Suspended`] after
 /// its first chunk went out, so no chunk waits while the app produces the next.
-#[allow(clippy::too_many_arguments)]
 pub fn handle(
     py: Python<'_>,
     app: &Bound<'_, PyAny>,
-    mut job: Job,
-    facts: &RequestFacts<'_>,
+    call: Call<'_>,
     shared: &EnvironShared,
-    handle: &tokio::runtime::Handle,
-    log: LogNeeds<'_>,
-    inline: bool,
 ) -> Handled {
+    let Call {
+        mut request,
+        reply,
+        conn,
+        environ: template,
+        facts,
+        log,
+        mode,
+    } = call;
+    let inline = mode == Mode::Inline;
     let LogNeeds {
         keep_headers,
         env_keys,
     } = log;
-    let body = job.body.take();
-    let reply = job.reply.take();
-    let head_request = job.method == Method::HEAD;
+    let body = request.body.take();
+    let head_request = request.method == Method::HEAD;
     let responder = Responder::new(
         reply,
         head_request,
-        is_http10(job.version),
+        is_http10(request.version),
         keep_headers,
         inline,
     );
+    let handle = &shared.handle;
 
     let result = (|| -> PyResult<(Bound<'_, StartResponse>, Bound<'_, Input>)> {
         let input = match body {
@@ -158,7 +157,13 @@ pub fn handle(
 
     let mut logged_environ = Vec::new();
     let called = (|| -> PyResult<Bound<'_, PyAny>> {
-        let env = environ::build(py, &job, facts, shared, input.clone().into_any())?;
+        let src = environ::Sources {
+            request: &request,
+            conn,
+            template,
+            facts: &facts,
+        };
+        let env = environ::build(py, &src, shared, input.clone().into_any())?;
         if !env_keys.is_empty() {
             for (k, v) in env.iter() {
                 let key = k.str()?.to_string().to_ascii_lowercase();
@@ -181,8 +186,8 @@ pub fn handle(
             sr: sr.clone().unbind(),
             input: input.clone().unbind(),
             logged_environ,
-            method: job.method.clone(),
-            uri: job.uri.clone(),
+            method: request.method.clone(),
+            uri: request.uri.clone(),
             used_write,
         })
     };
@@ -192,7 +197,7 @@ pub fn handle(
         // response as it would have here.
         Err(e) if used_write => return suspend(None, None, Some(e), logged_environ),
         Err(e) => {
-            let r = conclude(py, Err(e), &sr, &input, &job.method, &job.uri);
+            let r = conclude(py, Err(e), &sr, &input, &request.method, &request.uri);
             return Handled::Done(r.with_environ(logged_environ));
         }
     };
@@ -210,7 +215,14 @@ pub fn handle(
         iterate(py, &iterable, &sr)
     };
     let closed = close(&iterable);
-    let r = conclude(py, iterated.and(closed), &sr, &input, &job.method, &job.uri);
+    let r = conclude(
+        py,
+        iterated.and(closed),
+        &sr,
+        &input,
+        &request.method,
+        &request.uri,
+    );
     Handled::Done(r.with_environ(logged_environ))
 }
 

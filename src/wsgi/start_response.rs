@@ -19,7 +19,7 @@ use pyo3::pybacked::PyBackedBytes;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::server::handoff::{BodyAbort, ChunkSender, Reply, ResponseBody, Streamed};
+use crate::contract::{BodyAbort, ChunkSender, Reply, ResponseBody, Streamed};
 
 /// From this size on a chunk is handed to the connection without a copy (below it, copying is
 /// cheaper than the shared ownership).

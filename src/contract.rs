@@ -1,20 +1,23 @@
-//! What crosses between the async side and a Python thread: the [`Job`] going in and
-//! the [`Reply`] (with its [`ResponseBody`]) coming out.
+//! The contract between the layers: the [`Request`] the server hands to dispatch (and
+//! dispatch to the app), the [`Reply`] (with its [`ResponseBody`]) coming back, and the
+//! [`Connection`] facts every request of one connection shares. It holds no Python
+//! object and no policy, so `server/` (bytes), `dispatch/` (policy) and `wsgi/`
+//! (PEP 3333) all build on it without knowing each other's types.
 //!
-//! The async side only ever sends a job (non-blocking) and awaits a oneshot; a Python
-//! thread only ever blocks on channels with the GIL released. Neither waits on the
-//! other while holding anything the other needs.
+//! The async side only ever sends a request (non-blocking) and awaits a oneshot; a
+//! Python thread only ever blocks on channels with the GIL released. Neither waits on
+//! the other while holding anything the other needs.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, Method, Response, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 /// Who sent the request.
 #[derive(Debug, Clone, Copy)]
@@ -25,62 +28,67 @@ pub enum Peer {
 }
 
 /// The listening socket that accepted the request, for SERVER_NAME / SERVER_PORT.
+#[derive(Debug)]
 pub struct Local {
     pub name: String,
     pub port: String,
-    /// `name` and `port` as Python strings, made by the first request that needs them.
-    pub py: pyo3::sync::PyOnceLock<(
-        pyo3::Py<pyo3::types::PyString>,
-        pyo3::Py<pyo3::types::PyString>,
-    )>,
 }
 
 impl Local {
     pub fn new(name: String, port: String) -> Local {
-        Local {
-            name,
-            port,
-            py: pyo3::sync::PyOnceLock::new(),
-        }
+        Local { name, port }
     }
 }
 
-/// What every request of one connection shares: the peer's address as text (the
-/// access log's remote address), and the environ template of the connection.
-pub struct PeerText {
-    /// Empty for a unix-socket peer.
+/// What every request of one connection shares, made once when it is accepted.
+#[derive(Debug)]
+pub struct Connection {
+    pub peer: Peer,
+    pub local: std::sync::Arc<Local>,
+    /// The peer's address as text (the access log's remote address, `REMOTE_ADDR`);
+    /// empty for a unix-socket peer.
     pub addr: String,
     pub port: Option<u16>,
-    /// The worker's environ template with this connection's `SERVER_NAME`,
-    /// `SERVER_PORT`, `REMOTE_ADDR` and `REMOTE_PORT` filled in (and HTTP/1.1 over
-    /// http), made by its first request: each request's environ is a copy of it, so
-    /// these are not set again per request (`wsgi/environ.rs`).
-    pub environ: pyo3::sync::PyOnceLock<pyo3::Py<pyo3::types::PyDict>>,
 }
 
-impl PeerText {
-    pub fn new(peer: Peer) -> PeerText {
+impl Connection {
+    pub fn new(peer: Peer, local: std::sync::Arc<Local>) -> Connection {
         let (addr, port) = match peer {
-            Peer::Tcp(a) => (super::forwarded::ip_text(a.ip()), Some(a.port())),
+            Peer::Tcp(a) => (ip_text(a.ip()), Some(a.port())),
             Peer::Unix => (String::new(), None),
         };
-        PeerText {
+        Connection {
+            peer,
+            local,
             addr,
             port,
-            environ: pyo3::sync::PyOnceLock::new(),
         }
     }
 }
 
-/// A parsed request waiting for a Python thread.
-pub struct Job {
+/// An address as text; IPv4 through `itoa`, as `fmt` costs several hundred
+/// instructions on every request.
+pub fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    let mut digits = itoa::Buffer::new();
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        out.push_str(digits.format(octet));
+    }
+    out
+}
+
+/// A parsed request, as the server read it: its head, its body, and when it arrived.
+pub struct Request {
     pub method: Method,
     pub uri: Uri,
     pub version: Version,
     pub headers: HeaderMap,
-    pub peer: Peer,
-    pub peer_text: std::sync::Arc<PeerText>,
-    pub local: std::sync::Arc<Local>,
     /// `None` when the request has no body (known from the framing).
     pub body: Option<RequestBody>,
     /// When the request arrived: the kernel's receive time of its bytes on TCP, else
@@ -89,18 +97,7 @@ pub struct Job {
     /// `arrived_at` on the wall clock (since the Unix epoch), when the kernel's stamp
     /// gave it: the queue stamp is judged at this plus the `server_wait`, without a
     /// second wall-clock read.
-    pub arrived_wall: Option<std::time::Duration>,
-    /// Whether the peer may set the queue stamp (`--queue-header-trusted-from`),
-    /// decided once per connection.
-    pub trusted: bool,
-    /// Whether the peer's `X-Forwarded-*` headers are believed
-    /// (`--forwarded-allow-ips`), decided once per connection.
-    pub forwarded_allowed: bool,
-    /// The request's slot in [`super::RouteTimes`].
-    pub route: usize,
-    /// Where the Python thread sends the response head (and a full or streamed body).
-    /// Taken (`None`) once a responder owns it.
-    pub reply: Option<oneshot::Sender<Reply>>,
+    pub arrived_wall: Option<Duration>,
 }
 
 /// A request's body, as `wsgi.input` reads it.
@@ -271,4 +268,26 @@ pub fn plain(status: u16, body: &'static str, close: bool) -> Reply {
 /// `true` for the HTTP/1.0 requests that must be answered and closed.
 pub fn is_http10(v: Version) -> bool {
     v == Version::HTTP_10 || v == Version::HTTP_09
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_as_text() {
+        for a in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.100.9.99",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = a.parse().unwrap();
+            assert_eq!(ip_text(ip), a);
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
+    }
 }

@@ -5,6 +5,7 @@ use std::net::IpAddr;
 
 use http::{HeaderMap, HeaderName};
 
+use crate::contract::ip_text;
 use crate::tracker::TrustedPeers;
 
 /// The client address and scheme after applying trusted forwarding headers.
@@ -19,23 +20,6 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 /// Headers up to which a request's names are walked rather than hashed.
 const SCAN_MAX: usize = 16;
-
-/// An address as text; IPv4 through `itoa`, as `fmt` costs several hundred
-/// instructions on every request.
-pub fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut out = String::with_capacity(15);
-    let mut digits = itoa::Buffer::new();
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
-        }
-        out.push_str(digits.format(octet));
-    }
-    out
-}
 
 /// `peer` is `None` for unix-socket clients, which are trusted as in gunicorn.
 pub fn resolve(headers: &HeaderMap, peer: Option<IpAddr>, allow: &TrustedPeers) -> Forwarded {
@@ -102,23 +86,6 @@ pub fn resolve_for(headers: &HeaderMap, peer_allowed: bool, allow: &TrustedPeers
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_as_text() {
-        for a in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.30.40",
-            "255.255.255.255",
-            "1.100.9.99",
-            "::1",
-            "2001:db8::7",
-        ] {
-            let ip: IpAddr = a.parse().unwrap();
-            assert_eq!(ip_text(ip), a);
-            assert_eq!(ip_text(ip), ip.to_string());
-        }
-    }
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

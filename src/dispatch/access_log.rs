@@ -12,7 +12,14 @@ use std::time::Duration;
 use base64::Engine;
 use http::HeaderMap;
 
-use crate::wsgi::response::{Outcome, RequestLine};
+use crate::wsgi::{LogNeeds, Outcome};
+
+/// The parts of a request that outlive the app call (for the log line).
+pub struct RequestLine {
+    pub method: http::Method,
+    pub uri: http::Uri,
+    pub version: http::Version,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 enum Atom {
@@ -172,6 +179,14 @@ impl AccessLog {
     /// The environ keys (lower-cased) that `%({key}e)s` atoms ask for.
     pub fn environ_keys(&self) -> &[String] {
         &self.env_keys
+    }
+
+    /// What the app call must keep for this log's lines.
+    pub fn needs(&self) -> LogNeeds<'_> {
+        LogNeeds {
+            keep_headers: self.wants_response_headers(),
+            env_keys: self.environ_keys(),
+        }
     }
 
     /// Reopens the file (USR1, after log rotation).

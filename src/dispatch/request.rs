@@ -1,0 +1,247 @@
+//! One request through the worker's policy, whichever thread runs it: the dispatch
+//! stamp (`server_wait`, `queue_time`), shedding past `--max-queue-time`, trusted
+//! `X-Forwarded-*`, the app call (`wsgi/`), and what is recorded afterwards (the
+//! tracker, the access log, the served count).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pyo3::prelude::*;
+use tokio::sync::oneshot;
+
+use super::access_log::{AccessLog, RequestLine};
+use super::forwarded;
+use super::Shared;
+use crate::config::{Config, TrackerConfig};
+use crate::contract::{plain, Connection, Reply, Request};
+use crate::tracker::{classify_at, last_value, Stamp, TrustedPeers};
+use crate::wsgi::{Call, Handled, Mode, Outcome, RequestFacts, Suspended};
+
+/// The settings the policy applies, taken from the config once per worker.
+pub struct Policy {
+    tracker: TrackerConfig,
+    forwarded_allow: TrustedPeers,
+}
+
+impl Policy {
+    pub fn new(config: &Config) -> Policy {
+        Policy {
+            tracker: config.tracker.clone(),
+            forwarded_allow: config.server.forwarded_allow.clone(),
+        }
+    }
+
+    /// What the policy decides once per connection.
+    pub fn connection(&self, conn: Connection) -> ConnState {
+        let (trusted, forwarded_allowed) = match conn.peer {
+            crate::contract::Peer::Tcp(addr) => (
+                self.tracker.trusted.contains(addr.ip()),
+                self.forwarded_allow.contains(addr.ip()),
+            ),
+            crate::contract::Peer::Unix => (true, true),
+        };
+        ConnState {
+            conn,
+            trusted,
+            forwarded_allowed,
+            environ: crate::wsgi::ConnEnviron::default(),
+        }
+    }
+}
+
+/// What every request of one connection shares on the dispatch side.
+pub struct ConnState {
+    pub conn: Connection,
+    /// Whether the peer may set the queue stamp (`--queue-header-trusted-from`).
+    trusted: bool,
+    /// Whether the peer's `X-Forwarded-*` headers are believed (`--forwarded-allow-ips`).
+    forwarded_allowed: bool,
+    /// The connection's environ template, made by its first request.
+    environ: crate::wsgi::ConnEnviron,
+}
+
+/// A request waiting for a thread to run it.
+pub struct Job {
+    pub request: Request,
+    pub conn: Arc<ConnState>,
+    /// The request's slot in [`super::RouteTimes`] (inline only; else 0).
+    pub route: usize,
+    /// Where the response goes. Taken (`None`) once a responder owns it.
+    pub reply: Option<oneshot::Sender<Reply>>,
+}
+
+/// The rest of a request begun on the IO thread, for a Python thread to finish.
+pub struct Resume {
+    pub suspended: Suspended,
+    pub tail: Tail,
+}
+
+/// What is needed once a response is done: timing and the access-log line.
+pub struct Tail {
+    pub dispatched: Instant,
+    pub method: http::Method,
+    /// The request's URI (a shared buffer, not a copy), for the busy slot's path.
+    pub uri: http::Uri,
+    /// A client named by a trusted `X-Forwarded-For`; else the peer's.
+    remote_addr: Option<String>,
+    conn: Arc<ConnState>,
+    line: Option<(RequestLine, http::HeaderMap)>,
+}
+
+/// Runs `job` from its dispatch (`dispatched`, a clock reading the caller has): the
+/// stamp is classified, the request shed or handed to the app, and, when the app is
+/// done with it, recorded. Returns what a Python thread must finish (inline only),
+/// and when this part ended.
+pub fn run(
+    py: Python<'_>,
+    shared: &Shared,
+    job: Job,
+    mode: Mode,
+    dispatched: Instant,
+) -> (Option<Box<Resume>>, Instant) {
+    let Job {
+        request,
+        conn,
+        route: _,
+        reply,
+    } = job;
+    let server_wait = dispatched.saturating_duration_since(request.arrived_at);
+    let policy = &shared.policy;
+    let stamp = match &policy.tracker.queue_header {
+        None => Stamp::Missing,
+        // The last one: a proxy that appends its stamp (rather than replacing it) puts
+        // it after any the client sent, and the client's must not be the one believed.
+        Some(name) => classify_at(
+            last_value(&request.headers, name).map(|v| v.as_bytes()),
+            conn.trusted,
+            // The wall clock at dispatch: the arrival's, carried forward by the
+            // monotonic server_wait, when the kernel stamped the arrival.
+            match request.arrived_wall {
+                Some(arrived) => arrived.checked_add(server_wait),
+                None => SystemTime::now().duration_since(UNIX_EPOCH).ok(),
+            },
+            policy.tracker.max_age,
+        ),
+    };
+    let fwd = forwarded::resolve_for(
+        &request.headers,
+        conn.forwarded_allowed,
+        &policy.forwarded_allow,
+    );
+    let line = shared.access_log.as_ref().map(|_| {
+        (
+            RequestLine {
+                method: request.method.clone(),
+                uri: request.uri.clone(),
+                version: request.version,
+            },
+            request.headers.clone(),
+        )
+    });
+    // The request waited at least its server_wait (monotonic, certain), whatever a
+    // skewed proxy clock says: a `future` stamp (queue_time 0) must not exempt it.
+    let waited = stamp
+        .queue_time()
+        .map_or(server_wait, |queue_time| queue_time.max(server_wait));
+    let method = request.method.clone();
+    let uri = request.uri.clone();
+    let max_queue_time = policy.tracker.max_queue_time;
+    let (handled, ended) = if max_queue_time.is_some_and(|max| waited > max) {
+        shared.recorder.record_shed(server_wait, &stamp);
+        let shed = shed(reply, max_queue_time.unwrap_or_default());
+        (Handled::Done(shed), Instant::now())
+    } else {
+        shared
+            .recorder
+            .record_dispatch_at(&stamp, server_wait, dispatched);
+        let call = Call {
+            request,
+            reply,
+            conn: &conn.conn,
+            environ: &conn.environ,
+            facts: RequestFacts {
+                remote_addr: fwd.remote_addr.as_deref(),
+                url_scheme: fwd.scheme,
+                queue_time: stamp.queue_time().map(|d| d.as_secs_f64()),
+                server_wait: server_wait.as_secs_f64(),
+            },
+            log: shared
+                .access_log
+                .as_ref()
+                .map(AccessLog::needs)
+                .unwrap_or_default(),
+            mode,
+        };
+        let handled = shared.app.call(py, call);
+        let ended = Instant::now();
+        if let Handled::Done(outcome) = &handled {
+            shared.recorder.record_finish_at(
+                ended.saturating_duration_since(dispatched),
+                outcome.status,
+                ended,
+            );
+        }
+        (handled, ended)
+    };
+    let tail = Tail {
+        dispatched,
+        method,
+        uri,
+        remote_addr: fwd.remote_addr,
+        conn,
+        line,
+    };
+    match handled {
+        Handled::Done(outcome) => {
+            finish(py, shared, tail, outcome, ended);
+            (None, ended)
+        }
+        Handled::Suspended(suspended) => (Some(Box::new(Resume { suspended, tail })), ended),
+    }
+}
+
+/// Finishes, on a Python thread, a response begun on the IO thread.
+pub fn resume(py: Python<'_>, shared: &Shared, r: Resume) {
+    let Resume { suspended, tail } = r;
+    let outcome = crate::wsgi::resume(py, suspended);
+    let ended = Instant::now();
+    shared.recorder.record_finish_at(
+        ended.saturating_duration_since(tail.dispatched),
+        outcome.status,
+        ended,
+    );
+    finish(py, shared, tail, outcome, ended);
+}
+
+/// The end of every request (`ended`: when its response was done): the access-log
+/// line and the served count.
+fn finish(py: Python<'_>, shared: &Shared, tail: Tail, outcome: Outcome, ended: Instant) {
+    let elapsed = ended.saturating_duration_since(tail.dispatched);
+    if let (Some(log), Some((line, headers))) = (&shared.access_log, tail.line) {
+        let remote = tail.remote_addr.as_deref().unwrap_or(&tail.conn.conn.addr);
+        py.detach(|| log.write(&line, &headers, remote, &outcome, elapsed));
+    }
+    shared.served.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Answers 503 without calling the app: the request already waited longer than
+/// `--max-queue-time`, so serving it late only makes the queue longer.
+fn shed(reply: Option<oneshot::Sender<Reply>>, max: Duration) -> Outcome {
+    const BODY: &str = "Service Unavailable: queue time too long\n";
+    let mut resp = plain(503, BODY, false);
+    let retry = max.as_secs().max(1).to_string();
+    if let Ok(v) = http::HeaderValue::from_str(&retry) {
+        resp.headers.push((http::header::RETRY_AFTER, v));
+    }
+    if let Some(reply) = reply {
+        let _ = reply.send(resp);
+    }
+    Outcome {
+        status: 503,
+        sent: BODY.len() as u64,
+        received: 0,
+        headers: Vec::new(),
+        environ: Vec::new(),
+    }
+}
