@@ -212,3 +212,48 @@ def test_a_timed_out_worker_logs_the_stuck_requests_python_stack(start_server, t
     while exchange(srv, "GET", "/pid").status != 200:
         assert time.monotonic() < deadline
     assert fresh != worker
+
+
+REQUEST_HOOKS = TESTS_DIR / "configs" / "request_hooks.py"
+
+
+@pytest.mark.parametrize("threads", ["1", "4"])
+def test_pre_and_post_request_see_gunicorns_req_and_resp(start_server, tmp_path, threads):
+    log = tmp_path / "hooks.jsonl"
+    srv = start_server(APP, "-c", REQUEST_HOOKS, "--threads", threads,
+                       env={"HOOKS_LOG": str(log)})
+    headers = [("X-Test", "a"), ("X-Multi", "1"), ("X-Multi", "2")]
+    for i in range(3):
+        r = exchange(srv, "GET", f"/pid?x={i}", headers=headers)
+        assert r.status == 200
+    recs = wait_record(log, lambda r: r["hook"] == "post_request" and r["path"] == "/pid")
+    recs = records(log)
+    assert names(recs) == ["pre_request", "post_request"] * 3, names(recs)
+    for i, (pre, post) in enumerate(zip(recs[::2], recs[1::2])):
+        assert pre["in_pid"] == pre["worker_pid"] == post["worker_pid"]
+        assert (pre["method"], pre["path"], pre["uri"], pre["query"]) == \
+            ("GET", "/pid", f"/pid?x={i}", f"x={i}")
+        assert pre["version"] == [1, 1]
+        # gunicorn keeps header names upper-cased, in order, repeats apart.
+        assert [h for h in pre["headers"] if h[0].startswith("X-")] == \
+            [["X-TEST", "a"], ["X-MULTI", "1"], ["X-MULTI", "2"]]
+        assert post["seen_by_pre"] is True  # the same req object
+        assert post["status"] == "200 OK" and post["status_code"] == 200
+        assert post["path_info"] == "/pid" and post["x_test"] == "a"
+        assert ["content-type", "text/plain"] in [[k.lower(), v] for k, v in post["resp_headers"]]
+        assert post["sent"] == len(str(pre["worker_pid"]))
+    assert "REQUEST - GET (/pid)" in srv.stderr_text()
+
+
+def test_a_raising_pre_request_fails_that_request_with_500(start_server, tmp_path):
+    log = tmp_path / "hooks.jsonl"
+    srv = start_server(APP, "-c", REQUEST_HOOKS, env={"HOOKS_LOG": str(log)})
+    r = exchange(srv, "GET", "/refuse")
+    assert r.status == 500
+    srv.wait_for_log("PermissionError: pre_request refuses /refuse", timeout=10)
+    assert "pre_request hook raised" in srv.stderr_text()
+    # post_request still runs for it (gunicorn runs it in a finally), and the
+    # worker goes on serving.
+    wait_record(log, lambda r: r["hook"] == "post_request" and r["path"] == "/refuse"
+                and r["status_code"] == 500)
+    assert exchange(srv, "GET", "/pid").status == 200

@@ -186,6 +186,7 @@ impl AccessLog {
         LogNeeds {
             keep_headers: self.wants_response_headers(),
             env_keys: self.environ_keys(),
+            keep_environ: false,
         }
     }
 

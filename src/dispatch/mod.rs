@@ -48,6 +48,9 @@ pub struct Shared {
     strategy: Strategy,
     /// The app, and what every environ of this worker shares.
     app: crate::wsgi::App,
+    /// gunicorn's `pre_request` / `post_request` from the config file; `None` (one
+    /// branch per request) without them.
+    hooks: Option<crate::hooks::in_worker::RequestHooks>,
 }
 
 /// How requests reach the app.
@@ -133,6 +136,7 @@ impl Dispatcher {
             recorder: crate::tracker::Recorder::new(threads),
             strategy,
             app,
+            hooks: crate::hooks::in_worker::request_hooks(),
         });
         let (jobs, rx) = crossbeam_channel::unbounded::<Work>();
         let handles = threads::spawn(threads, rx, &shared)?;

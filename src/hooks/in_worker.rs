@@ -6,6 +6,7 @@
 use std::sync::OnceLock;
 
 use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
 
 use super::{objects, pyconfig, Hook, Hooks};
 use crate::config::Config;
@@ -126,4 +127,128 @@ pub fn run_atexit() {
             tracing::warn!("atexit functions raised: {e}");
         }
     });
+}
+
+/// `pre_request` / `post_request`, for the request path. Looked up once per worker:
+/// without either hook the path holds `None` and pays one branch per request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestHooks {
+    pre: bool,
+    post: bool,
+}
+
+/// The request hooks, if the config file defines `pre_request` or `post_request`.
+pub fn request_hooks() -> Option<RequestHooks> {
+    let w = WORKER.get()?;
+    let (pre, post) = (
+        w.hooks.has(Hook::PreRequest),
+        w.hooks.has(Hook::PostRequest),
+    );
+    (pre || post).then_some(RequestHooks { pre, post })
+}
+
+impl RequestHooks {
+    /// Whether `post_request` is defined (the response's environ and headers are
+    /// then kept for it).
+    pub fn wants_post(&self) -> bool {
+        self.post
+    }
+
+    /// gunicorn's `req` for this request: method, uri, path, query, version,
+    /// headers (upper-cased names, in order, repeats kept), peer address.
+    pub fn request_object(
+        &self,
+        py: Python<'_>,
+        request: &crate::contract::Request,
+        conn: &crate::contract::Connection,
+    ) -> PyResult<Py<PyAny>> {
+        let headers = PyList::empty(py);
+        for (name, value) in &request.headers {
+            let value = String::from_utf8_lossy(value.as_bytes());
+            headers.append((name.as_str().to_ascii_uppercase(), value.as_ref()))?;
+        }
+        let version = match request.version {
+            http::Version::HTTP_10 => (1, 0),
+            http::Version::HTTP_09 => (0, 9),
+            _ => (1, 1),
+        };
+        let peer = match conn.port {
+            Some(port) => (conn.addr.as_str(), port).into_pyobject(py)?.into_any(),
+            None => conn.addr.as_str().into_pyobject(py)?.into_any(),
+        };
+        let uri = request
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let req = super::objects::module(py)?.getattr("Request")?.call1((
+            request.method.as_str(),
+            uri,
+            request.uri.path(),
+            request.uri.query().unwrap_or(""),
+            version,
+            headers,
+            peer,
+        ))?;
+        Ok(req.unbind())
+    }
+
+    /// `pre_request(worker, req)`. `Err`: its traceback (the request then gets a
+    /// 500, as in gunicorn).
+    pub fn pre_request(&self, py: Python<'_>, req: &Py<PyAny>) -> Result<(), String> {
+        match WORKER.get() {
+            Some(w) if self.pre => w.hooks.call(
+                py,
+                Hook::PreRequest,
+                (w.worker.clone_ref(py), req.clone_ref(py)),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// `post_request(worker, req, environ, resp)`, after the response went out and
+    /// the access log line was written; a failure is logged.
+    pub fn post_request(
+        &self,
+        py: Python<'_>,
+        req: &Py<PyAny>,
+        environ: Option<&Py<PyDict>>,
+        outcome: &crate::wsgi::Outcome,
+    ) {
+        let Some(w) = WORKER.get().filter(|_| self.post) else {
+            return;
+        };
+        let resp = (|| -> PyResult<Bound<'_, PyAny>> {
+            let reason = http::StatusCode::from_u16(outcome.status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or("");
+            let headers = PyList::empty(py);
+            for (name, value) in &outcome.headers {
+                let value = String::from_utf8_lossy(value.as_bytes());
+                headers.append((name.as_str(), value.as_ref()))?;
+            }
+            super::objects::module(py)?.getattr("Response")?.call1((
+                format!("{} {reason}", outcome.status).trim_end(),
+                headers,
+                outcome.sent,
+            ))
+        })();
+        let resp = match resp {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!("post_request: cannot build resp: {e}");
+                return;
+            }
+        };
+        let environ = match environ {
+            Some(e) => e.clone_ref(py).into_any(),
+            None => PyDict::new(py).into_any().unbind(),
+        };
+        w.hooks.call_logged(
+            py,
+            Hook::PostRequest,
+            (w.worker.clone_ref(py), req.clone_ref(py), environ, resp),
+        );
+    }
 }

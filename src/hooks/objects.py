@@ -202,48 +202,30 @@ def thread_stack(ident):
 
 
 class Request:
-    """`req` of pre_request/post_request: gunicorn's http.Request attributes."""
+    """`req` of pre_request/post_request: gunicorn's http.Request attributes (header
+    names upper-cased, in order, repeats kept, as gunicorn stores them)."""
 
-    __slots__ = (
-        "method", "uri", "path", "query", "fragment", "version", "headers",
-        "trailers", "scheme", "peer_addr", "remote_addr", "body", "start_time",
-    )
-
-    def __init__(self, environ):
-        self.method = environ.get("REQUEST_METHOD", "")
-        self.path = environ.get("PATH_INFO", "")
-        self.query = environ.get("QUERY_STRING", "")
-        self.uri = environ.get("RAW_URI") or (
-            self.path + ("?" + self.query if self.query else "")
-        )
+    def __init__(self, method, uri, path, query, version, headers, peer_addr):
+        self.method = method
+        self.uri = uri
+        self.path = path
+        self.query = query
         self.fragment = ""
-        proto = environ.get("SERVER_PROTOCOL", "HTTP/1.1")
-        try:
-            major, minor = proto.split("/", 1)[1].split(".", 1)
-            self.version = (int(major), int(minor))
-        except (IndexError, ValueError):
-            self.version = (1, 1)
-        headers = []
-        for key, value in environ.items():
-            if key.startswith("HTTP_"):
-                headers.append((key[5:].replace("_", "-"), value))
-            elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-                headers.append((key.replace("_", "-"), value))
+        self.version = version
         self.headers = headers
         self.trailers = []
-        self.scheme = environ.get("wsgi.url_scheme", "http")
-        addr = environ.get("REMOTE_ADDR", "")
-        port = environ.get("REMOTE_PORT", "")
-        self.peer_addr = (addr, int(port)) if str(port).isdigit() else addr
-        self.remote_addr = self.peer_addr
-        self.body = environ.get("wsgi.input")
+        self.scheme = "http"
+        self.peer_addr = peer_addr
+        self.remote_addr = peer_addr
+        self.body = None
         self.start_time = time.time()
+
+    def __repr__(self):
+        return f"<rwsgi.Request {self.method} {self.uri}>"
 
 
 class Response:
     """`resp` of post_request: status, headers and bytes sent, as gunicorn's."""
-
-    __slots__ = ("status", "status_code", "headers", "sent", "response_length", "chunked")
 
     def __init__(self, status, headers, sent):
         self.status = status
