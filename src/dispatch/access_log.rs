@@ -336,6 +336,7 @@ mod tests {
                 http::HeaderValue::from_static("text/plain"),
             )],
             environ: vec![("request_method".into(), "GET".into())],
+            environ_dict: None,
         }
     }
 
