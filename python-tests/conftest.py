@@ -683,10 +683,11 @@ def wait_close_record(server, ident, timeout=5.0):
 
 
 # ---------------------------------------------------------------------------
-# sink backends (moto + CBOR adapter, Azure fakes, redis-server): see sink_services.py
+# sink backends (moto + CBOR adapter, Azure fakes, redis-server): their fixtures are
+# in sink_services.py, loaded as a plugin (it imports this file, never the reverse)
 # ---------------------------------------------------------------------------
 
-from sink_services import azure_fake, cw_adapter, moto, redis_server  # noqa: E402,F401
+pytest_plugins = ["sink_services"]
 
 
 # ---------------------------------------------------------------------------
@@ -694,6 +695,18 @@ from sink_services import azure_fake, cw_adapter, moto, redis_server  # noqa: E4
 # ---------------------------------------------------------------------------
 
 REPORT_MESSAGE = "queue time report"
+QUEUE_APP = "apps.queue_app:application"
+QUEUE_HEADER = "X-RequestTime"
+
+
+def start_tracked(start_server, *args, interval=1, app=QUEUE_APP, header=QUEUE_HEADER):
+    """rwsgi with the log (JSON) and prometheus sinks; returns (server, metrics URL)."""
+    mport = free_port()
+    srv = start_server(
+        app, "--queue-header", header, "--log-format", "json",
+        "--notify", "log", "--notify", "prometheus", "--metrics-bind", f"127.0.0.1:{mport}",
+        "--notify-interval", str(interval), *args)
+    return srv, f"http://127.0.0.1:{mport}/metrics"
 
 
 def report_lines(server: Server) -> list:

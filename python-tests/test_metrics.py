@@ -15,7 +15,7 @@ import time
 
 import requests
 
-from conftest import free_port, report_lines, scrape, settled_metrics, wait_reports
+from conftest import free_port, report_lines, scrape, settled_metrics, start_tracked, wait_reports
 
 APP = "apps.queue_app:application"
 HEADER = "X-RequestTime"
@@ -29,15 +29,6 @@ COUNTERS = {
     "rwsgi_queue_stamps": ("result", {"ok", "missing", "invalid", "future", "untrusted"}),
     "rwsgi_shed": (None, None),
 }
-
-
-def start_tracked(start_server, *args, interval=1):
-    mport = free_port()
-    srv = start_server(
-        APP, "--queue-header", HEADER, "--log-format", "json",
-        "--notify", "log", "--notify", "prometheus", "--metrics-bind", f"127.0.0.1:{mport}",
-        "--notify-interval", str(interval), *args)
-    return srv, f"http://127.0.0.1:{mport}/metrics"
 
 
 def stamp(ago: float = 0.0) -> dict:

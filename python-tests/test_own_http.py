@@ -117,3 +117,20 @@ def test_the_own_path_answers_as_hyper_does(both, name):
     assert theirs, f"{name}: hyper sent nothing"
     assert mine == theirs, f"{name}:\nown:   {mine[:3000]!r}\nhyper: {theirs[:3000]!r}"
 
+
+
+def test_interleaved_repeated_fields_keep_the_apps_order_on_the_own_path(both):
+    """The one difference a client can see besides Date (ARCHITECTURE.md, Invariants):
+    the own path writes the app's fields in the app's order, as gunicorn does; hyper
+    groups a repeated name's values under its first. The same fields either way."""
+    own, hyper = both
+
+    def fields(raw):
+        head = raw.split(b"\r\n\r\n", 1)[0]
+        return [line.split(b":", 1)[0] for line in head.split(b"\r\n")[1:]]
+
+    mine, theirs = fields(talk(own, get("/interleaved"))), fields(talk(hyper, get("/interleaved")))
+    app_order = [b"Set-Cookie", b"X-Other", b"Set-Cookie"]
+    assert [f for f in mine if f in (b"Set-Cookie", b"X-Other")] == app_order
+    assert [f for f in theirs if f in (b"Set-Cookie", b"X-Other")] == [b"Set-Cookie", b"Set-Cookie", b"X-Other"]
+    assert sorted(mine) == sorted(theirs)

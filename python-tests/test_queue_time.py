@@ -22,12 +22,12 @@ import pytest
 import requests
 
 from conftest import (
-    free_port,
     preconnected_burst,
     report_lines,
     request_bytes,
     scrape,
     settled_metrics,
+    start_tracked,
     wait_next_report,
     wait_reports,
 )
@@ -37,16 +37,6 @@ HEADER = "X-RequestTime"
 BURST = 10
 SLEEP_MS = 100
 TIMEOUT = 15
-
-
-def start_tracked(start_server, *args, interval=1):
-    """rwsgi with the log (JSON) and prometheus sinks; returns (server, metrics URL)."""
-    mport = free_port()
-    srv = start_server(
-        APP, "--queue-header", HEADER, "--log-format", "json",
-        "--notify", "log", "--notify", "prometheus", "--metrics-bind", f"127.0.0.1:{mport}",
-        "--notify-interval", str(interval), *args)
-    return srv, f"http://127.0.0.1:{mport}/metrics"
 
 
 def nearest_rank(values, q):

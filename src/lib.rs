@@ -2,6 +2,8 @@
 //!
 //! # Layout
 //!
+//! - [`start`]: read the configuration, run as the master or as a [`worker`];
+//!   [`error`]: the [`error::Fatal`] error that ends a process, with its exit code.
 //! - [`cli`]: every command-line option, raw (clap derive).
 //! - [`config`]: layered sources (command line, `RWSGI_*` environment, TOML file) and
 //!   the validated [`config::Config`], one sub-struct per component.
@@ -19,20 +21,19 @@
 //! - [`tracker`]: queue-time measurement: stamp parsing, the per-worker recorder,
 //!   snapshots that merge exactly, the per-interval [`tracker::report::Report`].
 //! - [`notify`]: the timer's sinks: log, prometheus, statsd, cloudwatch, azure, redis.
-//! - [`hooks`]: gunicorn's server hooks from a Python config file, and the process
-//!   behaviour around them: timeouts that explain themselves, `--reload`,
-//!   `--user/--group/--umask`, process titles.
 
 pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod control;
 pub mod dispatch;
+pub mod error;
 pub mod hooks;
 pub mod logging;
 pub mod master;
 pub mod notify;
 pub mod server;
+pub mod start;
 pub mod tracker;
 pub mod worker;
 pub mod wsgi;

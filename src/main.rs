@@ -1,5 +1,11 @@
-//! Entry point: parse the command line, build the config, run; errors become exit codes.
+//! Entry point: run, and turn the error that stopped rwsgi (if any) into its exit
+//! code (see `rwsgi::error`).
 
-fn main() {
-    std::process::exit(rwsgi::master::main());
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match rwsgi::start::run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(fatal) => fatal.report(),
+    }
 }

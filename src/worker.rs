@@ -3,7 +3,8 @@
 //! channel (heartbeats, tracker snapshots, recycling).
 //!
 //! Workers are started by re-executing the rwsgi binary, never by forking a process
-//! that already runs Python or tokio.
+//! that already runs Python or tokio. Its `main` is reached from `start.rs`, not
+//! from the master's code.
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -17,13 +18,18 @@ use tokio::sync::{mpsc, watch};
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
 use crate::dispatch::{Dispatcher, Shared};
+use crate::error::{exit, Fatal, OrLog};
 use crate::hooks::in_worker as hooks;
-use crate::master::exit;
 use crate::server::{self, listener::Listener, Stop};
 use crate::wsgi::interpreter;
 
-/// Runs worker `id` on the control socket `control_fd`; returns the exit code.
-pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<RawFd>) -> i32 {
+/// Runs worker `id` on the control socket `control_fd` until it is told to stop.
+pub fn main(
+    config: Arc<Config>,
+    id: u32,
+    control_fd: RawFd,
+    balance_fd: Option<RawFd>,
+) -> Result<(), Fatal> {
     let span = tracing::info_span!("worker", id);
     let _enter = span.enter();
     // SAFETY: the master passed this fd number for our end of the control socket.
@@ -38,38 +44,23 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
         crate::hooks::proctitle::set(&format!("rwsgi: worker [{name}]"));
     }
     if let Some(dir) = &config.python.chdir {
-        if let Err(e) = std::env::set_current_dir(dir) {
-            eprintln!("rwsgi: error: --chdir {}: {e}", dir.display());
-            return exit::BOOT;
-        }
+        std::env::set_current_dir(dir)
+            .map_err(|e| Fatal::boot(format_args!("--chdir {}: {e}", dir.display())))?;
     }
     if let Some(owner) = &config.hooks.user {
-        if let Err(e) = crate::hooks::privileges::drop_to(owner) {
-            eprintln!("rwsgi: error: {e}");
-            return exit::BOOT;
-        }
+        crate::hooks::privileges::drop_to(owner).map_err(Fatal::boot)?;
     }
-    if let Err(e) = interpreter::initialize(&config.python) {
-        eprintln!("rwsgi: error: {e}");
-        return exit::BOOT;
-    }
-    if let Err(e) = hooks::init(&config, id).and_then(|()| hooks::post_fork()) {
-        eprintln!("rwsgi: error: {e}");
-        return exit::BOOT;
-    }
-    let app = match pyo3::Python::attach(|py| interpreter::load_app(py, &config.app)) {
-        Ok(app) => app,
-        Err(e) => {
-            eprintln!("rwsgi: error: {e}");
+    interpreter::initialize(&config.python).map_err(Fatal::boot)?;
+    hooks::init(&config, id)
+        .and_then(|()| hooks::post_fork())
+        .map_err(Fatal::boot)?;
+    let app = pyo3::Python::attach(|py| interpreter::load_app(py, &config.app))
+        .map_err(|e| e.to_string())
+        .and_then(|app| hooks::post_worker_init(&app).map(|()| app))
+        .map_err(|e| {
             hooks::worker_exit();
-            return exit::BOOT;
-        }
-    };
-    if let Err(e) = hooks::post_worker_init(&app) {
-        eprintln!("rwsgi: error: {e}");
-        hooks::worker_exit();
-        return exit::BOOT;
-    }
+            Fatal::boot(e)
+        })?;
     let reload = config
         .hooks
         .reload
@@ -84,38 +75,23 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
         pid: std::process::id(),
         django,
     };
-    if control::send_blocking(&mut ctl, &ready).is_err() {
-        hooks::worker_exit();
-        return exit::RUNTIME;
-    }
-    let fds = match control::recv_listen(&mut ctl) {
-        Ok(fds) => fds,
-        Err(e) => {
-            tracing::debug!(error = %e, "no sockets from the master; exiting");
-            hooks::worker_exit();
-            return exit::RUNTIME;
-        }
-    };
-    let mut listeners = Vec::with_capacity(fds.len());
-    for fd in fds {
-        match Listener::from_fd(fd) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                tracing::error!(error = %e, "bad socket from the master");
-                return exit::RUNTIME;
-            }
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    control::send_blocking(&mut ctl, &ready).map_err(|_| Fatal::said(exit::RUNTIME))?;
+    let fds = control::recv_listen(&mut ctl).map_err(|e| {
+        Fatal::logged(
+            tracing::Level::DEBUG,
+            "no sockets from the master; exiting",
+            e,
+        )
+    })?;
+    let listeners = fds
+        .into_iter()
+        .map(Listener::from_fd)
+        .collect::<Result<Vec<_>, _>>()
+        .or_log("bad socket from the master")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the runtime");
-            return exit::RUNTIME;
-        }
-    };
+        .or_log("cannot start the runtime")?;
     let balance = balance_fd.and_then(|fd| match server::balance::Region::map(fd) {
         Ok(r) => Some(r.worker(id)),
         Err(e) => {
@@ -123,13 +99,8 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
             None
         }
     });
-    let dispatch = match Dispatcher::start(&config, app, runtime.handle().clone()) {
-        Ok(d) => d,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start");
-            return exit::RUNTIME;
-        }
-    };
+    let dispatch =
+        Dispatcher::start(&config, app, runtime.handle().clone()).or_log("cannot start")?;
     let shared = dispatch.shared().clone();
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     // The control channel (heartbeats, snapshots, recycling, signals) runs on a thread
@@ -137,7 +108,6 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     // bodiless requests there) never delays a heartbeat or a snapshot.
     let (served_tx, served_rx) = tokio::sync::oneshot::channel::<Stop>();
     let control = {
-        let shared = shared.clone();
         let limit = config.process.max_requests_limit(id);
         let timeout = config.process.timeout;
         let span = tracing::Span::current();
@@ -147,13 +117,7 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
                 let _enter = span.enter();
                 control_thread(ctl, shared, stop_tx, limit, reload, timeout, served_rx)
             })
-    };
-    let control = match control {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the control thread");
-            return exit::RUNTIME;
-        }
+            .or_log("cannot start the control thread")?
     };
     tracing::info!(pid = std::process::id(), "Booted worker");
 
@@ -173,7 +137,7 @@ pub fn main(config: Arc<Config>, id: u32, control_fd: RawFd, balance_fd: Option<
     hooks::worker_exit();
     hooks::run_atexit();
     tracing::info!(pid = std::process::id(), "Worker exiting");
-    exit::OK
+    Ok(())
 }
 
 /// Runs the control channel until the server is done (`served` fires), then sends
@@ -258,7 +222,7 @@ fn apply_django_header(
     let Some(key) = django.get("HEADER") else {
         return config;
     };
-    let name = crate::wsgi::django::header_from_environ_key(key)
+    let name = crate::config::django::header_from_environ_key(key)
         .and_then(|n| http::HeaderName::from_bytes(n.as_bytes()).ok());
     match name {
         Some(name) => {
@@ -314,6 +278,7 @@ async fn read_loop(
 /// (a busy worker serves hundreds of requests per heartbeat).
 const RECYCLE_POLL: Duration = Duration::from_millis(20);
 
+/// `reload`: set by the `--reload` watcher when a source file changed.
 async fn heartbeat_loop(
     shared: Arc<Shared>,
     out: mpsc::Sender<ToMaster>,

@@ -1,6 +1,6 @@
 //! Proves the tracker's request path allocates nothing.
 //!
-//! DESIGN.md's invariant says the hot path "allocates nothing"; a counting global
+//! ARCHITECTURE.md's invariant says the hot path "allocates nothing"; a counting global
 //! allocator is the only honest way to show it, and it cannot live in `src/` because a
 //! `#[global_allocator]` there would replace the server's. Counting is armed per thread,
 //! so the test harness's own threads cannot disturb the count.

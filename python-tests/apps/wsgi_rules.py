@@ -266,6 +266,12 @@ def application(environ, start_response):
                                   ("Content-Length", "2")])
         return [b"ok"]
 
+    if path == "/interleaved":
+        # A repeated name with another field between its values.
+        start_response("200 OK", [("Set-Cookie", "a=1"), ("X-Other", "x"), ("Set-Cookie", "b=2"),
+                                  ("Content-Length", "2")])
+        return [b"ok"]
+
     if path == "/bad-header":
         kind = q["kind"]
         headers = [("Content-Type", "text/plain")]

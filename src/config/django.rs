@@ -76,7 +76,7 @@ pub fn apply(cli: &Cli, sources: &Sources, settings: &BTreeMap<String, String>) 
     };
     if let Some(key) = f.get("HEADER") {
         if is_default(sources, "queue-header") {
-            cli.tracker.queue_header = crate::wsgi::django::header_from_environ_key(&key);
+            cli.tracker.queue_header = header_from_environ_key(&key);
             f.used
                 .push("--queue-header from QUEUE_TIME_TRACKER_HEADER".into());
         }
@@ -183,6 +183,16 @@ pub fn apply(cli: &Cli, sources: &Sources, settings: &BTreeMap<String, String>) 
     }
 }
 
+/// request-time-tracker named the header as an environ key (`HTTP_X_REQUESTTIME`);
+/// rwsgi wants the header name (`X-REQUESTTIME`).
+pub fn header_from_environ_key(key: &str) -> Option<String> {
+    let name = key.trim().strip_prefix("HTTP_").unwrap_or(key.trim());
+    if name.is_empty() {
+        return None;
+    }
+    Some(name.replace('_', "-"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,5 +286,18 @@ mod tests {
             )]),
         );
         assert!(full.cli.notify.azure_resource_id.is_some());
+    }
+
+    #[test]
+    fn environ_key_becomes_header_name() {
+        assert_eq!(
+            header_from_environ_key("HTTP_X_REQUESTTIME").as_deref(),
+            Some("X-REQUESTTIME")
+        );
+        assert_eq!(
+            header_from_environ_key("X-Request-Start").as_deref(),
+            Some("X-Request-Start")
+        );
+        assert_eq!(header_from_environ_key("HTTP_"), None);
     }
 }

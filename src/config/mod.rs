@@ -9,6 +9,7 @@ pub mod django;
 pub mod hooks;
 pub mod print;
 pub mod sources;
+pub mod venv;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -313,7 +314,7 @@ impl Config {
         }
         let venv = match &p.venv {
             Some(v) if !v.as_os_str().is_empty() => {
-                crate::wsgi::interpreter::check_venv(v).map_err(ConfigError)?;
+                venv::check_venv(v).map_err(ConfigError)?;
                 Some(std::fs::canonicalize(v).unwrap_or_else(|_| v.clone()))
             }
             _ => None,

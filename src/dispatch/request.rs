@@ -103,7 +103,7 @@ pub fn run(
     dispatched: Instant,
 ) -> (Option<Box<Resume>>, Instant) {
     let Job {
-        request,
+        mut request,
         conn,
         route: _,
         reply,
@@ -182,7 +182,7 @@ pub fn run(
             .recorder
             .record_dispatch_at(&stamp, server_wait, dispatched);
         let call = Call {
-            request,
+            request: &mut request,
             reply,
             conn: &conn.conn,
             environ: &conn.environ,

@@ -2,8 +2,8 @@
 //! the app, so a broken import fails before any socket is bound), merges their
 //! tracker snapshots and runs the notifier timer.
 //!
-//! The same binary is both: a process started with `RWSGI_WORKER_ID` and
-//! `RWSGI_CONTROL_FD` in its environment is a worker (see [`crate::worker`]).
+//! The same binary is both master and worker; `start.rs` decides which this process
+//! is, and calls [`run`] for the master.
 
 pub mod aggregate;
 pub mod spawn;
@@ -14,57 +14,9 @@ use std::time::Duration;
 
 use crate::config::sources::Sources;
 use crate::config::Config;
-use crate::control::{CONTROL_FD_ENV, WORKER_ID_ENV};
+use crate::error::Fatal;
 
-/// Exit codes, as gunicorn uses them.
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const RUNTIME: i32 = 1;
-    pub const USAGE: i32 = 2;
-    /// The app (or a worker) failed to boot.
-    pub const BOOT: i32 = 3;
-}
-
-/// Runs rwsgi (master or worker) and returns the process exit code.
-pub fn main() -> i32 {
-    // Command line > RWSGI_* environment > --config file > default; see config::sources.
-    let (cli, sources) = match crate::config::sources::parse_layered(
-        crate::hooks::proctitle::args().to_vec(),
-        &std::env::vars_os().collect(),
-    ) {
-        Ok(parsed) => parsed,
-        Err(e) => return e.report(),
-    };
-    if cli.print_config {
-        return match crate::config::print::render(&cli, &sources) {
-            Ok(toml) => {
-                print!("{toml}");
-                exit::OK
-            }
-            Err(e) => {
-                eprintln!("rwsgi: error: {e}");
-                exit::USAGE
-            }
-        };
-    }
-    let config = match Config::from_cli(&cli) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("rwsgi: error: {}", sources.annotate(&e));
-            return exit::USAGE;
-        }
-    };
-    if let Err(e) = crate::logging::init(&config.log) {
-        eprintln!("rwsgi: error: {e}");
-        return exit::USAGE;
-    }
-    let config = Arc::new(config);
-    crate::hooks::privileges::apply_umask(config.hooks.umask);
-    if let Some(worker) = worker_env() {
-        return crate::worker::main(config, worker.0, worker.1, worker.2);
-    }
-    run_master(config, &cli, &sources)
-}
+pub use crate::error::exit;
 
 /// The notifier configuration, with request-time-tracker's Django settings (from the
 /// first worker) filling options nobody set.
@@ -93,51 +45,27 @@ fn notify_config(
     Ok(notify)
 }
 
-/// `(id, control fd, balance memfd)` when this process is a worker; the variables are removed so
-/// that processes the app starts do not mistake themselves for workers.
-fn worker_env() -> Option<(u32, i32, Option<i32>)> {
-    use crate::server::balance::BALANCE_FD_ENV;
-    let id = std::env::var(WORKER_ID_ENV).ok()?.parse().ok()?;
-    let fd = std::env::var(CONTROL_FD_ENV).ok()?.parse().ok()?;
-    let balance = std::env::var(BALANCE_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok());
-    // SAFETY (edition 2021: safe fn): no other thread runs yet in this process.
-    std::env::remove_var(WORKER_ID_ENV);
-    std::env::remove_var(CONTROL_FD_ENV);
-    std::env::remove_var(BALANCE_FD_ENV);
-    Some((id, fd, balance))
-}
-
-fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> i32 {
+/// Runs the master until shutdown. A failure it reports itself (a worker that would
+/// not boot) ends with that exit code and nothing more to say.
+pub fn run(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> Result<(), Fatal> {
     if let Some(name) = &config.hooks.proc_name {
         crate::hooks::proctitle::set(&format!("rwsgi: master [{name}]"));
     }
     // The Python config file's master hooks (an interpreter in the master only when
     // there is such a file): gunicorn sets the worker count, then calls on_starting.
-    let started = crate::hooks::in_master::init(&config).and_then(|()| {
-        crate::hooks::in_master::nworkers_changed(config.process.workers, None);
-        crate::hooks::in_master::on_starting()
-    });
-    if let Err(e) = started {
-        eprintln!("rwsgi: error: {e}");
-        return exit::RUNTIME;
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    crate::hooks::in_master::init(&config)
+        .and_then(|()| {
+            crate::hooks::in_master::nworkers_changed(config.process.workers, None);
+            crate::hooks::in_master::on_starting()
+        })
+        .map_err(Fatal::runtime)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("rwsgi: error: cannot start the runtime: {e}");
-            return exit::RUNTIME;
-        }
-    };
+        .map_err(|e| Fatal::runtime(format_args!("cannot start the runtime: {e}")))?;
     if let Some(pid_file) = &config.process.pid_file {
-        if let Err(e) = std::fs::write(pid_file, format!("{}\n", std::process::id())) {
-            eprintln!("rwsgi: error: --pid {}: {e}", pid_file.display());
-            return exit::USAGE;
-        }
+        std::fs::write(pid_file, format!("{}\n", std::process::id()))
+            .map_err(|e| Fatal::usage(format_args!("--pid {}: {e}", pid_file.display())))?;
     }
     tracing::info!(
         app = %config.app,
@@ -147,30 +75,25 @@ fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> 
         env!("CARGO_PKG_VERSION"),
         std::process::id()
     );
-    let code = runtime.block_on(async {
+    let ended = runtime.block_on(async {
         let mut sup = supervisor::Supervisor::new(config.clone());
-        let settings = match sup.boot().await {
-            Ok(settings) => settings,
-            Err(code) => return code,
+        let settings = sup.boot().await.map_err(Fatal::said)?;
+        // A sink that cannot start stops the workers that booted before it.
+        let sinks = async {
+            let notify = notify_config(&config, cli, sources, &settings).map_err(Fatal::usage)?;
+            let notifier = if notify.sinks().is_empty() {
+                None
+            } else {
+                let started = crate::notify::Notifier::start(notify.clone()).await;
+                Some(started.map_err(Fatal::usage)?)
+            };
+            Ok::<_, Fatal>((notify, notifier))
         };
-        let notify = match notify_config(&config, cli, sources, &settings) {
-            Ok(n) => n,
+        let (notify, notifier) = match sinks.await {
+            Ok(started) => started,
             Err(e) => {
-                eprintln!("rwsgi: error: {e}");
                 sup.abort();
-                return exit::USAGE;
-            }
-        };
-        let notifier = if notify.sinks().is_empty() {
-            None
-        } else {
-            match crate::notify::Notifier::start(notify.clone()).await {
-                Ok(n) => Some(n),
-                Err(e) => {
-                    eprintln!("rwsgi: error: {e}");
-                    sup.abort();
-                    return exit::USAGE;
-                }
+                return Err(e);
             }
         };
         let mut aggregator = aggregate::Aggregator::new(notify.interval(), notifier);
@@ -178,8 +101,12 @@ fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> 
         aggregator
             .finish(config.process.graceful_timeout.min(Duration::from_secs(10)))
             .await;
-        code
+        Ok(code)
     });
+    let code = match &ended {
+        Ok(code) => *code,
+        Err(fatal) => fatal.code(),
+    };
     if let Some(pid_file) = &config.process.pid_file {
         let _ = std::fs::remove_file(pid_file);
     }
@@ -195,9 +122,12 @@ fn run_master(config: Arc<Config>, cli: &crate::cli::Cli, sources: &Sources) -> 
             }
         }
     }
-    if code == exit::OK {
-        tracing::info!("Shutting down: Master");
-    }
     crate::hooks::in_master::on_exit();
-    code
+    match ended? {
+        exit::OK => {
+            tracing::info!("Shutting down: Master");
+            Ok(())
+        }
+        code => Err(Fatal::said(code)),
+    }
 }

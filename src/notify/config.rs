@@ -248,5 +248,4 @@ pub(crate) fn check_host_port(
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

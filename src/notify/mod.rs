@@ -9,9 +9,10 @@
 //! This file owns the contract between the master and the sinks: [`Sink`] (a closed
 //! enum dispatched with `match`), [`SinkError`] and [`Notifier`]. The options live in
 //! `config.rs` ([`NotifyConfig`], [`SinkConfig`], [`SinkKind`]), and each sink in its
-//! own file with its own config struct: [`log`], [`prometheus`], [`statsd`].
+//! own file or folder with its own config struct: [`log`], [`prometheus`], [`statsd`],
+//! [`cloudwatch`], [`azure`], [`redis`].
 //!
-//! # Adding a sink (the cloud sinks plug in here)
+//! # Adding a sink
 //!
 //! 1. Create `src/notify/<name>.rs` with `<Name>Config` (`from_args(&NotifyArgs) ->
 //!    Result<Self, String>` whose errors name the option, `Display` with secrets
@@ -19,9 +20,8 @@
 //!    (`name() -> &'static str`, `async send(&mut self, &Report) -> Result<(),
 //!    SinkError>`, cancel-safe at each `.await`); declare the module below.
 //! 2. Add a `<Name>` variant to [`Sink`] (here) and to [`SinkConfig`] (`config.rs`),
-//!    then fill in the match arms the compiler points at. In
-//!    [`SinkConfig::from_args`] this replaces the "not built in this branch" arm
-//!    marked `CLOUD SINKS PLUG IN HERE`.
+//!    then fill in the match arms the compiler points at ([`SinkConfig::from_args`]
+//!    among them).
 //!
 //! The framework does the rest: per-attempt timeout, retries while
 //! [`SinkError::retryable`], one warning per interval, backlog, shutdown flush.
@@ -302,4 +302,4 @@ impl Notifier {
 }
 
 #[cfg(test)]
-mod framework_tests;
+mod tests;

@@ -348,5 +348,4 @@ fn respond<B>(req: &Request<B>, totals: &Mutex<Totals>) -> Response<Full<Bytes>>
 }
 
 #[cfg(test)]
-#[path = "prometheus_tests.rs"]
 mod tests;

@@ -315,5 +315,4 @@ fn pack(lines: &[String], max: usize) -> Vec<String> {
 }
 
 #[cfg(test)]
-#[path = "statsd_tests.rs"]
 mod tests;

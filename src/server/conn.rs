@@ -1,5 +1,7 @@
-//! Accept loops and per-connection HTTP/1.1 on hyper: keep-alive with an idle
-//! timeout, pipelining, the header-read timeout, and graceful shutdown.
+//! Accept loops, and each connection's life: the own HTTP/1.1 path first, hyper after
+//! a hand-off (or throughout), the keep-alive idle timer, and when a draining
+//! worker's connection closes (what each response says while draining is
+//! `service.rs`'s). hyper's builder (header-read timeout, buffer sizes) is set here.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -1,15 +1,17 @@
 //! Queue-time measurement: everything between a request's proxy stamp and the
 //! per-interval [`report::Report`] that the notifier sinks receive.
 //!
-//! It owns the definitions in DESIGN.md (`queue_time`, `server_wait`, `app_time`,
-//! `utilization`) and nothing else: no I/O, no threads, no clock of its own except
-//! `Instant` for interval lengths. The server and master call it like this:
+//! It owns the definitions of ARCHITECTURE.md's "Queue-time definitions"
+//! (`queue_time`, `server_wait`, `app_time`, `utilization`) and nothing else: no I/O,
+//! no threads, no clock of its own except `Instant` for interval lengths. Dispatch
+//! (`dispatch/request.rs`) and the master call it like this:
 //!
 //! 1. At startup, [`TrustedPeers::parse`] the `--queue-header-trusted-from` list.
-//! 2. At dispatch, [`classify`] the queue header against `SystemTime::now()`, then
-//!    [`Recorder::record_dispatch`] (or [`Recorder::record_shed`] when the
-//!    [`Stamp::queue_time`] exceeds `--max-queue-time`).
-//! 3. When the response is done, [`Recorder::record_finish`].
+//! 2. At dispatch, [`classify_at`] the queue header against the wall clock the caller
+//!    already has (the arrival's kernel stamp plus `server_wait`: no second clock
+//!    read), then [`Recorder::record_dispatch_at`] (or [`Recorder::record_shed`] when
+//!    the request waited longer than `--max-queue-time`).
+//! 3. When the response is done, [`Recorder::record_finish_at`].
 //! 4. On the worker's timer, [`Recorder::take`] a [`Snapshot`] and send
 //!    [`Snapshot::encode`]d bytes to the master.
 //! 5. In the master, [`Snapshot::decode`], [`Snapshot::merge`] every worker's, and

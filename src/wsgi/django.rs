@@ -49,31 +49,3 @@ pub fn read(py: Python<'_>) -> BTreeMap<String, String> {
         .filter_map(|(k, v)| k.strip_prefix(PREFIX).map(|k| (k.to_string(), v)))
         .collect()
 }
-
-/// request-time-tracker named the header as an environ key (`HTTP_X_REQUESTTIME`);
-/// rwsgi wants the header name (`X-REQUESTTIME`).
-pub fn header_from_environ_key(key: &str) -> Option<String> {
-    let name = key.trim().strip_prefix("HTTP_").unwrap_or(key.trim());
-    if name.is_empty() {
-        return None;
-    }
-    Some(name.replace('_', "-"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn environ_key_becomes_header_name() {
-        assert_eq!(
-            header_from_environ_key("HTTP_X_REQUESTTIME").as_deref(),
-            Some("X-REQUESTTIME")
-        );
-        assert_eq!(
-            header_from_environ_key("X-Request-Start").as_deref(),
-            Some("X-Request-Start")
-        );
-        assert_eq!(header_from_environ_key("HTTP_"), None);
-    }
-}

@@ -10,16 +10,13 @@
 use std::ffi::CString;
 use std::mem::MaybeUninit;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyList;
 
 use crate::config::{AppSpec, PythonConfig};
-
-/// The interpreter this binary was linked against (baked in by build.rs).
-pub const BUILD_PYTHON_VERSION: &str = env!("RWSGI_PYTHON_VERSION");
 
 /// Why the app could not be loaded; the `Display` is what the user sees.
 #[derive(Debug)]
@@ -29,42 +26,6 @@ impl std::fmt::Display for LoadError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
     }
-}
-
-/// Checks that `venv` looks like a virtualenv made with the Python rwsgi embeds.
-/// Called while validating the config, so a wrong `--venv` fails before anything starts.
-pub fn check_venv(venv: &Path) -> Result<PathBuf, String> {
-    let cfg = venv.join("pyvenv.cfg");
-    let text = std::fs::read_to_string(&cfg).map_err(|_| {
-        format!(
-            "--venv {}: not a virtualenv (no readable pyvenv.cfg); create one with \
-             `python{} -m venv {}` or unset VIRTUAL_ENV",
-            venv.display(),
-            BUILD_PYTHON_VERSION,
-            venv.display()
-        )
-    })?;
-    for line in text.lines() {
-        let mut parts = line.splitn(2, '=');
-        let key = parts.next().unwrap_or("").trim();
-        let value = parts.next().unwrap_or("").trim();
-        if key == "version" || key == "version_info" {
-            let wanted = format!("{BUILD_PYTHON_VERSION}.");
-            if !(value == BUILD_PYTHON_VERSION || value.starts_with(&wanted)) {
-                return Err(format!(
-                    "--venv {}: made with Python {value}, but rwsgi embeds Python {}; \
-                     recreate the venv with that Python or rebuild rwsgi against yours",
-                    venv.display(),
-                    BUILD_PYTHON_VERSION
-                ));
-            }
-        }
-    }
-    let python = venv.join("bin").join("python");
-    if !python.exists() {
-        return Err(format!("--venv {}: no bin/python in it", venv.display()));
-    }
-    Ok(python)
 }
 
 /// Starts CPython once per process and releases the GIL, so that any thread may

@@ -55,7 +55,8 @@ pub struct App {
 
 /// One request for the app.
 pub struct Call<'a> {
-    pub request: Request,
+    /// Borrowed, not moved: the app takes only its body.
+    pub request: &'a mut Request,
     /// Where the response goes.
     pub reply: Option<oneshot::Sender<Reply>>,
     pub conn: &'a Connection,

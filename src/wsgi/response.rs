@@ -116,7 +116,7 @@ pub fn handle(
     shared: &EnvironShared,
 ) -> Handled {
     let Call {
-        mut request,
+        request,
         reply,
         conn,
         environ: template,
@@ -166,7 +166,7 @@ pub fn handle(
     let mut kept_environ = None;
     let called = (|| -> PyResult<Bound<'_, PyAny>> {
         let src = environ::Sources {
-            request: &request,
+            request,
             conn,
             template,
             facts: &facts,
