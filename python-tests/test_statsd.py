@@ -97,6 +97,12 @@ def test_statsd_packets_arrive_with_names_types_and_tags(start_server, udp, tagg
     lines = parse(datagrams)
 
     timer = "d" if tagged else "ms"
+    # gunicorn's own names (test_gunicorns_own_metrics_…) ride along; the tags too.
+    gunicorn_names = [l for l in lines if "gunicorn." in l["name"]]
+    assert gunicorn_names
+    for l in gunicorn_names:
+        assert l["tags"] == ("env:test,team:web" if tagged else None), l
+    lines = [l for l in lines if l not in gunicorn_names]
     for l in lines:
         assert l["name"].startswith(prefix + "."), l
         if tagged:
@@ -133,3 +139,38 @@ def test_statsd_packets_arrive_with_names_types_and_tags(start_server, udp, tagg
     for l in lines:
         if l["type"] == "g":
             assert l["name"] in (f"{prefix}.workers", f"{prefix}.utilization"), l
+
+
+@pytest.mark.parametrize("prefix", [None, "shop"])
+def test_gunicorns_own_metrics_arrive_under_gunicorns_names(start_server, udp, prefix):
+    """Dashboards built on gunicorn's statsd metrics keep working: gunicorn.requests,
+    gunicorn.request.status.CODE, gunicorn.request.duration and gunicorn.workers,
+    prefixed only by a --statsd-prefix the user gave (gunicorn's default is none)."""
+    port = udp.getsockname()[1]
+    args = ["--notify", "statsd", "--statsd-host", f"127.0.0.1:{port}",
+            "--notify-interval", "1", "-w", "2"]
+    if prefix:
+        args += ["--statsd-prefix", prefix]
+    srv = start_server("apps.status_app:application", *args)
+    sent = {200: 3, 201: 1, 404: 2, 500: 1}
+    for code, n in sent.items():
+        for _ in range(n):
+            assert requests.get(f"{srv.url}/status/{code}", timeout=10).status_code == code
+    g = f"{prefix}.gunicorn" if prefix else "gunicorn"
+    total = sum(sent.values())
+    datagrams = receive(udp, lambda ls: counter(ls, f"{g}.requests") >= total, TIMEOUT)
+    lines = parse(datagrams)
+    assert counter(lines, f"{g}.requests") == total
+    for code, n in sent.items():
+        assert counter(lines, f"{g}.request.status.{code}") == n, code
+    seen = {l["name"] for l in lines if l["name"].startswith(f"{g}.request.status.")}
+    assert seen == {f"{g}.request.status.{c}" for c in sent}
+    durations = samples(lines, f"{g}.request.duration")
+    assert sum(n for _, n in durations) == total
+    assert all(l["type"] == "ms" for l in lines if l["name"] == f"{g}.request.duration")
+    workers = [float(l["value"]) for l in lines if l["name"] == f"{g}.workers"]
+    assert workers and workers[-1] == 2 and all(l["type"] == "g" for l in lines
+                                                  if l["name"] == f"{g}.workers")
+    # rwsgi's own metrics are still there, under its prefix.
+    own = prefix or "rwsgi"
+    assert any(l["name"] == f"{own}.app_time" for l in lines)

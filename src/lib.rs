@@ -32,6 +32,7 @@ pub mod contract;
 pub mod control;
 pub mod dispatch;
 pub mod error;
+pub mod hooks;
 pub mod logging;
 pub mod master;
 pub mod notify;

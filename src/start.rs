@@ -22,8 +22,8 @@ pub fn main() -> std::process::ExitCode {
 pub fn run() -> Result<(), Fatal> {
     // Not an option (no RWSGI_* variable may turn the server into a printer): the
     // gunicorn settings table for docs/gunicorn-settings.md's generator.
-    if std::env::args_os()
-        .nth(1)
+    if crate::hooks::proctitle::args()
+        .get(1)
         .is_some_and(|a| a == "--gunicorn-settings")
     {
         print!("{}", crate::config::gunicorn::table_json());
@@ -32,7 +32,7 @@ pub fn run() -> Result<(), Fatal> {
     // Command line > GUNICORN_CMD_ARGS > RWSGI_* environment > config file > Django >
     // default; see config::sources.
     let (mut cli, sources) = crate::config::sources::parse_layered(
-        std::env::args_os().collect(),
+        crate::hooks::proctitle::args().to_vec(),
         &std::env::vars_os().collect(),
     )
     .map_err(|e| Fatal::said(e.report()))?;
@@ -58,6 +58,7 @@ pub fn run() -> Result<(), Fatal> {
     })?;
     crate::logging::init(&config.log).map_err(Fatal::usage)?;
     let config = Arc::new(config);
+    crate::hooks::privileges::apply_umask(config.hooks.umask);
     if let Some((id, control_fd, balance_fd)) = worker_env() {
         return crate::worker::main(&layers, config, id, control_fd, balance_fd);
     }

@@ -8,6 +8,7 @@
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
 use crate::dispatch::{Dispatcher, Shared};
 use crate::error::{exit, Fatal, OrLog};
+use crate::hooks::in_worker as hooks;
 use crate::server::{self, listener::Listener, Stop};
 use crate::wsgi::interpreter;
 
@@ -38,13 +40,32 @@ pub fn main(
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
 
+    // gunicorn's worker start: title, privileges, then the config file's post_fork.
+    if let Some(name) = &config.hooks.proc_name {
+        crate::hooks::proctitle::set(&format!("rwsgi: worker [{name}]"));
+    }
     if let Some(dir) = &config.python.chdir {
         std::env::set_current_dir(dir)
             .map_err(|e| Fatal::boot(format_args!("--chdir {}: {e}", dir.display())))?;
     }
+    if let Some(owner) = &config.hooks.user {
+        crate::hooks::privileges::drop_to(owner).map_err(Fatal::boot)?;
+    }
     interpreter::initialize(&config.python).map_err(Fatal::boot)?;
-    let app =
-        pyo3::Python::attach(|py| interpreter::load_app(py, &config.app)).map_err(Fatal::boot)?;
+    hooks::init(&config, id)
+        .and_then(|()| hooks::post_fork())
+        .map_err(Fatal::boot)?;
+    let app = pyo3::Python::attach(|py| interpreter::load_app(py, &config.app))
+        .map_err(|e| e.to_string())
+        .and_then(|app| hooks::post_worker_init(&app).map(|()| app))
+        .map_err(|e| {
+            hooks::worker_exit();
+            Fatal::boot(e)
+        })?;
+    let reload = config
+        .hooks
+        .reload
+        .then(|| crate::hooks::reload::start(&config.hooks.reload_extra_files));
     let django = if config.python.read_django_settings {
         pyo3::Python::attach(crate::wsgi::django::read)
     } else {
@@ -94,12 +115,13 @@ pub fn main(
     let (served_tx, served_rx) = tokio::sync::oneshot::channel::<Stop>();
     let control = {
         let limit = config.process.max_requests_limit(id);
+        let timeout = config.process.timeout;
         let span = tracing::Span::current();
         std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 let _enter = span.enter();
-                control_thread(ctl, shared, stop_tx, limit, served_rx)
+                control_thread(ctl, shared, stop_tx, limit, reload, timeout, served_rx)
             })
             .or_log("cannot start the control thread")?
     };
@@ -118,6 +140,8 @@ pub fn main(
     if control.join().is_err() {
         tracing::error!("the control thread panicked");
     }
+    hooks::worker_exit();
+    hooks::run_atexit();
     tracing::info!(pid = std::process::id(), "Worker exiting");
     Ok(())
 }
@@ -129,6 +153,8 @@ fn control_thread(
     shared: Arc<Shared>,
     stop_tx: watch::Sender<Stop>,
     limit: Option<u64>,
+    reload: Option<Arc<AtomicBool>>,
+    timeout: Duration,
     served: tokio::sync::oneshot::Receiver<Stop>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -163,8 +189,13 @@ fn control_thread(
             stop_tx.clone(),
             shared.clone(),
         ));
-        let beats = tokio::spawn(heartbeat_loop(shared.clone(), out_tx.clone(), limit));
-        let sigs = tokio::spawn(signals(stop_tx, shared.clone()));
+        let beats = tokio::spawn(heartbeat_loop(
+            shared.clone(),
+            out_tx.clone(),
+            limit,
+            reload,
+        ));
+        let sigs = tokio::spawn(signals(stop_tx, shared.clone(), timeout));
         let how = served.await.unwrap_or(Stop::Fast);
         sigs.abort();
         if how != Stop::Fast {
@@ -225,7 +256,13 @@ async fn read_loop(
 /// (a busy worker serves hundreds of requests per heartbeat).
 const RECYCLE_POLL: Duration = Duration::from_millis(20);
 
-async fn heartbeat_loop(shared: Arc<Shared>, out: mpsc::Sender<ToMaster>, limit: Option<u64>) {
+/// `reload`: set by the `--reload` watcher when a source file changed.
+async fn heartbeat_loop(
+    shared: Arc<Shared>,
+    out: mpsc::Sender<ToMaster>,
+    limit: Option<u64>,
+    reload: Option<Arc<AtomicBool>>,
+) {
     let mut asked = false;
     let mut beat = tokio::time::interval(Duration::from_millis(500));
     let mut poll = tokio::time::interval(RECYCLE_POLL);
@@ -242,11 +279,14 @@ async fn heartbeat_loop(shared: Arc<Shared>, out: mpsc::Sender<ToMaster>, limit:
                     return;
                 }
             }
-            _ = poll.tick(), if limit.is_some() && !asked => {
+            _ = poll.tick(), if (limit.is_some() || reload.is_some()) && !asked => {
                 let served = shared.served();
-                if limit.is_some_and(|limit| served >= limit) {
+                let changed = reload.as_ref().is_some_and(|r| r.load(Ordering::Acquire));
+                if changed || limit.is_some_and(|limit| served >= limit) {
                     asked = true;
-                    tracing::info!(served, "max requests reached; asking to be replaced");
+                    if !changed {
+                        tracing::info!(served, "max requests reached; asking to be replaced");
+                    }
                     if out.send(ToMaster::Recycle).await.is_err() {
                         return;
                     }
@@ -256,14 +296,16 @@ async fn heartbeat_loop(shared: Arc<Shared>, out: mpsc::Sender<ToMaster>, limit:
     }
 }
 
-async fn signals(stop: watch::Sender<Stop>, shared: Arc<Shared>) {
+/// `timeout`: `--timeout`, for the log line of a timed-out worker.
+async fn signals(stop: watch::Sender<Stop>, shared: Arc<Shared>, timeout: Duration) {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup)) = (
+    let (Ok(mut term), Ok(mut int), Ok(mut quit), Ok(mut usr1), Ok(mut hup), Ok(mut abrt)) = (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
         signal(SignalKind::quit()),
         signal(SignalKind::user_defined1()),
         signal(SignalKind::hangup()),
+        signal(SignalKind::from_raw(libc::SIGABRT)),
     ) else {
         tracing::error!("cannot install signal handlers");
         return;
@@ -271,8 +313,16 @@ async fn signals(stop: watch::Sender<Stop>, shared: Arc<Shared>) {
     loop {
         tokio::select! {
             _ = term.recv() => { let _ = stop.send(Stop::Graceful); }
-            _ = int.recv() => { let _ = stop.send(Stop::Fast); }
-            _ = quit.recv() => { let _ = stop.send(Stop::Fast); }
+            _ = int.recv() => { hooks::worker_int(); let _ = stop.send(Stop::Fast); }
+            _ = quit.recv() => { hooks::worker_int(); let _ = stop.send(Stop::Fast); }
+            _ = abrt.recv() => {
+                // The master timed us out (--timeout): say what was stuck, then go.
+                crate::hooks::timeout::explain(&shared, timeout);
+                hooks::worker_abort();
+                hooks::worker_exit();
+                hooks::run_atexit();
+                std::process::exit(exit::RUNTIME);
+            }
             _ = hup.recv() => {}
             _ = usr1.recv() => {
                 if let Err(e) = shared.reopen_access_log() {

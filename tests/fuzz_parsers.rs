@@ -181,6 +181,7 @@ fn access_log_formats_anything() {
                 sent,
                 received: 0,
                 client_timeout: false,
+                environ_dict: None,
                 headers: headers
                     .iter()
                     .map(|(k, v)| (k.clone(), v.clone()))
@@ -216,6 +217,7 @@ fn access_log_format_names_may_be_any_utf8() {
         sent: 0,
         received: 0,
         client_timeout: false,
+        environ_dict: None,
         headers: Vec::new(),
         environ: vec![("é".into(), "v".into())],
     };

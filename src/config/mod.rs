@@ -12,6 +12,7 @@
 pub mod bind;
 pub mod django;
 pub mod gunicorn;
+pub mod hooks;
 pub mod lifecycle;
 pub mod platform;
 pub mod print;
@@ -63,6 +64,8 @@ pub struct Config {
     /// `--option from QUEUE_TIME_TRACKER_X`: what the Django layer filled, for the log.
     pub django: Vec<String>,
     pub lifecycle: lifecycle::LifecycleConfig,
+    /// The Python config file, reload, privileges, process titles (`hooks.rs`).
+    pub hooks: hooks::HooksConfig,
 }
 
 /// The parsed sources a [`Config`] is built from: kept, so that the Django layer can
@@ -539,6 +542,7 @@ impl Config {
             &cli.apm,
             process.workers,
         )?;
+        let hooks = hooks::HooksConfig::from_gunicorn(&gunicorn, cli.config.as_deref())?;
         Ok(Config {
             app,
             server,
@@ -552,6 +556,7 @@ impl Config {
             notes,
             django: Vec::new(),
             lifecycle,
+            hooks,
         })
     }
 }

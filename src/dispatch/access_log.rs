@@ -192,6 +192,7 @@ impl AccessLog {
         LogNeeds {
             keep_headers: self.wants_response_headers(),
             env_keys: self.environ_keys(),
+            keep_environ: false,
         }
     }
 
@@ -345,6 +346,7 @@ mod tests {
             )],
             environ: vec![("request_method".into(), "GET".into())],
             client_timeout: false,
+            environ_dict: None,
         }
     }
 

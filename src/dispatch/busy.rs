@@ -16,6 +16,9 @@ pub struct BusySlot {
     waiting_ms: AtomicU64,
     /// `METHOD /path` of that request; written before `since_ms` is set.
     request: std::sync::Mutex<String>,
+    /// The running thread's id (`pthread_self`, which is Python's thread ident), so
+    /// a timed-out request's Python stack can be found (`hooks/timeout.rs`).
+    thread: AtomicU64,
 }
 
 /// One slot per Python thread, and one for the IO thread when it runs requests.
@@ -43,6 +46,9 @@ impl BusySlots {
             r.push(' ');
             r.push_str(&path[..path.len().min(200)]);
         }
+        // SAFETY: pthread_self has no preconditions.
+        let thread = unsafe { libc::pthread_self() } as u64;
+        slot.thread.store(thread, Ordering::Relaxed);
         let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         slot.since_ms.store(ms.max(1), Ordering::Release);
     }
@@ -73,6 +79,11 @@ impl BusySlots {
 
     /// The longest-running request, if any.
     pub fn oldest(&self) -> Option<crate::control::Busy> {
+        self.oldest_thread().map(|(busy, _)| busy)
+    }
+
+    /// The longest-running request and the id of the thread running it.
+    pub fn oldest_thread(&self) -> Option<(crate::control::Busy, u64)> {
         let now = self.epoch.elapsed().as_millis() as u64;
         let (slot, since) = self
             .slots
@@ -82,9 +93,10 @@ impl BusySlots {
             .filter(|(_, since)| *since != 0)
             .min_by_key(|(_, since)| *since)?;
         let request = slot.request.lock().map(|r| r.clone()).unwrap_or_default();
-        Some(crate::control::Busy {
+        let busy = crate::control::Busy {
             age_ms: now.saturating_sub(since),
             request,
-        })
+        };
+        Some((busy, slot.thread.load(Ordering::Relaxed)))
     }
 }

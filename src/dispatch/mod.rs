@@ -48,6 +48,9 @@ pub struct Shared {
     strategy: Strategy,
     /// The app, and what every environ of this worker shares.
     app: crate::wsgi::App,
+    /// gunicorn's `pre_request` / `post_request` from the config file; `None` (one
+    /// branch per request) without them.
+    hooks: Option<crate::hooks::in_worker::RequestHooks>,
 }
 
 /// How requests reach the app.
@@ -68,6 +71,11 @@ impl Shared {
     /// The longest-running request, if any (for `--timeout`).
     pub fn oldest_busy(&self) -> Option<crate::control::Busy> {
         self.busy.oldest()
+    }
+
+    /// The longest-running request and its thread's id (`hooks/timeout.rs`).
+    pub fn oldest_busy_thread(&self) -> Option<(crate::control::Busy, u64)> {
+        self.busy.oldest_thread()
     }
 
     /// Reopens the access log file (USR1).
@@ -129,6 +137,7 @@ impl Dispatcher {
             recorder: crate::tracker::Recorder::new(threads),
             strategy,
             app,
+            hooks: crate::hooks::in_worker::request_hooks(),
         });
         let (jobs, rx) = crossbeam_channel::unbounded::<Work>();
         let handles = threads::spawn(threads, rx, &shared)?;

@@ -111,6 +111,8 @@ pub struct Tail {
     remote_addr: Option<String>,
     conn: Arc<ConnState>,
     line: Option<(RequestLine, http::HeaderMap)>,
+    /// gunicorn's `req` object, for `post_request` (config file hooks only).
+    hook_req: Option<Py<PyAny>>,
 }
 
 /// Runs `job` from its dispatch (`dispatched`, a clock reading the caller has): the
@@ -178,10 +180,34 @@ pub fn run(
     let method = request.method.clone();
     let uri = request.uri.clone();
     let max_queue_time = policy.tracker.max_queue_time;
-    let (handled, ended) = if max_queue_time.is_some_and(|max| waited > max) {
+    let shedding = max_queue_time.is_some_and(|max| waited > max);
+    // gunicorn's `req`, only when the config file has pre_request/post_request, for
+    // requests that reach the app (a shed one never does).
+    let hook_req = shared.hooks.filter(|_| !shedding).and_then(|h| {
+        h.request_object(py, &request, &conn.conn)
+            .map_err(|e| tracing::error!("pre_request: cannot build req: {e}"))
+            .ok()
+    });
+    let refused = match (shared.hooks, &hook_req) {
+        (Some(h), Some(req)) => h.pre_request(py, req).err(),
+        _ => None,
+    };
+    let (handled, ended) = if shedding {
         shared.recorder.record_shed(server_wait, &stamp);
         let shed = shed(reply, max_queue_time.unwrap_or_default());
         (Handled::Done(shed), Instant::now())
+    } else if let Some(error) = refused {
+        // As in gunicorn: a pre_request hook that raises fails the request with a 500.
+        tracing::error!("{error}");
+        shared
+            .recorder
+            .record_dispatch_at(&stamp, server_wait, dispatched);
+        let failed = internal_error(reply);
+        let ended = Instant::now();
+        shared
+            .recorder
+            .record_finish_at(ended.saturating_duration_since(dispatched), 500, ended);
+        (Handled::Done(failed), ended)
     } else {
         shared
             .recorder
@@ -198,11 +224,18 @@ pub fn run(
                 server_wait: server_wait.as_secs_f64(),
                 request_start_us,
             },
-            log: shared
-                .access_log
-                .as_ref()
-                .map(AccessLog::needs)
-                .unwrap_or_default(),
+            log: {
+                let mut needs = shared
+                    .access_log
+                    .as_ref()
+                    .map(AccessLog::needs)
+                    .unwrap_or_default();
+                if shared.hooks.is_some_and(|h| h.wants_post()) {
+                    needs.keep_headers = true;
+                    needs.keep_environ = true;
+                }
+                needs
+            },
             mode,
         };
         let handled = shared.app.call(py, call);
@@ -219,6 +252,7 @@ pub fn run(
         remote_addr: fwd.remote_addr,
         conn,
         line,
+        hook_req,
     };
     match handled {
         Handled::Done(outcome) => {
@@ -258,7 +292,27 @@ fn finish(py: Python<'_>, shared: &Shared, tail: Tail, outcome: Outcome, ended: 
         let remote = tail.remote_addr.as_deref().unwrap_or(&tail.conn.conn.addr);
         py.detach(|| log.write(&line, &headers, remote, &outcome, elapsed));
     }
+    if let (Some(hooks), Some(req)) = (shared.hooks, &tail.hook_req) {
+        hooks.post_request(py, req, outcome.environ_dict.as_deref(), &outcome);
+    }
     shared.served.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Answers 500 without calling the app (its `pre_request` hook raised).
+fn internal_error(reply: Option<oneshot::Sender<Reply>>) -> Outcome {
+    const BODY: &str = "Internal Server Error\n";
+    if let Some(reply) = reply {
+        let _ = reply.send(plain(500, BODY, false));
+    }
+    Outcome {
+        status: 500,
+        sent: BODY.len() as u64,
+        received: 0,
+        headers: Vec::new(),
+        environ: Vec::new(),
+        environ_dict: None,
+        client_timeout: false,
+    }
 }
 
 /// Answers 503 without calling the app: the request already waited longer than
@@ -280,5 +334,6 @@ fn shed(reply: Option<oneshot::Sender<Reply>>, max: Duration) -> Outcome {
         headers: Vec::new(),
         environ: Vec::new(),
         client_timeout: false,
+        environ_dict: None,
     }
 }

@@ -40,6 +40,17 @@ fn notify_config(
 /// Runs the master until shutdown. A failure it reports itself (a worker that would
 /// not boot) ends with that exit code and nothing more to say.
 pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fatal> {
+    if let Some(name) = &config.hooks.proc_name {
+        crate::hooks::proctitle::set(&format!("rwsgi: master [{name}]"));
+    }
+    // The Python config file's master hooks (an interpreter in the master only when
+    // there is such a file): gunicorn sets the worker count, then calls on_starting.
+    crate::hooks::in_master::init(&config)
+        .and_then(|()| {
+            crate::hooks::in_master::nworkers_changed(config.process.workers, None);
+            crate::hooks::in_master::on_starting()
+        })
+        .map_err(Fatal::runtime)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -113,6 +124,7 @@ pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fa
             }
         }
     }
+    crate::hooks::in_master::on_exit();
     match ended? {
         exit::OK => {
             tracing::info!("Shutting down: Master");

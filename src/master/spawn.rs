@@ -22,7 +22,7 @@ pub fn spawn(id: u32, balance_fd: Option<RawFd>) -> std::io::Result<Spawned> {
     let theirs_fd: OwnedFd = theirs.into();
     let fd = theirs_fd.as_raw_fd();
     let mut cmd = Command::new(exe);
-    cmd.args(std::env::args_os().skip(1))
+    cmd.args(crate::hooks::proctitle::args().iter().skip(1))
         .env(WORKER_ID_ENV, id.to_string())
         .env(CONTROL_FD_ENV, fd.to_string());
     if let Some(b) = balance_fd {

@@ -19,6 +19,7 @@ use super::health::Health;
 use super::spawn;
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
+use crate::hooks::in_master as hooks;
 use crate::server::listener::{self, Listener};
 use crate::server::Stop;
 
@@ -326,10 +327,12 @@ impl Supervisor {
                 _ = ttin.recv() => {
                     self.target += 1;
                     tracing::info!(workers = self.target, "Handling signal: ttin");
+                    hooks::nworkers_changed(self.target, Some(self.target - 1));
                 }
                 _ = ttou.recv() => {
                     if self.target > 1 {
                         self.target -= 1;
+                        hooks::nworkers_changed(self.target, Some(self.target + 1));
                     }
                     tracing::info!(workers = self.target, "Handling signal: ttou");
                 }
@@ -421,6 +424,7 @@ impl Supervisor {
             return;
         }
         tracing::info!("Handling signal: hup; starting new workers with a fresh import");
+        hooks::on_reload();
         for w in self.workers.values_mut() {
             w.retiring = true;
         }
@@ -508,6 +512,7 @@ impl Supervisor {
         let id = self.next_id;
         self.next_id += 1;
         let balance_fd = self.balance.as_ref().map(|b| b.fd());
+        hooks::pre_fork(id);
         let spawned = match spawn::spawn(id, balance_fd) {
             Ok(s) => s,
             Err(e) => {
@@ -517,6 +522,7 @@ impl Supervisor {
             }
         };
         let pid = Pid::from_raw(spawned.child.id() as i32);
+        hooks::spawned(id, pid.as_raw());
         let control_fd = spawned.control.as_raw_fd();
         if spawned.control.set_nonblocking(true).is_err() {
             return;
@@ -608,6 +614,7 @@ impl Supervisor {
             if let Some(b) = &self.balance {
                 b.clear(id);
             }
+            hooks::child_exit(id, slot.pid.as_raw());
             let code = status.code();
             use std::os::unix::process::ExitStatusExt;
             let how = match (code, status.signal()) {
@@ -653,6 +660,10 @@ impl Supervisor {
         let boot_timeout = timeout.max(Duration::from_secs(30));
         let silence = timeout.max(Duration::from_secs(5));
         for (id, w) in self.workers.iter_mut() {
+            // A request past --timeout: SIGABRT, so the worker logs the request's Python
+            // stack and runs worker_abort (`hooks/timeout.rs`); it is killed if it has
+            // not exited within ABORT_GRACE (the drain deadline below).
+            let mut abort = false;
             let why = match w.state {
                 State::Booting if w.started.elapsed() > boot_timeout => {
                     Some(format!("did not boot within {}s", boot_timeout.as_secs()))
@@ -660,6 +671,7 @@ impl Supervisor {
                 State::Ready => match &w.oldest {
                     // `--timeout 0`: no limit, as in gunicorn.
                     Some(b) if !timeout.is_zero() && Duration::from_millis(b.age_ms) > timeout => {
+                        abort = true;
                         Some(format!(
                             "'{}' ran for {:.1}s (--timeout {}s)",
                             b.request,
@@ -676,13 +688,28 @@ impl Supervisor {
                 _ => None,
             };
             if let Some(why) = why {
-                tracing::error!(
-                    worker = *id,
-                    pid = w.pid.as_raw(),
-                    "WORKER TIMEOUT: {why}; killing it"
-                );
-                let _ = kill(w.pid, Signal::SIGKILL);
-                w.state = State::Draining(Instant::now() - self.config.process.graceful_timeout);
+                let now = Instant::now();
+                let grace = self.config.process.graceful_timeout + Duration::from_secs(1);
+                if abort {
+                    tracing::error!(
+                        worker = *id,
+                        pid = w.pid.as_raw(),
+                        "WORKER TIMEOUT: {why}; aborting it"
+                    );
+                    let _ = kill(w.pid, Signal::SIGABRT);
+                    // The drain deadline (grace) then kills it ABORT_GRACE from now.
+                    let wait = crate::hooks::timeout::ABORT_GRACE;
+                    w.state =
+                        State::Draining(now.checked_sub(grace.saturating_sub(wait)).unwrap_or(now));
+                } else {
+                    tracing::error!(
+                        worker = *id,
+                        pid = w.pid.as_raw(),
+                        "WORKER TIMEOUT: {why}; killing it"
+                    );
+                    let _ = kill(w.pid, Signal::SIGKILL);
+                    w.state = State::Draining(now.checked_sub(grace).unwrap_or(now));
+                }
                 w.retiring = true;
             }
         }
@@ -815,6 +842,7 @@ impl Supervisor {
 
     fn bind_listeners(&mut self) -> anyhow::Result<()> {
         self.listeners = Some(self.bind()?);
+        hooks::when_ready();
         Ok(())
     }
 

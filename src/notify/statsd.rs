@@ -17,6 +17,14 @@
 //!   (`ok`, `missing`, `invalid`, `future`, `untrusted`) and `PREFIX.shed`, zeros
 //!   included so that graphs show rates of 0 instead of gaps.
 //!
+//! - gunicorn's own request metrics, under gunicorn's names, so dashboards built on
+//!   gunicorn keep working: counters `gunicorn.requests` and
+//!   `gunicorn.request.status.CODE` (each code seen), the timer
+//!   `gunicorn.request.duration` (ms, the `app_time` distribution as above, always
+//!   `ms` as gunicorn sends it) and the gauge `gunicorn.workers`. They carry the
+//!   prefix only when `--statsd-prefix` names one: gunicorn's default prefix is
+//!   empty, rwsgi's (`rwsgi`) is not applied to gunicorn's names.
+//!
 //! Lines are packed, newline separated, into datagrams of at most 1432 bytes, which
 //! fits any Ethernet path without fragmentation.
 //!
@@ -46,7 +54,12 @@ pub struct StatsdConfig {
     pub prefix: String,
     /// DogStatsD `key:value` tags on every line; their presence selects `|d`.
     pub tags: Vec<String>,
+    /// Prepended to gunicorn's metric names: the prefix, unless it is rwsgi's default.
+    pub gunicorn_prefix: String,
 }
+
+/// `--statsd-prefix`'s default, which gunicorn's names do not get (theirs is empty).
+const DEFAULT_PREFIX: &str = "rwsgi";
 
 impl StatsdConfig {
     pub fn from_args(args: &NotifyArgs) -> Result<StatsdConfig, String> {
@@ -77,6 +90,11 @@ impl StatsdConfig {
             host: host.to_owned(),
             prefix: prefix.to_owned(),
             tags: args.statsd_tags.clone(),
+            gunicorn_prefix: if prefix == DEFAULT_PREFIX {
+                String::new()
+            } else {
+                prefix.to_owned()
+            },
         })
     }
 
@@ -206,21 +224,7 @@ fn lines(r: &Report, c: &StatsdConfig) -> Vec<String> {
         ("server_wait", &r.server_wait),
         ("app_time", &r.app_time),
     ] {
-        // A tracker that gave no distribution still yields the right count and sum.
-        let fallback = [(m.mean(), m.count)];
-        let dist = if m.distribution.is_empty() {
-            &fallback[..]
-        } else {
-            &m.distribution[..]
-        };
-        for &(secs, n) in dist.iter().filter(|d| d.1 > 0) {
-            let ms = (secs * 1e6).round() / 1e3;
-            if n == 1 {
-                out.push(format!("{p}{name}:{ms}|{timer}{tags}"));
-            } else {
-                out.push(format!("{p}{name}:{ms}|{timer}|@{}{tags}", 1.0 / n as f64));
-            }
-        }
+        timer_lines(&mut out, &format!("{p}{name}"), m, timer, &tags);
     }
     out.push(format!("{p}utilization:{}|g{tags}", r.utilization));
     out.push(format!("{p}workers:{}|g{tags}", r.workers));
@@ -239,7 +243,55 @@ fn lines(r: &Report, c: &StatsdConfig) -> Vec<String> {
         out.push(format!("{p}queue_stamps.{result}:{n}|c{tags}"));
     }
     out.push(format!("{p}shed:{}|c{tags}", r.shed));
+    gunicorn_lines(&mut out, r, c, &tags);
     out
+}
+
+/// gunicorn's names for the same interval (see the module docs).
+fn gunicorn_lines(out: &mut Vec<String>, r: &Report, c: &StatsdConfig, tags: &str) {
+    let g = if c.gunicorn_prefix.is_empty() {
+        "gunicorn".to_string()
+    } else {
+        format!("{}.gunicorn", c.gunicorn_prefix)
+    };
+    out.push(format!("{g}.requests:{}|c{tags}", r.requests()));
+    timer_lines(
+        out,
+        &format!("{g}.request.duration"),
+        &r.app_time,
+        "ms",
+        tags,
+    );
+    for (code, n) in &r.status_codes {
+        out.push(format!("{g}.request.status.{code}:{n}|c{tags}"));
+    }
+    out.push(format!("{g}.workers:{}|g{tags}", r.workers));
+}
+
+/// One line per distinct value of `m`'s distribution, in milliseconds, its count as
+/// a sample rate.
+fn timer_lines(
+    out: &mut Vec<String>,
+    name: &str,
+    m: &crate::tracker::report::MetricReport,
+    timer: &str,
+    tags: &str,
+) {
+    // A tracker that gave no distribution still yields the right count and sum.
+    let fallback = [(m.mean(), m.count)];
+    let dist = if m.distribution.is_empty() {
+        &fallback[..]
+    } else {
+        &m.distribution[..]
+    };
+    for &(secs, n) in dist.iter().filter(|d| d.1 > 0) {
+        let ms = (secs * 1e6).round() / 1e3;
+        if n == 1 {
+            out.push(format!("{name}:{ms}|{timer}{tags}"));
+        } else {
+            out.push(format!("{name}:{ms}|{timer}|@{}{tags}", 1.0 / n as f64));
+        }
+    }
 }
 
 /// Joins lines with newlines into datagrams of at most `max` bytes; a single line

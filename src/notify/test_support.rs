@@ -47,6 +47,7 @@ pub(crate) fn sample_report() -> Report {
         shed: 2,
         client_timeouts: 0,
         status_classes: [0, 10, 0, 0, 2],
+        status_codes: vec![(200, 10), (503, 2)],
         utilization: 0.375,
     }
 }

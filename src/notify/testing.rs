@@ -54,6 +54,7 @@ pub fn sample_report(n: u64) -> Report {
         shed: n,
         client_timeouts: 0,
         status_classes: [0, 6, 0, 0, 2],
+        status_codes: vec![(200, 5), (201, 1), (500, 1), (503, 1)],
         utilization: 0.42,
     }
 }

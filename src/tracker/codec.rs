@@ -45,6 +45,12 @@ impl Snapshot {
         for timing in [&self.queue_time, &self.server_wait, &self.app_time] {
             encode_timing(&mut out, timing);
         }
+        let codes = self.status_codes.nonzero();
+        put(&mut out, codes.len() as u128);
+        for (code, n) in codes {
+            put(&mut out, code.into());
+            put(&mut out, n.into());
+        }
         out
     }
 
@@ -75,6 +81,21 @@ impl Snapshot {
         let queue_time = decode_timing(&mut r, "queue_time")?;
         let server_wait = decode_timing(&mut r, "server_wait")?;
         let app_time = decode_timing(&mut r, "app_time")?;
+        let mut status_codes = super::status::StatusCodes::default();
+        let distinct = r.u64("status_codes")?;
+        if distinct > 500 {
+            return Err(format!(
+                "status_codes: {distinct} codes, more than HTTP has"
+            ));
+        }
+        for _ in 0..distinct {
+            let code = u16::try_from(r.u64("status_codes")?)
+                .map_err(|_| "status_codes: code out of range".to_string())?;
+            let n = r.u64("status_codes")?;
+            if !status_codes.add_n(code, n) {
+                return Err(format!("status_codes: code {code} out of range"));
+            }
+        }
         if !r.bytes.is_empty() {
             return Err(format!("{} unexpected trailing bytes", r.bytes.len()));
         }
@@ -86,6 +107,7 @@ impl Snapshot {
             shed,
             client_timeouts,
             status_classes,
+            status_codes,
             busy,
             capacity,
             workers,

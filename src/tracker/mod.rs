@@ -33,6 +33,7 @@ pub mod peers;
 pub mod recorder;
 pub mod report;
 pub mod snapshot;
+pub mod status;
 pub mod timing;
 
 pub use header::{classify, classify_at, last_value, parse_stamp, Stamp};

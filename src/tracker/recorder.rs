@@ -118,6 +118,7 @@ impl Recorder {
         let snapshot = &mut current.snapshot;
         snapshot.app_time.add(&sample);
         snapshot.status_classes[class] = snapshot.status_classes[class].saturating_add(1);
+        snapshot.status_codes.add(status);
     }
 
     /// Records a request answered 503 by `--max-queue-time` without calling the app.
@@ -132,6 +133,7 @@ impl Recorder {
         waits.add_to(snapshot, stamp);
         snapshot.shed = snapshot.shed.saturating_add(1);
         snapshot.status_classes[4] = snapshot.status_classes[4].saturating_add(1);
+        snapshot.status_codes.add(503);
     }
 
     /// Records a connection aborted because its client was too slow.

@@ -89,6 +89,8 @@ pub struct Report {
     pub client_timeouts: u64,
     /// Responses by status class: index 0 is 1xx, … index 4 is 5xx.
     pub status_classes: [u64; 5],
+    /// Responses by exact code, `(code, count)` ascending, codes seen only.
+    pub status_codes: Vec<(u16, u64)>,
     /// Busy Python-thread time ÷ (threads × interval), merged over workers, 0..=1.
     pub utilization: f64,
 }

@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub client_timeouts: u64,
     /// Responses by status class, index 0 = 1xx … 4 = 5xx (shed requests are 5xx).
     pub status_classes: [u64; 5],
+    /// Responses by exact code (shed requests are 503s).
+    pub status_codes: super::status::StatusCodes,
     /// Python-thread time spent on requests (dispatch to finish) within the interval;
     /// a request that spans intervals counts in each of them for its part.
     pub busy: Duration,
@@ -66,6 +68,7 @@ impl Snapshot {
         for (mine, theirs) in self.status_classes.iter_mut().zip(other.status_classes) {
             *mine = mine.saturating_add(theirs);
         }
+        self.status_codes.merge(&other.status_codes);
         self.busy = self.busy.saturating_add(other.busy);
         self.capacity = self.capacity.saturating_add(other.capacity);
         self.workers = self.workers.saturating_add(other.workers);
@@ -95,6 +98,7 @@ impl Snapshot {
             shed: self.shed,
             client_timeouts: self.client_timeouts,
             status_classes: self.status_classes,
+            status_codes: self.status_codes.nonzero(),
             utilization: self.utilization(),
         }
     }

@@ -13,7 +13,7 @@ use bytes::{Bytes, BytesMut};
 use http::Method;
 use pyo3::exceptions::{PyAssertionError, PyTypeError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use super::environ::{self, EnvironShared};
 use super::file_wrapper::FileWrapper;
@@ -40,6 +40,8 @@ pub struct Outcome {
     pub environ: Vec<(String, String)>,
     /// The request body stopped arriving (`rwsgi.ClientTimeout`), for the tracker.
     pub client_timeout: bool,
+    /// The environ dict itself, when asked for (`post_request` receives it).
+    pub environ_dict: Option<std::sync::Arc<Py<PyDict>>>,
 }
 
 impl Outcome {
@@ -51,6 +53,7 @@ impl Outcome {
             headers: Vec::new(),
             environ: Vec::new(),
             client_timeout: false,
+            environ_dict: None,
         }
     }
 }
@@ -62,6 +65,8 @@ pub struct LogNeeds<'a> {
     pub keep_headers: bool,
     /// Keep these environ values (`%({key}e)s`), lower-cased keys.
     pub env_keys: &'a [String],
+    /// Keep the environ dict (gunicorn's `post_request` hook receives it).
+    pub keep_environ: bool,
 }
 
 fn lock<'a>(sr: &'a Bound<'_, StartResponse>) -> PyResult<std::sync::MutexGuard<'a, Responder>> {
@@ -95,6 +100,7 @@ pub struct Suspended {
     sr: Py<StartResponse>,
     input: Py<Input>,
     logged_environ: Vec<(String, String)>,
+    kept_environ: Option<Py<PyDict>>,
     method: Method,
     uri: http::Uri,
     /// The app called `write()`.
@@ -125,6 +131,7 @@ pub fn handle(
     let LogNeeds {
         keep_headers,
         env_keys,
+        keep_environ,
     } = log;
     let body = request.body.take();
     let head_request = request.method == Method::HEAD;
@@ -162,6 +169,7 @@ pub fn handle(
     };
 
     let mut logged_environ = Vec::new();
+    let mut kept_environ = None;
     let called = (|| -> PyResult<Bound<'_, PyAny>> {
         let src = environ::Sources {
             request,
@@ -178,13 +186,17 @@ pub fn handle(
                 }
             }
         }
+        if keep_environ {
+            kept_environ = Some(env.clone().unbind());
+        }
         app.call1((env, sr.clone()))
     })();
     let used_write = inline && lock(&sr).is_ok_and(|r| r.headers_sent);
     let suspend = |iterable: Option<&Bound<'_, PyAny>>,
                    iterator: Option<Py<PyAny>>,
                    error: Option<PyErr>,
-                   logged_environ: Vec<(String, String)>| {
+                   logged_environ: Vec<(String, String)>,
+                   kept_environ: Option<Py<PyDict>>| {
         Handled::Suspended(Suspended {
             iterable: iterable.map(|i| i.clone().unbind()),
             iterator,
@@ -192,6 +204,7 @@ pub fn handle(
             sr: sr.clone().unbind(),
             input: input.clone().unbind(),
             logged_environ,
+            kept_environ,
             method: request.method.clone(),
             uri: request.uri.clone(),
             used_write,
@@ -201,19 +214,25 @@ pub fn handle(
         Ok(iterable) => iterable,
         // write() chunks are queued: a Python thread sends them, then fails the
         // response as it would have here.
-        Err(e) if used_write => return suspend(None, None, Some(e), logged_environ),
+        Err(e) if used_write => return suspend(None, None, Some(e), logged_environ, kept_environ),
         Err(e) => {
             let r = conclude(py, Err(e), &sr, &input, &request.method, &request.uri);
-            return Handled::Done(r.with_environ(logged_environ));
+            return Handled::Done(r.with_environ(logged_environ, kept_environ));
         }
     };
     let iterated = if used_write {
-        return suspend(Some(&iterable), None, None, logged_environ);
+        return suspend(Some(&iterable), None, None, logged_environ, kept_environ);
     } else if inline {
         match iterate_inline(&iterable, &sr) {
             Ok(Step::Done) => Ok(()),
             Ok(Step::Suspend(iterator)) => {
-                return suspend(Some(&iterable), iterator, None, logged_environ)
+                return suspend(
+                    Some(&iterable),
+                    iterator,
+                    None,
+                    logged_environ,
+                    kept_environ,
+                )
             }
             Err(e) => Err(e),
         }
@@ -229,7 +248,7 @@ pub fn handle(
         &request.method,
         &request.uri,
     );
-    Handled::Done(r.with_environ(logged_environ))
+    Handled::Done(r.with_environ(logged_environ, kept_environ))
 }
 
 /// Finishes a [`Suspended`] response on a Python thread.
@@ -251,7 +270,8 @@ pub fn resume(py: Python<'_>, s: Suspended) -> Outcome {
         let closed = close(iterable);
         result = result.and(closed);
     }
-    conclude(py, result, sr, input, &s.method, &s.uri).with_environ(s.logged_environ)
+    conclude(py, result, sr, input, &s.method, &s.uri)
+        .with_environ(s.logged_environ, s.kept_environ)
 }
 
 /// Sends the chunks `write()` queued while the app ran inline. `Ok(false)`: the
@@ -332,12 +352,14 @@ fn conclude(
         headers: std::mem::take(&mut r.sent_headers),
         environ: Vec::new(),
         client_timeout,
+        environ_dict: None,
     }
 }
 
 impl Outcome {
-    fn with_environ(mut self, environ: Vec<(String, String)>) -> Outcome {
+    fn with_environ(mut self, environ: Vec<(String, String)>, dict: Option<Py<PyDict>>) -> Outcome {
         self.environ = environ;
+        self.environ_dict = dict.map(std::sync::Arc::new);
         self
     }
 }

@@ -70,11 +70,13 @@ const ASGI: &str = "an ASGI setting; rwsgi serves WSGI apps";
 const DIRTY: &str = "dirty arbiters only run with dirty_apps, which rwsgi refuses";
 const CONTROL: &str = "rwsgi has no gunicornc control socket; use signals (HUP, TERM, INT, \
 QUIT) on the master";
-const HOOKS: &str = "server hooks from the config file";
+const HOOKS: &str =
+    "server hooks from the config file, at gunicorn's moments with gunicorn's arguments";
 const TLS: &str = "TLS with rustls on both HTTP paths (wsgi.url_scheme https)";
 const PROXY: &str = "the PROXY protocol v1 and v2 (off, v1, v2, auto; no value means auto), read before TLS and HTTP from --proxy-allow-from peers: REMOTE_ADDR/REMOTE_PORT become the client it announces, PROXY_ADDR/PROXY_PORT the address it was sent to; a connection from such a peer without a valid header is closed";
-const PRIV: &str = "dropping privileges after binding";
-const RELOAD: &str = "restarting workers when a source file changes";
+const PRIV: &str = "workers switch to this account after the master has bound the sockets";
+const RELOAD: &str =
+    "workers are replaced when a source file they imported (or an extra file) changes";
 
 /// Every setting of `gunicorn.config.KNOWN_SETTINGS` in gunicorn 27, in its order.
 pub const SETTINGS: &[Setting] = &[
@@ -94,9 +96,9 @@ pub const SETTINGS: &[Setting] = &[
     s("limit_request_line", &["--limit-request-line"], Value, Same("limit-request-line", "")),
     s("limit_request_fields", &["--limit-request-fields"], Value, Same("limit-request-fields", "")),
     s("limit_request_field_size", &["--limit-request-field_size"], Value, Same("limit-request-field-size", "")),
-    s("reload", &["--reload"], Flag, Planned(RELOAD)),
+    s("reload", &["--reload"], Flag, Implemented(RELOAD)),
     s("reload_engine", &["--reload-engine"], Value, Ignored("rwsgi's --reload uses its own file watcher")),
-    s("reload_extra_files", &["--reload-extra-file"], List, Planned(RELOAD)),
+    s("reload_extra_files", &["--reload-extra-file"], List, Implemented(RELOAD)),
     s("spew", &["--spew"], Flag, Ignored("rwsgi has no line tracer; use sys.settrace in the app")),
     s("check_config", &["--check-config"], Flag, Same("check-config", "")),
     s("print_config", &["--print-config"], Flag, Same("print-config", "prints rwsgi's configuration as TOML, each value with its source; from the command line only")),
@@ -108,10 +110,10 @@ pub const SETTINGS: &[Setting] = &[
     s("raw_env", &["-e", "--env"], List, Same("env", "")),
     s("pidfile", &["-p", "--pid"], Value, Same("pid", "")),
     s("worker_tmp_dir", &["--worker-tmp-dir"], Value, Ignored("gunicorn's workers touch a file there as their heartbeat; rwsgi's workers send heartbeats to the master over a socket")),
-    s("user", &["-u", "--user"], Value, Planned(PRIV)),
-    s("group", &["-g", "--group"], Value, Planned(PRIV)),
-    s("umask", &["-m", "--umask"], Value, Planned(PRIV)),
-    s("initgroups", &["--initgroups"], Flag, Planned(PRIV)),
+    s("user", &["-u", "--user"], Value, Implemented(PRIV)),
+    s("group", &["-g", "--group"], Value, Implemented(PRIV)),
+    s("umask", &["-m", "--umask"], Value, Implemented("the umask of the master and its workers")),
+    s("initgroups", &["--initgroups"], Flag, Ignored("workers that switch user always take that user's supplementary groups, as gunicorn does with --initgroups")),
     s("tmp_upload_dir", &[], FileOnly, Ignored("gunicorn does not use it either; rwsgi never spools request bodies to disk")),
     s("secure_scheme_headers", &[], FileOnly, Ignored("rwsgi sets wsgi.url_scheme from X-Forwarded-Proto (https or http) sent by --forwarded-allow-ips peers; other scheme headers are not read")),
     s("forwarded_allow_ips", &["--forwarded-allow-ips"], Value, Same("forwarded-allow-ips", "")),
@@ -134,25 +136,25 @@ pub const SETTINGS: &[Setting] = &[
     s("dogstatsd_tags", &["--dogstatsd-tags"], Value, Same("statsd-tag", "")),
     s("statsd_prefix", &["--statsd-prefix"], Value, Same("statsd-prefix", "default rwsgi, not empty: rwsgi's metric names are its own")),
     s("enable_backlog_metric", &["--enable-backlog-metric"], Flag, Ignored("rwsgi reports queue_time and server_wait, which measure what the backlog costs requests")),
-    s("proc_name", &["-n", "--name"], Value, Planned("process titles")),
-    s("default_proc_name", &[], FileOnly, Planned("process titles")),
+    s("proc_name", &["-n", "--name"], Value, Implemented("process titles: rwsgi: master [NAME], rwsgi: worker [NAME]")),
+    s("default_proc_name", &[], FileOnly, Ignored("without --name the titles use the APP, which is what gunicorn's default_proc_name holds")),
     s("pythonpath", &["--pythonpath"], Value, Same("pythonpath", "")),
     s("paste", &["--paste", "--paster"], Value, Refused("PasteDeploy apps are not supported: give the WSGI app as module:callable")),
-    s("on_starting", &[], Hook, Planned(HOOKS)),
-    s("on_reload", &[], Hook, Planned(HOOKS)),
-    s("when_ready", &[], Hook, Planned(HOOKS)),
-    s("pre_fork", &[], Hook, Planned(HOOKS)),
-    s("post_fork", &[], Hook, Planned(HOOKS)),
-    s("post_worker_init", &[], Hook, Planned(HOOKS)),
-    s("worker_int", &[], Hook, Planned(HOOKS)),
-    s("worker_abort", &[], Hook, Planned(HOOKS)),
-    s("pre_exec", &[], Hook, Planned(HOOKS)),
-    s("pre_request", &[], Hook, Planned(HOOKS)),
-    s("post_request", &[], Hook, Planned(HOOKS)),
-    s("child_exit", &[], Hook, Planned(HOOKS)),
-    s("worker_exit", &[], Hook, Planned(HOOKS)),
-    s("nworkers_changed", &[], Hook, Planned(HOOKS)),
-    s("on_exit", &[], Hook, Planned(HOOKS)),
+    s("on_starting", &[], Hook, Implemented(HOOKS)),
+    s("on_reload", &[], Hook, Implemented(HOOKS)),
+    s("when_ready", &[], Hook, Implemented(HOOKS)),
+    s("pre_fork", &[], Hook, Implemented(HOOKS)),
+    s("post_fork", &[], Hook, Implemented(HOOKS)),
+    s("post_worker_init", &[], Hook, Implemented(HOOKS)),
+    s("worker_int", &[], Hook, Implemented(HOOKS)),
+    s("worker_abort", &[], Hook, Implemented(HOOKS)),
+    s("pre_exec", &[], Hook, Ignored("rwsgi never re-executes its master (no USR2 binary upgrade), so there is no moment for it")),
+    s("pre_request", &[], Hook, Implemented(HOOKS)),
+    s("post_request", &[], Hook, Implemented(HOOKS)),
+    s("child_exit", &[], Hook, Implemented(HOOKS)),
+    s("worker_exit", &[], Hook, Implemented(HOOKS)),
+    s("nworkers_changed", &[], Hook, Implemented(HOOKS)),
+    s("on_exit", &[], Hook, Implemented(HOOKS)),
     s("ssl_context", &[], Hook, Ignored("rwsgi's TLS is rustls, set by --certfile, --keyfile, --ca-certs, --cert-reqs and --ssl-version; a Python ssl.SSLContext cannot configure it")),
     s("proxy_protocol", &["--proxy-protocol"], Value, Implemented(PROXY)),
     s("proxy_allow_ips", &["--proxy-allow-from"], Value, Implemented("peers allowed to send a PROXY header (default 127.0.0.1,::1, '*' for any); others' headers are refused as bad requests")),

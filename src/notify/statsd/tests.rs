@@ -224,6 +224,7 @@ fn lines_of(report: &Report, tags: &[&str]) -> Vec<String> {
         host: "127.0.0.1:8125".into(),
         prefix: "rwsgi".into(),
         tags: tags.iter().map(|t| t.to_string()).collect(),
+        gunicorn_prefix: String::new(),
     };
     lines(report, &config)
 }
@@ -261,6 +262,7 @@ async fn a_retry_resumes_after_the_last_datagram_sent() {
         host: addr.to_string(),
         prefix: "rwsgi".into(),
         tags: vec![],
+        gunicorn_prefix: String::new(),
     };
     let mut report = sample_report(1);
     let dist: Vec<(f64, u64)> = (1..=150).map(|i| (i as f64 * 0.001, 1)).collect();
@@ -295,4 +297,54 @@ async fn a_retry_resumes_after_the_last_datagram_sent() {
         rest,
         "{sent} of {total} were sent before the error"
     );
+}
+
+#[test]
+fn gunicorns_own_metrics_under_gunicorns_names() {
+    let report = sample_report(1);
+    let lines = lines_of(&report, &[]);
+    let find =
+        |prefix: &str| -> Vec<&String> { lines.iter().filter(|l| l.starts_with(prefix)).collect() };
+    assert_eq!(
+        find("gunicorn.requests:"),
+        [&format!("gunicorn.requests:{}|c", report.requests())]
+    );
+    assert_eq!(
+        find("gunicorn.workers:"),
+        [&"gunicorn.workers:2|g".to_string()]
+    );
+    let codes: Vec<&String> = find("gunicorn.request.status.");
+    assert_eq!(
+        codes,
+        [
+            "gunicorn.request.status.200:5|c",
+            "gunicorn.request.status.201:1|c",
+            "gunicorn.request.status.500:1|c",
+            "gunicorn.request.status.503:1|c"
+        ]
+        .iter()
+        .collect::<Vec<_>>()
+    );
+    // The duration timer is the app_time distribution, always `ms` as gunicorn sends.
+    let parsed: Vec<Line> = lines.iter().map(|l| parse_line(l)).collect();
+    let (count, _) = timer_totals(&parsed, "gunicorn.request.duration");
+    assert!((count - report.app_time.count as f64).abs() < 1e-6);
+    // A prefix the user chose applies to gunicorn's names too, as in gunicorn.
+    let notify = args(&[
+        "--statsd-host",
+        "127.0.0.1:8125",
+        "--statsd-prefix",
+        "shop",
+        "--statsd-tag",
+        "env:x",
+    ]);
+    let config = StatsdConfig::from_args(&notify).expect("config");
+    let tagged = super::lines(&report, &config);
+    assert!(
+        tagged.contains(&"shop.gunicorn.workers:2|g|#env:x".to_string()),
+        "{tagged:?}"
+    );
+    assert!(tagged
+        .iter()
+        .any(|l| l.starts_with("shop.gunicorn.request.duration:") && l.contains("|ms")));
 }

@@ -1,0 +1,167 @@
+//! The master's hooks: an interpreter embedded in the master, started only when a
+//! Python config file exists, evaluates the file and runs `on_starting`,
+//! `when_ready`, `on_reload`, `on_exit`, `nworkers_changed`, `pre_fork` and
+//! `child_exit` on the master's loop, as gunicorn's arbiter does (a hook that blocks
+//! delays supervision, exactly as in gunicorn).
+//!
+//! Each function here is a no-op without a config file, so the supervisor calls
+//! them unconditionally.
+
+use std::sync::OnceLock;
+
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::{objects, Hook, Hooks};
+use crate::config::Config;
+
+struct Master {
+    hooks: Hooks,
+    /// gunicorn passes one `worker` object to `pre_fork` and `child_exit` (hooks
+    /// keep state on it): by worker id, from `pre_fork` until it exits.
+    workers: Py<PyDict>,
+}
+
+static MASTER: OnceLock<Master> = OnceLock::new();
+
+/// Starts the master's interpreter and evaluates the config file, if there is one.
+/// `Err` is the message to print (the file's traceback) before exiting with 1.
+pub fn init(config: &Config) -> Result<(), String> {
+    let Some(namespace) = crate::config::pyfile::namespace() else {
+        return Ok(());
+    };
+    crate::wsgi::interpreter::initialize(&config.python).map_err(|e| e.to_string())?;
+    let master = Python::attach(|py| -> Result<Master, String> {
+        let ns = namespace.bind(py).clone();
+        let server = (|| -> PyResult<Py<PyAny>> {
+            let cfg = objects::cfg(py, config, &ns)?;
+            let server = objects::module(py)?.getattr("Server")?.call1((
+                cfg,
+                std::process::id(),
+                config.process.workers,
+            ))?;
+            Ok(server.unbind())
+        })()
+        .map_err(|e| format!("cannot build the hooks' server object: {e}"))?;
+        Ok(Master {
+            hooks: Hooks::from_namespace(py, &ns, server)?,
+            workers: PyDict::new(py).unbind(),
+        })
+    })?;
+    if let Some(file) = &config.hooks.python_config {
+        tracing::info!(%file, "Python config file loaded");
+    }
+    let _ = MASTER.set(master);
+    Ok(())
+}
+
+fn with(f: impl FnOnce(Python<'_>, &Master)) {
+    if let Some(m) = MASTER.get() {
+        Python::attach(|py| f(py, m));
+    }
+}
+
+/// `on_starting(server)`, before anything is spawned or bound. `Err`: the master
+/// stops (nothing listens yet).
+pub fn on_starting() -> Result<(), String> {
+    match MASTER.get() {
+        Some(m) => Python::attach(|py| {
+            m.hooks
+                .call(py, Hook::OnStarting, (m.hooks.server.clone_ref(py),))
+        }),
+        None => Ok(()),
+    }
+}
+
+/// `when_ready(server)`: the sockets are bound.
+pub fn when_ready() {
+    with(|py, m| {
+        m.hooks
+            .call_logged(py, Hook::WhenReady, (m.hooks.server.clone_ref(py),))
+    });
+}
+
+/// `on_reload(server)`: HUP, before the new workers are spawned.
+pub fn on_reload() {
+    with(|py, m| {
+        m.hooks
+            .call_logged(py, Hook::OnReload, (m.hooks.server.clone_ref(py),))
+    });
+}
+
+/// `on_exit(server)`: the master is about to exit.
+pub fn on_exit() {
+    with(|py, m| {
+        m.hooks
+            .call_logged(py, Hook::OnExit, (m.hooks.server.clone_ref(py),))
+    });
+}
+
+/// `nworkers_changed(server, new_value, old_value)`; `old` is `None` at start.
+pub fn nworkers_changed(new: usize, old: Option<usize>) {
+    with(|py, m| {
+        let server = m.hooks.server.bind(py);
+        let _ = server.setattr("num_workers", new);
+        m.hooks
+            .call_logged(py, Hook::NworkersChanged, (server.clone(), new, old));
+    });
+}
+
+/// `pre_fork(server, worker)`: worker `id` (gunicorn's `age`) is about to start.
+pub fn pre_fork(id: u32) {
+    with(|py, m| {
+        let made = (|| -> PyResult<Bound<'_, PyAny>> {
+            let server = m.hooks.server.bind(py);
+            let worker = objects::module(py)?.getattr("Worker")?.call1((
+                server.getattr("cfg")?,
+                server.getattr("log")?,
+                id,
+                py.None(),
+                std::process::id(),
+                server.getattr("timeout")?,
+            ))?;
+            m.workers.bind(py).set_item(id, &worker)?;
+            Ok(worker)
+        })();
+        match made {
+            Ok(worker) => {
+                m.hooks
+                    .call_logged(py, Hook::PreFork, (m.hooks.server.clone_ref(py), worker))
+            }
+            Err(e) => tracing::error!("pre_fork: cannot build the worker object: {e}"),
+        }
+    });
+}
+
+/// Worker `id` now runs as `pid`: its object gets the pid, `server.WORKERS` the entry.
+pub fn spawned(id: u32, pid: i32) {
+    with(|py, m| {
+        let Ok(Some(worker)) = m.workers.bind(py).get_item(id) else {
+            return;
+        };
+        let _ = worker.setattr("pid", pid);
+        if let Ok(all) = m.hooks.server.bind(py).getattr("WORKERS") {
+            let _ = all.set_item(pid, worker);
+        }
+    });
+}
+
+/// `child_exit(server, worker)`: worker `id` (process `pid`) has exited and been
+/// reaped, for whatever reason.
+pub fn child_exit(id: u32, pid: i32) {
+    with(|py, m| {
+        let workers = m.workers.bind(py);
+        let worker = match workers.get_item(id) {
+            Ok(Some(w)) => w,
+            _ => return,
+        };
+        let _ = workers.del_item(id);
+        let _ = worker.setattr("alive", false);
+        let server = m.hooks.server.bind(py);
+        if let Ok(all) = server.getattr("WORKERS") {
+            let _ = all.del_item(pid);
+        }
+        m.hooks
+            .call_logged(py, Hook::ChildExit, (server.clone(), worker));
+    });
+}

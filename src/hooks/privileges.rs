@@ -1,0 +1,37 @@
+//! `--user/--group/--umask`: the master binds (it may need root for port 80) and
+//! stays as it started, so it can bind again and signal every worker; each worker
+//! switches to the configured account before it imports the app, as gunicorn's do.
+
+use crate::config::hooks::Owner;
+
+/// Applies `--umask` to this process (children inherit it).
+pub fn apply_umask(mask: Option<u32>) {
+    if let Some(m) = mask {
+        // SAFETY: umask has no preconditions.
+        unsafe { libc::umask(m as libc::mode_t) };
+    }
+}
+
+/// Switches this process to `owner`: supplementary groups, then group, then user (in
+/// that order: after setuid the others are no longer allowed). `Err` names what
+/// failed; the worker then refuses to boot rather than run as root.
+pub fn drop_to(owner: &Owner) -> Result<(), String> {
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
+    let gid = Gid::from_raw(owner.gid);
+    let uid = Uid::from_raw(owner.uid);
+    if Uid::effective() == uid && Gid::effective() == gid {
+        return Ok(());
+    }
+    let groups = match &owner.name {
+        Some(name) => {
+            let c = std::ffi::CString::new(name.as_str())
+                .map_err(|_| format!("--user {name}: the name contains NUL"))?;
+            nix::unistd::getgrouplist(&c, gid).unwrap_or_else(|_| vec![gid])
+        }
+        None => vec![gid],
+    };
+    setgroups(&groups).map_err(|e| format!("--user/--group: cannot set groups: {e}"))?;
+    setgid(gid).map_err(|e| format!("--group {}: cannot switch: {e}", owner.gid))?;
+    setuid(uid).map_err(|e| format!("--user {}: cannot switch: {e}", owner.uid))?;
+    Ok(())
+}
