@@ -156,7 +156,7 @@ def test_a_config_file_that_raises_gives_its_traceback_and_exit_1(rwsgi_bin, tmp
     srv = launch(rwsgi_bin, APP, ["-c", conf], tmp_path / "rwsgi", wait=False)
     assert srv.proc.wait(timeout=20) == 1
     err = srv.stderr_text()
-    assert f"config file {conf} failed" in err
+    assert f"Failed to read config file: {conf}" in err
     assert "ModuleNotFoundError: No module named 'no_such_module_here'" in err
     assert "Listening at" not in err
 
@@ -187,7 +187,8 @@ def test_a_timed_out_worker_logs_the_stuck_requests_python_stack(start_server, t
     without a config file; with one, worker_abort runs too)."""
     log = tmp_path / "hooks.jsonl"
     conf = ["-c", ALL_HOOKS] if hooks else []
-    srv = start_server(APP, *conf, "--timeout", "1", "--threads", threads,
+    # The file says `workers = 2`; the command line wins, as in gunicorn.
+    srv = start_server(APP, *conf, "-w", "1", "--timeout", "1", "--threads", threads,
                        env={"HOOKS_LOG": str(log)})
     [worker] = wait_workers(srv, 1)
     import socket

@@ -346,6 +346,33 @@ fn exchange() -> impl Strategy<Value = (Vec<Req>, bool)> {
 
 static CASES: AtomicU64 = AtomicU64::new(0);
 static TIMEOUTS: AtomicU64 = AtomicU64::new(0);
+static EARLY: AtomicU64 = AtomicU64::new(0);
+
+/// The status code of the last response in `bytes`, if any.
+fn last_status(bytes: &str) -> Option<u16> {
+    let at = bytes.rfind("HTTP/1.")?;
+    bytes.get(at + 9..at + 12)?.parse().ok()
+}
+
+/// The one documented difference (docs/hostile-http.md): the own path refuses a
+/// request line or field line as soon as it passes its limit (414/431), where hyper
+/// reads on and may first meet something else wrong with the same head (a byte it
+/// cannot parse: its own bodyless 400) or refuse it with its own bodyless 431/414,
+/// and answers an HTTP/1.0 request line in HTTP/1.0, whose version the own path never
+/// read.
+/// Both refuse the request and close; everything before the refused request must be
+/// the same bytes.
+fn early_refusal(mine: &Seen, theirs: &Seen) -> bool {
+    let (Some(m), Some(t)) = (last_status(&mine.bytes), last_status(&theirs.bytes)) else {
+        return false;
+    };
+    let before = |s: &Seen| s.bytes[..s.bytes.rfind("HTTP/1.").unwrap_or(0)].to_owned();
+    mine.end == "closed"
+        && theirs.end == "closed"
+        && matches!(m, 414 | 431)
+        && (400..500).contains(&t)
+        && before(mine) == before(theirs)
+}
 
 #[test]
 fn own_path_answers_as_hyper_does() {
@@ -380,7 +407,9 @@ fn own_path_answers_as_hyper_does() {
         if theirs.end == "timeout" {
             TIMEOUTS.fetch_add(1, Ordering::Relaxed);
         }
-        if mine != theirs {
+        if mine != theirs && early_refusal(&mine, &theirs) {
+            EARLY.fetch_add(1, Ordering::Relaxed);
+        } else if mine != theirs {
             return Err(TestCaseError::fail(format!(
                 "sent {:?}\nown path: {mine:?}\nhyper:    {theirs:?}",
                 String::from_utf8_lossy(&data)
@@ -389,10 +418,12 @@ fn own_path_answers_as_hyper_does() {
         Ok(())
     });
     eprintln!(
-        "fuzz own path vs hyper: {} cases run in {:.1}s ({} waited for more input on both)",
+        "fuzz own path vs hyper: {} cases run in {:.1}s ({} waited for more input on both, \
+         {} refused early by the own path and later by hyper)",
         CASES.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64(),
-        TIMEOUTS.load(Ordering::Relaxed)
+        TIMEOUTS.load(Ordering::Relaxed),
+        EARLY.load(Ordering::Relaxed)
     );
     if let Err(e) = result {
         panic!("{e}");
