@@ -13,13 +13,16 @@ the assertions are about lost requests, not timing."""
 import signal
 import time
 
+import pytest
+
 from loadclient import Load, alive, wait_workers
 
 APP = "apps.process_app:application"
 
 
-def test_retiring_workers_answer_connections_whose_request_comes_late(start_server):
-    srv = start_server(APP, "-w", "4", "--header-timeout", "30")
+@pytest.mark.parametrize("path", [[], ["--hyper-only"]], ids=["own", "hyper"])
+def test_retiring_workers_answer_connections_whose_request_comes_late(start_server, path):
+    srv = start_server(APP, "-w", "4", "--header-timeout", "30", *path)
     first = wait_workers(srv, 4, timeout=20)
     for p in first:
         srv.wait_for_log(f"pid={p}", timeout=20)
