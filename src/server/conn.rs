@@ -313,6 +313,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
 /// a conversation sends its next request within this window, gets it answered with
 /// `Connection: close` (`service.rs`) and reconnects to another worker; a
 /// connection quiet for this long is as idle as one the keep-alive timer closes.
+/// A connection that has not yet sent a byte is never quiet: it awaits its first
+/// request, within --header-timeout.
 const DRAIN_QUIET: Duration = Duration::from_millis(250);
 /// How often a draining connection looks for the above.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
@@ -481,6 +483,11 @@ where
                         draining = Some(t);
                         idle_timer.as_mut().reset(t + DRAIN_POLL);
                     }
+                    // Accepted, but not one byte of its first request yet: the client
+                    // connected to send one (under load it may come late), so this is
+                    // no idle keep-alive connection. Its request is answered with
+                    // `Connection: close`; --header-timeout bounds the wait.
+                    Some(_) if now == 0 => idle_timer.as_mut().reset(t + DRAIN_POLL),
                     Some(quiet_since) if t.duration_since(quiet_since) < DRAIN_QUIET => {
                         idle_timer.as_mut().reset(t + DRAIN_POLL);
                     }
