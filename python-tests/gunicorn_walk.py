@@ -214,6 +214,9 @@ class Walk:
         return [flag, str(value)]
 
     def conf_file(self, setting, port: int = 0) -> Path:
+        """A gunicorn.conf.py holding the setting. The check and the serve of one
+        setting run at the same time, so each writes its own file (one file for both
+        would let one run read the other's half-written file)."""
         value = value_for(setting, self.samples)
         if value == "hook":
             text = f"def {setting.name}(*args, **kwargs):\n    pass\n"
@@ -221,7 +224,8 @@ class Walk:
             if isinstance(value, str):
                 value = value.format(port=port)
             text = f"{setting.name} = {value!r}\n"
-        path = self.dir / f"{setting.name}.gunicorn.conf.py"
+        kind = f"serve-{port}" if port else "check"
+        path = self.dir / f"{setting.name}.{kind}.gunicorn.conf.py"
         path.write_text(text)
         return path
 
