@@ -14,6 +14,10 @@
 # wire are the same with the tracker on and off. The kernel's share (TCP) is not
 # counted: callgrind sees user space only.
 #
+# CALLGRIND_PORT (default 9310) moves the server to another port, so two runs (two builds
+# compared side by side) can share the machine; CALLGRIND_SPLIT_REQUESTS (default
+# 200,000) sizes the CPU-time run without valgrind.
+#
 # Writes bench/results/callgrind-APP.md (or --out DIR). Needs the bench venv and the
 # release binaries: bench/run.sh sets both up (it calls this script for `callgrind`).
 set -euo pipefail
@@ -28,7 +32,7 @@ REQUESTS=20000
 WARMUP=3000
 OUT="$ROOT/bench/results"
 SERVERS="rwsgi,rwsgi-tracker,bjoern"
-PORT=9310
+PORT="${CALLGRIND_PORT:-9310}"
 
 while (($#)); do
   case "$1" in
@@ -132,7 +136,7 @@ measure() {
 # and this says how much of a request's CPU time those counts cover. Sets SPLIT to
 # "user_us system_us user_share" from /proc/PID/stat's utime and stime (clock ticks)
 # of the busiest process of the server over SPLIT_REQUESTS.
-SPLIT_REQUESTS=200000
+SPLIT_REQUESTS="${CALLGRIND_SPLIT_REQUESTS:-200000}"
 SPLIT=""
 cpu_split() {
   server_cmd "$1"
