@@ -28,7 +28,8 @@ REQUESTS=20000
 WARMUP=3000
 OUT="$ROOT/bench/results"
 SERVERS="rwsgi,rwsgi-tracker,bjoern"
-PORT=9310
+# CALLGRIND_PORT: another port when 9310 is taken (several benches on one machine).
+PORT="${CALLGRIND_PORT:-9310}"
 
 while (($#)); do
   case "$1" in

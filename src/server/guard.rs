@@ -46,17 +46,22 @@ impl Cut {
     pub fn take_next(&self) -> Option<Refusal> {
         let n = self.served.fetch_add(1, Ordering::Relaxed) + 1;
         let mark = self.mark.load(Ordering::Relaxed);
-        (mark != 0 && mark / 2 == n).then_some(if mark % 2 == 1 {
-            Refusal::RequestLineTooLarge
-        } else {
-            Refusal::FieldTooLarge
-        })
+        marked(mark).filter(|_| mark / 2 == n)
     }
 
     fn mark(&self, head: usize, refusal: Refusal) {
         let line = usize::from(refusal == Refusal::RequestLineTooLarge);
         self.mark.store(head * 2 + line, Ordering::Relaxed);
     }
+}
+
+/// The refusal a mark of [`Cut`] stands for.
+fn marked(mark: usize) -> Option<Refusal> {
+    (mark != 0).then_some(if mark % 2 == 1 {
+        Refusal::RequestLineTooLarge
+    } else {
+        Refusal::FieldTooLarge
+    })
 }
 
 /// What the client may still send once its head was cut, read and dropped while the
@@ -304,11 +309,18 @@ impl<S> HeadGuard<S> {
                     }
                     Scanned::Cut(n, refusal) => {
                         self.cut.mark(self.heads, refusal);
-                        self.state = State::Ending(if refusal == Refusal::RequestLineTooLarge {
-                            b" HTTP/1.1\r\n\r\n"
-                        } else {
-                            b"\r\n\r\n"
-                        });
+                        // A request line cut before its version gets one, so that hyper
+                        // parses the head and hands it to the service.
+                        let kept = &new[..at + n];
+                        let versioned =
+                            kept.ends_with(b" HTTP/1.1") || kept.ends_with(b" HTTP/1.0");
+                        self.state = State::Ending(
+                            if refusal == Refusal::RequestLineTooLarge && !versioned {
+                                b" HTTP/1.1\r\n\r\n"
+                            } else {
+                                b"\r\n\r\n"
+                            },
+                        );
                         return at + n;
                     }
                 },
@@ -404,14 +416,7 @@ mod tests {
             }
         }
         let mark = cut.mark.load(Ordering::Relaxed);
-        let refusal = (mark != 0).then(|| {
-            if mark % 2 == 1 {
-                Refusal::RequestLineTooLarge
-            } else {
-                Refusal::FieldTooLarge
-            }
-        });
-        (out, refusal, mark / 2)
+        (out, marked(mark), mark / 2)
     }
 
     #[tokio::test]
@@ -444,6 +449,14 @@ mod tests {
         assert_eq!(cut, Some(Refusal::RequestLineTooLarge));
         assert_eq!(n, 2, "the second head was cut");
         assert!(out.ends_with(b"a HTTP/1.1\r\n\r\n"));
+    }
+
+    #[tokio::test]
+    async fn a_whole_long_request_line_keeps_its_version() {
+        let line = [&b"GET /"[..], &[b'a'; 40], b" HTTP/1.1\r\nHost: h\r\n\r\n"].concat();
+        let (out, cut, _) = through(&[&line]).await;
+        assert_eq!(cut, Some(Refusal::RequestLineTooLarge));
+        assert!(out.ends_with(b"aa HTTP/1.1\r\n\r\n"), "{out:?}");
     }
 
     #[tokio::test]
