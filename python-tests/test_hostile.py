@@ -14,7 +14,7 @@ import zlib
 
 import pytest
 
-from conftest import (exchange, proc_status_kb, report_lines, request_bytes, settled_metrics,
+from conftest import (ConnectionClosed, exchange, proc_status_kb, report_lines, request_bytes, settled_metrics,
                       start_tracked)
 
 APP = "apps.wsgi_rules:application"
@@ -189,30 +189,49 @@ def test_a_request_line_is_refused_as_soon_as_it_passes_its_limit(heads_server):
         assert c.read_response().status == 414
 
 
-def test_unterminated_heads_cost_a_worker_little_memory(start_server):
+# A body larger than the own path keeps (64 KiB): its connection goes to hyper.
+HANDED_OVER = request_bytes("POST", "/echo", body=b"b" * 70000)
+
+
+@pytest.mark.parametrize("path", ["own", "hyper-only", "handed-over"])
+def test_unterminated_heads_cost_a_worker_little_memory(start_server, path):
     # 50 connections each sending one endless header line: each is cut at the
-    # field-size limit (8 KiB), not kept up to the whole head's (about 827 KB).
-    srv = start_server(APP, "--threads", "2")
+    # field-size limit (8 KiB), not kept up to the whole head's (about 827 KB), on
+    # the own path, on hyper's (--hyper-only), and on a connection the own path
+    # handed to hyper after a first request.
+    srv = start_server(APP, "--threads", "2", *(["--hyper-only"] if path == "hyper-only" else []))
     (worker,) = worker_pids(srv)
     exchange(srv, "GET", "/hello")
+    exchange(srv, "POST", "/echo", body=b"b" * 70000)
     rss0 = proc_status_kb(worker, "VmRSS")
-    socks = []
+    conns = []
     junk = b"a" * (64 << 10)
     for _ in range(50):
-        s = socket.create_connection((srv.host, srv.port), timeout=0.5)
-        s.sendall(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Endless: ")
-        socks.append(s)
+        c = srv.raw(timeout=0.5)
+        if path == "handed-over":
+            c.send(HANDED_OVER)
+            assert c.read_response("POST").status == 200
+        c.send(b"GET /hello HTTP/1.1\r\nHost: x\r\nX-Endless: ")
+        conns.append(c)
     for _ in range(13):  # up to ~830 KB each, while the server still reads
-        for s in socks:
+        for c in conns:
             try:
-                s.send(junk)
+                c.sock.send(junk)
             except OSError:
                 pass
     time.sleep(0.5)
     grown = proc_status_kb(worker, "VmRSS") - rss0
-    for s in socks:
-        s.close()
-    assert grown < 8 * 1024, f"50 unterminated heads grew the worker by {grown} KiB"
+    # Each connection was answered 431 (not reset, not left waiting for the head).
+    statuses = set()
+    for c in conns:
+        c.settimeout(5)
+        try:
+            statuses.add(c.read_response().status)
+        except (ConnectionClosed, OSError) as e:
+            statuses.add(type(e).__name__)
+        c.close()
+    assert grown < 6 * 1024, f"50 unterminated heads grew the worker by {grown} KiB ({path})"
+    assert statuses == {431}, statuses
 
 
 def test_malformed_requests_leave_one_rate_limited_warning_each(start_server):

@@ -354,10 +354,11 @@ fn last_status(bytes: &str) -> Option<u16> {
     bytes.get(at + 9..at + 12)?.parse().ok()
 }
 
-/// The one documented difference (docs/hostile-http.md): the own path refuses a
-/// request line or field line as soon as it passes its limit (414/431), where hyper
-/// reads on and may first meet something else wrong with the same head (a byte it
-/// cannot parse: its own bodyless 400) or refuse it with its own bodyless 431/414,
+/// The one documented difference (docs/hostile-http.md): both paths refuse a request
+/// line or field line as soon as it passes its limit (414/431), but where the own
+/// path answers at once, hyper parses what came before the cut and may first meet
+/// something else wrong with the same head (a byte it cannot parse: its own bodyless
+/// 400) or refuse it with its own bodyless 431/414,
 /// and answers an HTTP/1.0 request line in HTTP/1.0, whose version the own path never
 /// read.
 /// Both refuse the request and close; everything before the refused request must be
@@ -419,7 +420,7 @@ fn own_path_answers_as_hyper_does() {
     });
     eprintln!(
         "fuzz own path vs hyper: {} cases run in {:.1}s ({} waited for more input on both, \
-         {} refused early by the own path and later by hyper)",
+         {} refused by the own path at once, by hyper with another 4xx)",
         CASES.load(Ordering::Relaxed),
         started.elapsed().as_secs_f64(),
         TIMEOUTS.load(Ordering::Relaxed),

@@ -18,6 +18,7 @@ use tokio::sync::{watch, Semaphore};
 
 use super::arrival::StampedTcp;
 use super::balance;
+use super::guard::HeadGuard;
 use super::listener::Listener;
 use super::own::{self, Ended, OwnConfig, OwnCtl};
 use super::rewind::Rewind;
@@ -383,11 +384,12 @@ where
         dispatch: ctx.dispatch.clone(),
     };
     let ctl = OwnCtl::default();
-    let hyper_conn = |io, prefix, svc| {
+    let hyper_conn = |io, prefix, svc: RequestService| {
+        let guarded = HeadGuard::new(Rewind::new(prefix, io), ctx.http.limits, svc.cut());
         Box::pin(
             ctx.http
                 .builder
-                .serve_connection(TokioIo::new(Rewind::new(prefix, io)), svc),
+                .serve_connection(TokioIo::new(guarded), svc),
         )
     };
     let mut conn = match &ctx.http.own {

@@ -54,6 +54,7 @@ macro_rules! forward_async_write {
 pub mod arrival;
 pub mod balance;
 pub mod conn;
+pub mod guard;
 pub mod head;
 pub mod listener;
 pub mod own;

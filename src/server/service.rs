@@ -16,6 +16,7 @@ use hyper::body::{Body, Incoming};
 use tokio::sync::watch;
 
 use super::arrival::Arrival;
+use super::guard::Cut;
 use super::{rules, Stop};
 use crate::config::Limits;
 use crate::contract::{self, Peer, Reply, RequestBody, ResponseBody};
@@ -33,6 +34,8 @@ pub struct RequestService {
     peer: Peer,
     /// Requests of this connection not yet answered; the idle watcher reads it.
     in_flight: Arc<AtomicUsize>,
+    /// The head hyper's read guard cut short, if any (`guard.rs`).
+    cut: Arc<Cut>,
 }
 
 impl RequestService {
@@ -50,6 +53,7 @@ impl RequestService {
             stop,
             peer,
             in_flight: Arc::new(AtomicUsize::new(0)),
+            cut: Arc::default(),
         }
     }
 
@@ -59,6 +63,11 @@ impl RequestService {
 
     pub fn in_flight(&self) -> Arc<AtomicUsize> {
         self.in_flight.clone()
+    }
+
+    /// Shared with the guard under hyper (`guard.rs`).
+    pub fn cut(&self) -> Arc<Cut> {
+        self.cut.clone()
     }
 
     /// The request for dispatch, with its arrival.
@@ -125,14 +134,18 @@ impl hyper::service::Service<Request<Incoming>> for RequestService {
             .headers()
             .iter()
             .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
-        let checked = rules::check(
-            req.method().as_str(),
-            rules::target_len(req.uri()),
-            req.version() == Version::HTTP_11,
-            req.headers().len(),
-            fields,
-            &self.limits,
-        );
+        // A head the guard cut short ends in bytes the client never sent.
+        let checked = match self.cut.take_next() {
+            Some(refusal) => Err(refusal),
+            None => rules::check(
+                req.method().as_str(),
+                rules::target_len(req.uri()),
+                req.version() == Version::HTTP_11,
+                req.headers().len(),
+                fields,
+                &self.limits,
+            ),
+        };
         if let Err(refusal) = checked {
             rules::warn(&self.peer, &refusal.reason());
             return Box::pin(async move {
