@@ -173,7 +173,8 @@ pub enum HeaderMap {
     Drop,
     /// A request with such a header gets 400.
     Refuse,
-    /// Mapped like any other, colliding names joined (gunicorn before 22).
+    /// Mapped like any other, the values of colliding names joined with `, `
+    /// (gunicorn before 22).
     Dangerous,
 }
 
@@ -409,13 +410,6 @@ impl Config {
             header_map,
         };
         let mut notes = Vec::new();
-        if header_map != HeaderMap::Drop {
-            notes.push(format!(
-                "--header-map {}: not implemented yet in this build; header names with _ \
-                 are dropped (gunicorn's default, --header-map drop)",
-                s.header_map
-            ));
-        }
         if let Some(class) = &cli.python.worker_class {
             notes.extend(gunicorn::worker_class(class)?);
         }

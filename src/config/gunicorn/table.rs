@@ -181,7 +181,7 @@ pub const SETTINGS: &[Setting] = &[
     s("permit_unconventional_http_version", &["--permit-unconventional-http-version"], Flag, Ignored(STRICT)),
     s("casefold_http_method", &["--casefold-http-method"], Flag, Ignored(STRICT)),
     s("forwarder_headers", &["--forwarder-headers"], Value, Ignored("rwsgi takes SCRIPT_NAME from its environment, never from request headers")),
-    s("header_map", &["--header-map"], Value, Same("header-map", "drop, the default, is implemented; refuse and dangerous are accepted with a log line that this build drops such headers")),
+    s("header_map", &["--header-map"], Value, Same("header-map", "dangerous joins the values of colliding names with ', ', as rwsgi joins a repeated header (gunicorn: ',')")),
     s("asgi_loop", &["--asgi-loop"], Value, Ignored(ASGI)),
     s("asgi_lifespan", &["--asgi-lifespan"], Value, Ignored(ASGI)),
     s("asgi_disconnect_grace_period", &["--asgi-disconnect-grace-period"], Value, Ignored(ASGI)),
