@@ -226,7 +226,7 @@ pub fn run(
         (Handled::Done(shed), Instant::now())
     } else if let Some(error) = refused {
         // As in gunicorn: a pre_request hook that raises fails the request with a 500.
-        tracing::error!("{error}");
+        tracing::error!(target: crate::logging::EXCEPTION, "{error}");
         shared
             .recorder
             .record_dispatch_at(&stamp, server_wait, dispatched);

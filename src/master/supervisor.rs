@@ -692,6 +692,7 @@ impl Supervisor {
                 let grace = self.config.process.graceful_timeout + Duration::from_secs(1);
                 if abort {
                     tracing::error!(
+                        target: crate::logging::CRITICAL,
                         worker = *id,
                         pid = w.pid.as_raw(),
                         "WORKER TIMEOUT: {why}; aborting it"
@@ -703,6 +704,7 @@ impl Supervisor {
                         State::Draining(now.checked_sub(grace.saturating_sub(wait)).unwrap_or(now));
                 } else {
                     tracing::error!(
+                        target: crate::logging::CRITICAL,
                         worker = *id,
                         pid = w.pid.as_raw(),
                         "WORKER TIMEOUT: {why}; killing it"

@@ -132,7 +132,7 @@ pub const SETTINGS: &[Setting] = &[
     s("syslog_prefix", &["--log-syslog-prefix"], Value, Ignored(NO_SYSLOG)),
     s("syslog_facility", &["--log-syslog-facility"], Value, Ignored(NO_SYSLOG)),
     s("enable_stdio_inheritance", &["-R", "--enable-stdio-inheritance"], Flag, Implemented("with --daemon, keep stdin, stdout and stderr instead of /dev/null")),
-    s("statsd_host", &["--statsd-host"], Value, Same("statsd-host", "rwsgi's queue-time metrics; gunicorn's own request metric names come with the server hooks")),
+    s("statsd_host", &["--statsd-host"], Value, Same("statsd-host", "rwsgi's queue-time metrics, and gunicorn's own under gunicorn's names (requests, request.duration, request.status.CODE, workers, log.*), per --notify-interval")),
     s("dogstatsd_tags", &["--dogstatsd-tags"], Value, Same("statsd-tag", "")),
     s("statsd_prefix", &["--statsd-prefix"], Value, Same("statsd-prefix", "default rwsgi, not empty: rwsgi's metric names are its own")),
     s("enable_backlog_metric", &["--enable-backlog-metric"], Flag, Ignored("rwsgi reports queue_time and server_wait, which measure what the backlog costs requests")),
