@@ -113,7 +113,7 @@ pub const SETTINGS: &[Setting] = &[
     s("user", &["-u", "--user"], Value, Implemented(PRIV)),
     s("group", &["-g", "--group"], Value, Implemented(PRIV)),
     s("umask", &["-m", "--umask"], Value, Implemented("the umask of the master and its workers")),
-    s("initgroups", &["--initgroups"], Flag, Ignored("workers that switch user always take that user's supplementary groups, as gunicorn does with --initgroups")),
+    s("initgroups", &["--initgroups"], Flag, Implemented("workers that switch user take its supplementary groups from the group database; without it only the primary group (gunicorn leaves the master's supplementary groups in place there)")),
     s("tmp_upload_dir", &[], FileOnly, Ignored("gunicorn does not use it either; rwsgi never spools request bodies to disk")),
     s("secure_scheme_headers", &[], FileOnly, Ignored("rwsgi sets wsgi.url_scheme from X-Forwarded-Proto (https or http) sent by --forwarded-allow-ips peers; other scheme headers are not read")),
     s("forwarded_allow_ips", &["--forwarded-allow-ips"], Value, Same("forwarded-allow-ips", "")),
