@@ -52,14 +52,16 @@ impl HooksConfig {
         match &mut user {
             Some(o) => o.initgroups = g.initgroups,
             None if g.initgroups => {
-                tracing::info!("--initgroups without --user/--group: workers keep the master's groups")
+                tracing::info!(
+                    "--initgroups without --user/--group: workers keep the master's groups"
+                )
             }
             None => {}
         }
         if !g.reload_extra_files.is_empty() && !g.reload {
             tracing::debug!("--reload-extra-file without --reload: nothing is watched");
         }
-        let python_config = crate::config::pyfile::namespace().map(|_| match config_option {
+        let python_config = crate::config::pyfile::in_use().then(|| match config_option {
             Some(p) => p.display().to_string(),
             None => crate::config::pyfile::DEFAULT_FILE.to_string(),
         });

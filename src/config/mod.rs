@@ -76,6 +76,18 @@ pub struct Layers {
     pub sources: sources::Sources,
 }
 
+/// The configuration read again from `args` and this process's environment, as
+/// `start.rs` reads it at start (the layers, then the platform's defaults for
+/// options nobody set; no Django layer): the master on HUP. A Python config file is
+/// evaluated again ([`pyfile::forget`] drops the old namespace first).
+pub fn reread(args: Vec<std::ffi::OsString>) -> Result<Config, String> {
+    pyfile::forget();
+    let (mut cli, sources) =
+        sources::parse_layered(args, &std::env::vars_os().collect()).map_err(|e| e.to_string())?;
+    platform::apply(&mut cli, &sources, &platform::process_env());
+    Config::from_layers(&Layers { cli, sources }, &Default::default()).map_err(|e| e.0)
+}
+
 /// Queue-time measurement and load shedding.
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {

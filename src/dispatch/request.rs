@@ -38,8 +38,7 @@ impl Policy {
             forwarded_allow: config.server.forwarded_allow.clone(),
             remote_addr_from_forwarded: config.server.remote_addr_from_forwarded,
             set_request_start: config.lifecycle.set_request_start,
-            refuse_ambiguous_headers: config.server.header_map
-                == crate::config::HeaderMap::Refuse,
+            refuse_ambiguous_headers: config.server.header_map == crate::config::HeaderMap::Refuse,
         }
     }
 
