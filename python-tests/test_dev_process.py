@@ -174,3 +174,61 @@ def test_name_sets_master_and_worker_process_titles(start_server, tmp_path):
         assert time.monotonic() < deadline, title(new)
         time.sleep(0.1)
     assert exchange(srv, "GET", "/").status == 200
+
+
+@pytest.fixture
+def user_with_a_supplementary_group():
+    """A real account, rwsgi-ig (primary group rwsgi-ig), that is also a member of the
+    group rwsgi-ig-extra, made for the test and removed after it."""
+    import grp
+    import subprocess
+    user, extra = "rwsgi-ig", "rwsgi-ig-extra"
+    made = []
+    try:
+        try:
+            grp.getgrnam(extra)
+        except KeyError:
+            subprocess.run(["groupadd", extra], check=True)
+            made.append(("groupdel", extra))
+        try:
+            pwd.getpwnam(user)
+        except KeyError:
+            subprocess.run(["useradd", "--no-create-home", "--user-group", "--shell",
+                            "/usr/sbin/nologin", "--groups", extra, user], check=True)
+            made.insert(0, ("userdel", user))
+        else:
+            subprocess.run(["usermod", "--append", "--groups", extra, user], check=True)
+        yield pwd.getpwnam(user), grp.getgrnam(extra).gr_gid
+    finally:
+        for cmd, name in made:
+            subprocess.run([cmd, name], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+@pytest.mark.parametrize("initgroups", [False, True], ids=["primary-group-only", "initgroups"])
+def test_initgroups_gives_workers_the_users_supplementary_groups(
+        rwsgi_bin, tmp_path, user_with_a_supplementary_group, initgroups):
+    # gunicorn's --initgroups: a worker that switches user takes that user's groups
+    # from the group database; without it, only the primary group.
+    from conftest import launch
+    import tempfile
+    account, extra_gid = user_with_a_supplementary_group
+    app_dir = Path(tempfile.mkdtemp(prefix="rwsgi-ig-"))
+    os.chmod(app_dir, 0o755)
+    write_app(app_dir, "v1")
+    binary = readable_python_wrapper(rwsgi_bin, tmp_path)
+    args = ["--user", account.pw_name] + (["--initgroups"] if initgroups else [])
+    srv = launch(binary, "devapp:application", args, tmp_path / "rwsgi", chdir=app_dir)
+    try:
+        _, pid, uid, gid = get(srv)
+        assert (int(uid), int(gid)) == (account.pw_uid, account.pw_gid)
+        status = open(f"/proc/{pid}/status").read()
+        line = next(l for l in status.splitlines() if l.startswith("Groups:"))
+        groups = {int(g) for g in line.split()[1:]}
+        want = {account.pw_gid, extra_gid} if initgroups else {account.pw_gid}
+        assert groups == want, line
+        assert "initgroups" not in srv.logs(), "no 'has no effect' note for an implemented setting"
+    finally:
+        srv.stop()
+        import shutil
+        shutil.rmtree(app_dir, ignore_errors=True)

@@ -1,6 +1,7 @@
 """PEP 3333 environ: required CGI keys and their types, SERVER_PROTOCOL as sent,
 PATH_INFO percent-decoded then latin-1, raw QUERY_STRING, REMOTE_ADDR/PORT,
-HTTP_* keys (latin-1, repeated headers joined, `_` names dropped), CONTENT_*,
+HTTP_* keys (latin-1, repeated headers joined, `_` names dropped, refused or mapped
+as --header-map says), CONTENT_*,
 the wsgi.* keys (version, url_scheme, input, errors into the server log, run_once,
 file_wrapper, multithread/multiprocess truth) and rwsgi's queue-time keys."""
 
@@ -148,6 +149,30 @@ def test_header_names_with_underscore_dropped(rules_server):
     assert "HTTP_X_FOO" not in env
     env = env_of(rules_server, headers=[("X-Foo", "good"), ("X_Foo", "evil")])["environ"]
     assert env["HTTP_X_FOO"] == "good"
+
+
+@pytest.mark.parametrize("http_path", ["own", "hyper-only"])
+def test_header_map_refuse_and_dangerous_keep_gunicorns_meaning(start_server, http_path):
+    # gunicorn's --header-map: `refuse` answers a request with a `_` name 400 (and
+    # logs it as a malformed request), `dangerous` maps it and joins colliding values.
+    extra = ["--hyper-only"] if http_path == "hyper-only" else []
+    refuse = start_server("apps.wsgi_rules:application", "--header-map", "refuse", *extra)
+    with refuse.raw() as c:
+        c.send(request_bytes("GET", "/environ", [("X-Foo", "good"), ("X_Foo", "evil")]))
+        r = c.read_response()
+        assert r.status == 400 and b"--header-map refuse" in r.body, r.body
+        assert c.is_closed()
+    text = refuse.wait_for_log("malformed request refused")
+    line = next(l for l in text.splitlines() if "malformed request refused" in l)
+    assert "WARN" in line and "x_foo" in line and "127.0.0.1:" in line, line
+    assert env_of(refuse, headers=[("X-Foo", "good")])["environ"]["HTTP_X_FOO"] == "good"
+
+    dangerous = start_server("apps.wsgi_rules:application", "--header-map", "dangerous", *extra)
+    env = env_of(dangerous, headers=[("X-Foo", "good"), ("X_Foo", "evil")])["environ"]
+    assert env["HTTP_X_FOO"] == "good, evil"
+    env = env_of(dangerous, headers=[("X_Only", "v"), ("X-Other", "w")])["environ"]
+    assert (env["HTTP_X_ONLY"], env["HTTP_X_OTHER"]) == ("v", "w")
+    assert "malformed request refused" not in dangerous.logs()
 
 
 def test_header_names_upper_cased_with_underscores(rules_server):

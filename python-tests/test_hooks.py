@@ -262,3 +262,102 @@ def test_a_raising_pre_request_fails_that_request_with_500(start_server, tmp_pat
     wait_record(log, lambda r: r["hook"] == "post_request" and r["path"] == "/refuse"
                 and r["status_code"] == 500)
     assert exchange(srv, "GET", "/pid").status == 200
+
+
+RELOAD_APP = '''
+import os
+
+def application(environ, start_response):
+    body = f"{os.getpid()} {os.environ.get('GREETING', '-')} {environ['wsgi.multithread']}".encode()
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+    return [body]
+'''
+
+RELOAD_CONF = '''
+import json
+
+bind = ["127.0.0.1:{port}"]
+workers = {workers}
+threads = {threads}
+raw_env = ["GREETING={greeting}"]
+
+
+def _log(**kw):
+    with open({log!r}, "a") as f:
+        f.write(json.dumps(kw) + "\\n")
+
+
+def on_reload(server):
+    _log(hook="on_reload", version={greeting!r}, cfg_workers=server.cfg.workers)
+
+
+def nworkers_changed(server, new, old):
+    _log(hook="nworkers_changed", version={greeting!r}, new=new, old=old)
+'''
+
+
+def test_hup_reads_the_config_file_again_and_the_new_workers_serve(rwsgi_bin, tmp_path):
+    """gunicorn's HUP: the master reads its configuration again (here
+    ./gunicorn.conf.py) and replaces the workers gracefully. The new worker count,
+    threads and raw_env serve; the hooks are the file's new ones; a changed bind is
+    refused with one line (the sockets stay); a file that no longer reads changes
+    nothing."""
+    import socket
+
+    import requests
+
+    from conftest import READY_TIMEOUT, free_port, wait_ready
+
+    port, other = free_port(), free_port()
+    log = tmp_path / "hooks.jsonl"
+    conf = tmp_path / "gunicorn.conf.py"
+    (tmp_path / "reloadapp.py").write_text(RELOAD_APP)
+
+    def write(workers, threads, greeting, bind_port):
+        conf.write_text(RELOAD_CONF.format(port=bind_port, workers=workers, threads=threads,
+                                           greeting=greeting, log=str(log)))
+
+    def serving(n, greeting, multithread):
+        """The pids that answered, once n distinct ones did; every answer as expected."""
+        pids, deadline = set(), time.monotonic() + 20
+        while len(pids) < n and time.monotonic() < deadline:
+            pid, got, mt = requests.get(f"http://127.0.0.1:{port}/", timeout=10,
+                                        headers={"Connection": "close"}).text.split()
+            assert (got, mt) == (greeting, str(multithread)), (got, mt)
+            pids.add(int(pid))
+        return pids
+
+    write(2, 1, "v1", port)
+    srv = launch(rwsgi_bin, "reloadapp:application", [], tmp_path / "rwsgi", bind=None,
+                 chdir=tmp_path, cwd=tmp_path, wait=False)
+    try:
+        srv.port = port
+        wait_ready(srv, READY_TIMEOUT)
+        before = wait_workers(srv, 2, timeout=15)
+        assert serving(2, "v1", False) == set(before)
+
+        write(3, 2, "v2", other)
+        srv.signal(signal.SIGHUP)
+        after = wait_workers(srv, 3, timeout=30, gone=before)
+        assert serving(3, "v2", True) == set(after)
+        text = srv.wait_for_log("HUP: --bind is now")
+        line = next(l for l in text.splitlines() if "HUP: --bind is now" in l)
+        assert f"127.0.0.1:{other}" in line and f"keeps listening on http://127.0.0.1:{port}" in line
+        with pytest.raises(OSError):
+            socket.create_connection(("127.0.0.1", other), timeout=2).close()
+        # The hooks that ran on HUP are the file's new ones, with the new settings.
+        changed = wait_record(log, lambda r: r["hook"] == "nworkers_changed" and r["new"] == 3)
+        assert changed[0] == {"hook": "nworkers_changed", "version": "v2", "new": 3, "old": 2}
+        reload = wait_record(log, lambda r: r["hook"] == "on_reload")
+        assert reload[0] == {"hook": "on_reload", "version": "v2", "cfg_workers": 3}
+
+        # A file that no longer reads: one ERROR line, the workers stay and serve.
+        conf.write_text("workers = (\n")
+        srv.signal(signal.SIGHUP)
+        srv.wait_for_log("HUP: the configuration did not read", timeout=10)
+        time.sleep(1.0)
+        assert set(wait_workers(srv, 3, timeout=5)) == set(after)
+        assert serving(3, "v2", True) == set(after)
+        assert srv.alive()
+    finally:
+        srv.stop()

@@ -174,3 +174,53 @@ def test_gunicorns_own_metrics_arrive_under_gunicorns_names(start_server, udp, p
     # rwsgi's own metrics are still there, under its prefix.
     own = prefix or "rwsgi"
     assert any(l["name"] == f"{own}.app_time" for l in lines)
+
+
+HOOK_LOG_CONF = '''
+def pre_request(worker, req):
+    if req.path == "/hook-log":
+        worker.log.error("hook error line")
+        worker.log.critical("hook critical line")
+'''
+
+
+def test_gunicorns_log_counters_count_the_servers_own_lines(start_server, udp, tmp_path):
+    """gunicorn.log.warning/error/critical/exception: gunicorn's statsd logger counts its
+    own log lines by level; rwsgi counts its WARN/ERROR lines from the master and every
+    worker the same way. A malformed request is a warning, an app that raises an
+    exception, a worker killed for --timeout critical (gunicorn's WORKER TIMEOUT), a
+    hook's worker.log.error/critical the same levels; the app's wsgi.errors writes are
+    not counted (gunicorn writes them to the stream, not through its logger)."""
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(HOOK_LOG_CONF)
+    port = udp.getsockname()[1]
+    srv = start_server("apps.wsgi_rules:application", "-c", str(conf), "--notify", "statsd",
+                       "--statsd-host", f"127.0.0.1:{port}", "--notify-interval", "1",
+                       "-w", "2", "--timeout", "2")
+    for i in range(3):
+        assert requests.get(f"{srv.url}/raise?marker=m{i}", timeout=TIMEOUT).status_code == 500
+    assert requests.get(f"{srv.url}/errors?marker=not-counted", timeout=TIMEOUT).status_code == 200
+    assert requests.get(f"{srv.url}/hook-log", timeout=TIMEOUT).status_code == 404
+    for _ in range(2):
+        with srv.raw() as c:
+            c.send(b"GET / HTTP/1.1\r\n\r\n")  # no Host: refused, one WARN line
+            assert c.read_response().status == 400
+    with pytest.raises(requests.RequestException):
+        requests.get(f"{srv.url}/sleep?s=8", timeout=TIMEOUT)  # aborted after 2 s
+    srv.wait_for_log("WORKER TIMEOUT", timeout=10)
+
+    want = {"critical": 2, "error": 1, "exception": 3}
+
+    def settled(lines):
+        return all(counter(lines, f"gunicorn.log.{k}") >= n for k, n in want.items())
+
+    datagrams = receive(udp, settled, timeout=20)
+    datagrams += receive(udp, lambda lines: False, timeout=2.5)  # nothing counted twice
+    lines = parse(datagrams)
+    for level, n in want.items():
+        assert counter(lines, f"gunicorn.log.{level}") == n, (level, lines)
+    log = srv.stderr_text()
+    warn_lines = [l for l in log.splitlines() if " WARN " in l]
+    assert len(warn_lines) >= 2 and counter(lines, "gunicorn.log.warning") == len(warn_lines), warn_lines
+    assert all(l["type"] == "c" for l in lines if l["name"].startswith("gunicorn.log."))
+    assert "wsgi-errors-write not-counted" in log

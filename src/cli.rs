@@ -140,8 +140,9 @@ pub struct ServerArgs {
     #[arg(long)]
     pub reuse_port: bool,
 
-    /// Header names with `_`: drop (left out of the environ, gunicorn's default);
-    /// refuse and dangerous are accepted and not implemented yet (logged).
+    /// Header names with `_` (`X_Foo` would map to the same environ key as `X-Foo`):
+    /// drop (left out of the environ, gunicorn's default), refuse (the request gets
+    /// 400), dangerous (mapped, colliding values joined).
     #[arg(long, default_value = "drop", value_name = "drop|refuse|dangerous")]
     pub header_map: String,
 }

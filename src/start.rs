@@ -42,9 +42,7 @@ pub fn run() -> Result<(), Fatal> {
         return Ok(());
     }
     // Heroku, Render, Fly, Cloud Run, ECS, Railway: defaults for what nobody set.
-    let env: std::collections::HashMap<String, String> = std::env::vars_os()
-        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
-        .collect();
+    let env = crate::config::platform::process_env();
     let platform = crate::config::platform::apply(&mut cli, &sources, &env);
     let layers = Layers { cli, sources };
     // Before the app is imported, the Django layer is empty: see `Config::from_layers`.

@@ -2,11 +2,15 @@
 //! accept (a full disk under the access log, a worker out of file descriptors): the
 //! first occurrence is logged at once, later ones within the interval only counted,
 //! and the next line says how many were left out. Lock-free, so a hot error path
-//! costs two atomic operations.
+//! costs two atomic operations. [`refused_request`]: the WARNING line of a refused
+//! request (a malformed head in `server/`, a header `--header-map refuse` turns away
+//! in `dispatch/`), a few per second at most.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+
+use crate::contract::Peer;
 
 /// How often a repeating error is logged.
 pub const INTERVAL: Duration = Duration::from_secs(10);
@@ -59,6 +63,39 @@ impl Throttle {
             return None;
         }
         Some(self.skipped.swap(0, Ordering::Relaxed))
+    }
+}
+
+/// Refused requests logged per second at most (per worker); the rest are counted
+/// and the count is given on the next line that is logged.
+const WARNINGS_PER_SECOND: u64 = 10;
+static WARN_SECOND: AtomicU64 = AtomicU64::new(0);
+static WARN_IN_SECOND: AtomicU64 = AtomicU64::new(0);
+static WARN_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+
+/// One WARNING line for a malformed or refused request, naming the peer and the
+/// reason; at most [`WARNINGS_PER_SECOND`], so a flood leaves a trace (with how many
+/// lines it skipped) without filling the disk.
+pub fn refused_request(peer: &Peer, reason: &dyn std::fmt::Display) {
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    if WARN_SECOND.swap(second, Ordering::Relaxed) != second {
+        WARN_IN_SECOND.store(0, Ordering::Relaxed);
+    }
+    if WARN_IN_SECOND.fetch_add(1, Ordering::Relaxed) >= WARNINGS_PER_SECOND {
+        WARN_SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    let suppressed = WARN_SUPPRESSED.swap(0, Ordering::Relaxed);
+    let peer = match peer {
+        Peer::Tcp(a) => a.to_string(),
+        Peer::Unix => "unix socket".to_string(),
+    };
+    if suppressed > 0 {
+        tracing::warn!(%peer, %reason, suppressed, "malformed request refused ({suppressed} more not logged)");
+    } else {
+        tracing::warn!(%peer, %reason, "malformed request refused");
     }
 }
 

@@ -207,13 +207,20 @@ fn control_thread(
             let _ = beats.await;
             let last = ToMaster::Snapshot {
                 seq: control::FINAL_SEQ,
-                data: shared.recorder.take().encode(),
+                data: snapshot(&shared),
             };
             let _ = out_tx.send(last).await;
             drop(out_tx);
             let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         }
     });
+}
+
+/// The interval's tracker snapshot with the worker's log-line counts, encoded.
+fn snapshot(shared: &Shared) -> Vec<u8> {
+    let mut snap = shared.recorder.take();
+    snap.log_lines = crate::logging::take_line_counts();
+    snap.encode()
 }
 
 async fn write_loop(mut w: tokio::net::unix::OwnedWriteHalf, mut rx: mpsc::Receiver<ToMaster>) {
@@ -237,7 +244,7 @@ async fn read_loop(
     while let Some(body) = control::read_frame(&mut r).await {
         match control::decode::<ToWorker>(&body) {
             Ok(ToWorker::Collect { seq }) => {
-                let data = shared.recorder.take().encode();
+                let data = snapshot(&shared);
                 let _ = out.send(ToMaster::Snapshot { seq, data }).await;
             }
             Ok(ToWorker::Listen) => {}

@@ -19,6 +19,10 @@ pub struct Owner {
     /// The user's name, for its supplementary groups (`initgroups`); `None` for a
     /// numeric uid with no passwd entry.
     pub name: Option<String>,
+    /// `--initgroups`: the worker also takes the user's supplementary groups from
+    /// the group database (gunicorn's `os.initgroups`); otherwise it keeps only its
+    /// primary group (`gid`).
+    pub initgroups: bool,
 }
 
 /// The hooks side's validated settings.
@@ -44,11 +48,20 @@ impl HooksConfig {
     /// From gunicorn's settings, validated once by [`Gunicorn::from_values`];
     /// `config_option` is the `-c` value, if any.
     pub fn from_gunicorn(g: &Gunicorn, config_option: Option<&Path>) -> Result<Self, ConfigError> {
-        let user = owner(g.user.as_deref(), g.group.as_deref())?;
+        let mut user = owner(g.user.as_deref(), g.group.as_deref())?;
+        match &mut user {
+            Some(o) => o.initgroups = g.initgroups,
+            None if g.initgroups => {
+                tracing::info!(
+                    "--initgroups without --user/--group: workers keep the master's groups"
+                )
+            }
+            None => {}
+        }
         if !g.reload_extra_files.is_empty() && !g.reload {
             tracing::debug!("--reload-extra-file without --reload: nothing is watched");
         }
-        let python_config = crate::config::pyfile::namespace().map(|_| match config_option {
+        let python_config = crate::config::pyfile::in_use().then(|| match config_option {
             Some(p) => p.display().to_string(),
             None => crate::config::pyfile::DEFAULT_FILE.to_string(),
         });
@@ -111,7 +124,12 @@ fn owner(user: Option<&str>, group: Option<&str>) -> Result<Option<Owner>, Confi
         Some((uid, _, name)) => (uid, name),
         None => (Uid::current().as_raw(), None),
     };
-    Ok(Some(Owner { uid, gid, name }))
+    Ok(Some(Owner {
+        uid,
+        gid,
+        name,
+        initgroups: false,
+    }))
 }
 
 #[cfg(test)]

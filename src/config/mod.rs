@@ -76,6 +76,18 @@ pub struct Layers {
     pub sources: sources::Sources,
 }
 
+/// The configuration read again from `args` and this process's environment, as
+/// `start.rs` reads it at start (the layers, then the platform's defaults for
+/// options nobody set; no Django layer): the master on HUP. A Python config file is
+/// evaluated again ([`pyfile::forget`] drops the old namespace first).
+pub fn reread(args: Vec<std::ffi::OsString>) -> Result<Config, String> {
+    pyfile::forget();
+    let (mut cli, sources) =
+        sources::parse_layered(args, &std::env::vars_os().collect()).map_err(|e| e.to_string())?;
+    platform::apply(&mut cli, &sources, &platform::process_env());
+    Config::from_layers(&Layers { cli, sources }, &Default::default()).map_err(|e| e.0)
+}
+
 /// Queue-time measurement and load shedding.
 #[derive(Debug, Clone)]
 pub struct TrackerConfig {
@@ -173,7 +185,8 @@ pub enum HeaderMap {
     Drop,
     /// A request with such a header gets 400.
     Refuse,
-    /// Mapped like any other, colliding names joined (gunicorn before 22).
+    /// Mapped like any other, the values of colliding names joined with `, `
+    /// (gunicorn before 22).
     Dangerous,
 }
 
@@ -409,13 +422,6 @@ impl Config {
             header_map,
         };
         let mut notes = Vec::new();
-        if header_map != HeaderMap::Drop {
-            notes.push(format!(
-                "--header-map {}: not implemented yet in this build; header names with _ \
-                 are dropped (gunicorn's default, --header-map drop)",
-                s.header_map
-            ));
-        }
         if let Some(class) = &cli.python.worker_class {
             notes.extend(gunicorn::worker_class(class)?);
         }

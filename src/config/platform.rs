@@ -89,6 +89,13 @@ fn explicit(sources: &Sources, option: &str) -> Option<String> {
         .map(|_| format!("--{option} {}", sources.describe(option)))
 }
 
+/// This process's environment variables that are valid UTF-8, for [`apply`].
+pub fn process_env() -> HashMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
+}
+
 /// Fills the options nobody set from the detected platform, and returns the start-up
 /// line that says what was detected and what was applied (`None`: no platform).
 pub fn apply(cli: &mut Cli, sources: &Sources, env: &HashMap<String, String>) -> Option<String> {

@@ -10,9 +10,11 @@
 //! that cannot be options (server hooks, `secure_scheme_headers`) are kept apart.
 //!
 //! The evaluated namespace stays available through [`namespace`], for the server hooks.
+//! On HUP the master reads its configuration again: [`forget`] drops the namespace,
+//! and the new evaluation (if a Python file is still in use) replaces it.
 
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::Mutex;
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
@@ -25,12 +27,31 @@ pub const DEFAULT_FILE: &str = "gunicorn.conf.py";
 pub const MODULE_PREFIX: &str = "python:";
 
 /// The namespace of the evaluated config file (its module `__dict__`).
-static NAMESPACE: OnceLock<Py<PyDict>> = OnceLock::new();
+static NAMESPACE: Mutex<Option<Py<PyDict>>> = Mutex::new(None);
+
+fn slot() -> std::sync::MutexGuard<'static, Option<Py<PyDict>>> {
+    NAMESPACE.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 /// The evaluated config file's module namespace, when a Python config file is in use:
 /// where the server hooks (`on_starting`, `post_fork`, …) are taken from.
-pub fn namespace() -> Option<&'static Py<PyDict>> {
-    NAMESPACE.get()
+pub fn namespace(py: Python<'_>) -> Option<Bound<'_, PyDict>> {
+    slot().as_ref().map(|ns| ns.bind(py).clone())
+}
+
+/// Whether a Python config file was evaluated (its namespace is in use).
+pub fn in_use() -> bool {
+    slot().is_some()
+}
+
+/// Drops the namespace before the configuration is read again (HUP), so that a
+/// configuration that no longer names a Python file leaves none behind.
+pub fn forget() {
+    if let Some(old) = slot().take() {
+        // Released with the GIL held (the master's interpreter exists: a file was
+        // evaluated there).
+        Python::attach(|_| drop(old));
+    }
 }
 
 /// Whether `-c VALUE` names a Python config (gunicorn's rule: everything that is not
@@ -90,7 +111,7 @@ pub fn evaluate(
                 None => file_only.push((key, repr(&value))),
             }
         }
-        let _ = NAMESPACE.set(namespace.unbind());
+        *slot() = Some(namespace.unbind());
         Ok(Evaluated { table, file_only })
     })
 }

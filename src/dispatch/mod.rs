@@ -126,6 +126,8 @@ impl Dispatcher {
                 script_name: std::env::var("SCRIPT_NAME").unwrap_or_default(),
                 handle,
                 body_timeout: config.server.body_timeout,
+                map_ambiguous_headers: config.server.header_map
+                    == crate::config::HeaderMap::Dangerous,
             },
         )
         .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -218,6 +220,13 @@ impl Conn {
     pub fn start(&self, request: Request) -> Pending {
         let d = &self.dispatcher;
         let (tx, reply) = oneshot::channel();
+        if let Some(refused) = d.shared.policy.refusal(&self.state.conn, &request) {
+            let _ = tx.send(refused);
+            return Pending {
+                how: How::Sent(true),
+                reply,
+            };
+        }
         let inline = match &d.shared.strategy {
             Strategy::Inline(i) => Some(i),
             Strategy::Threads => None,

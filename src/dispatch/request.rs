@@ -27,6 +27,8 @@ pub struct Policy {
     remote_addr_from_forwarded: bool,
     /// `--set-request-start`.
     set_request_start: bool,
+    /// `--header-map refuse`: a header name with `_` gets the request a 400.
+    refuse_ambiguous_headers: bool,
 }
 
 impl Policy {
@@ -36,7 +38,32 @@ impl Policy {
             forwarded_allow: config.server.forwarded_allow.clone(),
             remote_addr_from_forwarded: config.server.remote_addr_from_forwarded,
             set_request_start: config.lifecycle.set_request_start,
+            refuse_ambiguous_headers: config.server.header_map == crate::config::HeaderMap::Refuse,
         }
+    }
+
+    /// gunicorn's `--header-map refuse`: a request carrying a header whose name maps
+    /// ambiguously into the environ (`X_Foo` would pose as `X-Foo`) is answered 400
+    /// and never reaches the app, with the WARNING line of every refused request. In
+    /// the other modes (drop, dangerous) `wsgi/environ.rs` applies the rule; this is
+    /// one branch per request.
+    pub fn refusal(&self, conn: &Connection, request: &Request) -> Option<Reply> {
+        if !self.refuse_ambiguous_headers {
+            return None;
+        }
+        let name = request
+            .headers
+            .keys()
+            .find(|n| crate::wsgi::environ::ambiguous_header_name(n.as_str()))?;
+        crate::throttle::refused_request(
+            &conn.peer,
+            &format_args!("header name {name} contains '_' (--header-map refuse)"),
+        );
+        Some(plain(
+            400,
+            "Bad Request: a header name contains '_' (--header-map refuse)\n",
+            true,
+        ))
     }
 
     /// `HTTP_X_REQUEST_START` for APM agents, in µs since the epoch: when the request
@@ -198,7 +225,7 @@ pub fn run(
         (Handled::Done(shed), Instant::now())
     } else if let Some(error) = refused {
         // As in gunicorn: a pre_request hook that raises fails the request with a 500.
-        tracing::error!("{error}");
+        tracing::error!(target: crate::logging::EXCEPTION, "{error}");
         shared
             .recorder
             .record_dispatch_at(&stamp, server_wait, dispatched);

@@ -5,9 +5,11 @@
 //! delays supervision, exactly as in gunicorn).
 //!
 //! Each function here is a no-op without a config file, so the supervisor calls
-//! them unconditionally.
+//! them unconditionally. On HUP, [`reload`] takes the hooks from the file evaluated
+//! again; the `server` object and the `worker` objects stay (hooks keep state on
+//! them), as gunicorn's arbiter stays itself across a reload.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
@@ -22,49 +24,96 @@ struct Master {
     workers: Py<PyDict>,
 }
 
-static MASTER: OnceLock<Master> = OnceLock::new();
+/// The master's hooks; replaced whole on HUP ([`reload`]). Only the master's loop
+/// thread uses it.
+static MASTER: Mutex<Option<Arc<Master>>> = Mutex::new(None);
+
+fn current() -> Option<Arc<Master>> {
+    MASTER.lock().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn replace(master: Option<Master>) {
+    let old = std::mem::replace(
+        &mut *MASTER.lock().unwrap_or_else(|p| p.into_inner()),
+        master.map(Arc::new),
+    );
+    if old.is_some() {
+        Python::attach(|_| drop(old));
+    }
+}
 
 /// Starts the master's interpreter and evaluates the config file, if there is one.
 /// `Err` is the message to print (the file's traceback) before exiting with 1.
 pub fn init(config: &Config) -> Result<(), String> {
-    let Some(namespace) = crate::config::pyfile::namespace() else {
+    if !crate::config::pyfile::in_use() {
         return Ok(());
-    };
+    }
     crate::wsgi::interpreter::initialize(&config.python).map_err(|e| e.to_string())?;
-    let master = Python::attach(|py| -> Result<Master, String> {
-        let ns = namespace.bind(py).clone();
-        let server = (|| -> PyResult<Py<PyAny>> {
-            let cfg = objects::cfg(py, config, &ns)?;
-            let server = objects::module(py)?.getattr("Server")?.call1((
-                cfg,
-                std::process::id(),
-                config.process.workers,
-            ))?;
-            Ok(server.unbind())
-        })()
-        .map_err(|e| format!("cannot build the hooks' server object: {e}"))?;
-        Ok(Master {
-            hooks: Hooks::from_namespace(py, &ns, server)?,
-            workers: PyDict::new(py).unbind(),
-        })
-    })?;
+    let master = Python::attach(|py| build(py, config, None))?;
     if let Some(file) = &config.hooks.python_config {
         tracing::info!(%file, "Python config file loaded");
     }
-    let _ = MASTER.set(master);
+    replace(Some(master));
     Ok(())
 }
 
+/// HUP, after the configuration was read again (`config`): the hooks of the file
+/// as it is now, `server.cfg` the new settings. A configuration without a Python
+/// file any more runs no hooks from now on. `Err`: the old hooks stay.
+pub fn reload(config: &Config) -> Result<(), String> {
+    let Some(old) = current() else {
+        return init(config);
+    };
+    if !crate::config::pyfile::in_use() {
+        replace(None);
+        return Ok(());
+    }
+    let master = Python::attach(|py| build(py, config, Some(&old)))?;
+    replace(Some(master));
+    Ok(())
+}
+
+/// The hooks of the evaluated file, with a new `server` object, or `old`'s updated
+/// to `config` (and `old`'s worker objects).
+fn build(py: Python<'_>, config: &Config, old: Option<&Master>) -> Result<Master, String> {
+    let ns = crate::config::pyfile::namespace(py)
+        .ok_or_else(|| "the config file's namespace is gone".to_string())?;
+    let server = (|| -> PyResult<Py<PyAny>> {
+        let cfg = objects::cfg(py, config, &ns)?;
+        let server = match old {
+            Some(m) => {
+                let server = m.hooks.server.bind(py).clone();
+                server.call_method1("_reloaded", (cfg,))?;
+                server
+            }
+            None => objects::module(py)?.getattr("Server")?.call1((
+                cfg,
+                std::process::id(),
+                config.process.workers,
+            ))?,
+        };
+        Ok(server.unbind())
+    })()
+    .map_err(|e| format!("cannot build the hooks' server object: {e}"))?;
+    Ok(Master {
+        hooks: Hooks::from_namespace(py, &ns, server)?,
+        workers: match old {
+            Some(m) => m.workers.clone_ref(py),
+            None => PyDict::new(py).unbind(),
+        },
+    })
+}
+
 fn with(f: impl FnOnce(Python<'_>, &Master)) {
-    if let Some(m) = MASTER.get() {
-        Python::attach(|py| f(py, m));
+    if let Some(m) = current() {
+        Python::attach(|py| f(py, &m));
     }
 }
 
 /// `on_starting(server)`, before anything is spawned or bound. `Err`: the master
 /// stops (nothing listens yet).
 pub fn on_starting() -> Result<(), String> {
-    match MASTER.get() {
+    match current() {
         Some(m) => Python::attach(|py| {
             m.hooks
                 .call(py, Hook::OnStarting, (m.hooks.server.clone_ref(py),))

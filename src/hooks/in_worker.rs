@@ -22,11 +22,13 @@ static WORKER: OnceLock<Worker> = OnceLock::new();
 /// Evaluates the config file in this worker's interpreter (already started) and
 /// builds its `server` and `worker` objects. `id` is gunicorn's `worker.age`.
 pub fn init(config: &Config, id: u32) -> Result<(), String> {
-    let Some(namespace) = crate::config::pyfile::namespace() else {
+    if !crate::config::pyfile::in_use() {
         return Ok(());
-    };
+    }
     let made = Python::attach(|py| -> Result<Worker, String> {
-        let ns = namespace.bind(py).clone();
+        let Some(ns) = crate::config::pyfile::namespace(py) else {
+            return Err("the config file's namespace is gone".into());
+        };
         let (server, worker) = (|| -> PyResult<(Py<PyAny>, Py<PyAny>)> {
             let m = objects::module(py)?;
             let cfg = objects::cfg(py, config, &ns)?;

@@ -165,7 +165,7 @@ impl Hooks {
         args: impl pyo3::call::PyCallArgs<'py>,
     ) {
         if let Err(e) = self.call(py, hook, args) {
-            tracing::error!("{e}");
+            tracing::error!(target: crate::logging::EXCEPTION, "{e}");
         }
     }
 }

@@ -126,15 +126,20 @@ class Server:
     """`server`: the master, with the attributes of gunicorn's Arbiter hooks read."""
 
     def __init__(self, cfg, pid, num_workers):
-        self.cfg = cfg
-        self.log = Logger(cfg)
         self.pid = pid
         self._num_workers = num_workers
         self.WORKERS = {}
         self.LISTENERS = []
         self.app = None
-        self.proc_name = cfg._values.get("proc_name") or "rwsgi"
         self.master_name = "Master"
+        self._reloaded(cfg)
+
+    def _reloaded(self, cfg):
+        """What comes from the configuration: at start, and again on HUP when it
+        was read again (what gunicorn's Arbiter.setup takes from it)."""
+        self.cfg = cfg
+        self.log = Logger(cfg)
+        self.proc_name = cfg._values.get("proc_name") or "rwsgi"
         self.timeout = cfg._values.get("timeout")
 
     @property

@@ -16,6 +16,7 @@ const SOURCE: &str = include_str!("objects.py");
 #[pyfunction]
 fn emit(level: i32, message: &str) {
     match level {
+        l if l >= 50 => tracing::error!(target: crate::logging::CRITICAL, "{message}"),
         l if l >= 40 => tracing::error!(target: "hooks", "{message}"),
         l if l >= 30 => tracing::warn!(target: "hooks", "{message}"),
         l if l >= 20 => tracing::info!(target: "hooks", "{message}"),

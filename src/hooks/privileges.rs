@@ -13,8 +13,12 @@ pub fn apply_umask(mask: Option<u32>) {
 }
 
 /// Switches this process to `owner`: supplementary groups, then group, then user (in
-/// that order: after setuid the others are no longer allowed). `Err` names what
-/// failed; the worker then refuses to boot rather than run as root.
+/// that order: after setuid the others are no longer allowed). The supplementary
+/// groups are the user's from the group database with `--initgroups` (gunicorn's
+/// `os.initgroups`), else the primary group alone: gunicorn then leaves the master's
+/// list in place (root's groups, in a worker that dropped root), which rwsgi does
+/// not. `Err` names what failed; the worker then refuses to boot rather than run as
+/// root.
 pub fn drop_to(owner: &Owner) -> Result<(), String> {
     use nix::unistd::{setgid, setgroups, setuid, Gid, Uid};
     let gid = Gid::from_raw(owner.gid);
@@ -23,12 +27,14 @@ pub fn drop_to(owner: &Owner) -> Result<(), String> {
         return Ok(());
     }
     let groups = match &owner.name {
-        Some(name) => {
+        Some(name) if owner.initgroups => {
             let c = std::ffi::CString::new(name.as_str())
                 .map_err(|_| format!("--user {name}: the name contains NUL"))?;
             nix::unistd::getgrouplist(&c, gid).unwrap_or_else(|_| vec![gid])
         }
-        None => vec![gid],
+        // A uid without a passwd entry has no groups to look up (gunicorn skips
+        // initgroups for it too).
+        _ => vec![gid],
     };
     setgroups(&groups).map_err(|e| format!("--user/--group: cannot set groups: {e}"))?;
     setgid(gid).map_err(|e| format!("--group {}: cannot switch: {e}", owner.gid))?;

@@ -69,6 +69,8 @@ impl Aggregator {
 
     fn publish(&mut self, mut merged: Snapshot) {
         merged.merge(&std::mem::replace(&mut self.carry, Snapshot::new()));
+        // The master's own log lines join the workers'.
+        merged.log_lines.add(&crate::logging::take_line_counts());
         let now = Instant::now();
         let covered = now.duration_since(self.last_report);
         self.last_report = now;

@@ -15,8 +15,13 @@ pub struct Spawned {
 }
 
 /// Starts worker `id`. The child inherits stdout and stderr, so its log lines land
-/// where the master's do.
-pub fn spawn(id: u32, balance_fd: Option<RawFd>) -> std::io::Result<Spawned> {
+/// where the master's do, and the environment, with `env` (`-e/--env`, as the
+/// configuration says now: HUP may have changed it) on top.
+pub fn spawn(
+    id: u32,
+    balance_fd: Option<RawFd>,
+    env: &[(String, String)],
+) -> std::io::Result<Spawned> {
     let (ours, theirs) = UnixStream::pair()?;
     let exe = std::env::current_exe()?;
     let theirs_fd: OwnedFd = theirs.into();
@@ -24,7 +29,8 @@ pub fn spawn(id: u32, balance_fd: Option<RawFd>) -> std::io::Result<Spawned> {
     let mut cmd = Command::new(exe);
     cmd.args(crate::hooks::proctitle::args().iter().skip(1))
         .env(WORKER_ID_ENV, id.to_string())
-        .env(CONTROL_FD_ENV, fd.to_string());
+        .env(CONTROL_FD_ENV, fd.to_string())
+        .envs(env.iter().map(|(k, v)| (k, v)));
     if let Some(b) = balance_fd {
         cmd.env(crate::server::balance::BALANCE_FD_ENV, b.to_string());
     }

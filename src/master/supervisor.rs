@@ -32,6 +32,7 @@ const EARLY_DEATH: Duration = Duration::from_secs(2);
 
 mod autoscale;
 mod lifecycle;
+mod reload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -419,17 +420,6 @@ impl Supervisor {
         }
     }
 
-    fn reload(&mut self) {
-        if self.shutdown.is_some() {
-            return;
-        }
-        tracing::info!("Handling signal: hup; starting new workers with a fresh import");
-        hooks::on_reload();
-        for w in self.workers.values_mut() {
-            w.retiring = true;
-        }
-    }
-
     fn signal_all(&self, sig: Signal) {
         for w in self.workers.values() {
             let _ = kill(w.pid, sig);
@@ -513,7 +503,7 @@ impl Supervisor {
         self.next_id += 1;
         let balance_fd = self.balance.as_ref().map(|b| b.fd());
         hooks::pre_fork(id);
-        let spawned = match spawn::spawn(id, balance_fd) {
+        let spawned = match spawn::spawn(id, balance_fd, &self.config.process.env) {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start a worker");
@@ -692,6 +682,7 @@ impl Supervisor {
                 let grace = self.config.process.graceful_timeout + Duration::from_secs(1);
                 if abort {
                     tracing::error!(
+                        target: crate::logging::CRITICAL,
                         worker = *id,
                         pid = w.pid.as_raw(),
                         "WORKER TIMEOUT: {why}; aborting it"
@@ -703,6 +694,7 @@ impl Supervisor {
                         State::Draining(now.checked_sub(grace.saturating_sub(wait)).unwrap_or(now));
                 } else {
                     tracing::error!(
+                        target: crate::logging::CRITICAL,
                         worker = *id,
                         pid = w.pid.as_raw(),
                         "WORKER TIMEOUT: {why}; killing it"

@@ -21,7 +21,10 @@
 //!   gunicorn keep working: counters `gunicorn.requests` and
 //!   `gunicorn.request.status.CODE` (each code seen), the timer
 //!   `gunicorn.request.duration` (ms, the `app_time` distribution as above, always
-//!   `ms` as gunicorn sends it) and the gauge `gunicorn.workers`. They carry the
+//!   `ms` as gunicorn sends it), the gauge `gunicorn.workers`, and the counters
+//!   `gunicorn.log.critical`, `.error`, `.warning` and `.exception`: the server's
+//!   own log lines of the interval (`logging.rs`), sent when not zero as gunicorn
+//!   sends them only when a line is logged. They carry the
 //!   prefix only when `--statsd-prefix` names one: gunicorn's default prefix is
 //!   empty, rwsgi's (`rwsgi`) is not applied to gunicorn's names.
 //!
@@ -266,6 +269,17 @@ fn gunicorn_lines(out: &mut Vec<String>, r: &Report, c: &StatsdConfig, tags: &st
         out.push(format!("{g}.request.status.{code}:{n}|c{tags}"));
     }
     out.push(format!("{g}.workers:{}|g{tags}", r.workers));
+    let l = &r.log_lines;
+    for (level, n) in [
+        ("critical", l.critical),
+        ("error", l.error),
+        ("warning", l.warning),
+        ("exception", l.exception),
+    ] {
+        if n > 0 {
+            out.push(format!("{g}.log.{level}:{n}|c{tags}"));
+        }
+    }
 }
 
 /// One line per distinct value of `m`'s distribution, in milliseconds, its count as

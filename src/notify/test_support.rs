@@ -49,6 +49,7 @@ pub(crate) fn sample_report() -> Report {
         status_classes: [0, 10, 0, 0, 2],
         status_codes: vec![(200, 10), (503, 2)],
         utilization: 0.375,
+        log_lines: Default::default(),
     }
 }
 

@@ -56,6 +56,10 @@ pub fn sample_report(n: u64) -> Report {
         status_classes: [0, 6, 0, 0, 2],
         status_codes: vec![(200, 5), (201, 1), (500, 1), (503, 1)],
         utilization: 0.42,
+        log_lines: crate::tracker::LogLines {
+            warning: 3,
+            ..Default::default()
+        },
     }
 }
 

@@ -6,12 +6,10 @@
 //! arriving (the own path refuses it before the head ends). [`warn`] is the one
 //! log line per refused request.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use http::Uri;
 
 use crate::config::Limits;
-use crate::contract::{plain, Peer, Reply};
+use crate::contract::{plain, Reply};
 
 /// Why a head is refused. Status codes follow gunicorn 27 and RFC 9112: 414 for the
 /// request line, 431 for header fields, 400 for Host, 501 for a transfer coding
@@ -201,38 +199,8 @@ const REG_NAME: [bool; 256] = {
     t
 };
 
-/// Refused requests logged per second at most (per worker); the rest are counted
-/// and the count is given on the next line that is logged.
-const WARNINGS_PER_SECOND: u64 = 10;
-static WARN_SECOND: AtomicU64 = AtomicU64::new(0);
-static WARN_IN_SECOND: AtomicU64 = AtomicU64::new(0);
-static WARN_SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-
-/// One WARNING line for a malformed or refused request, naming the peer and the
-/// reason; at most [`WARNINGS_PER_SECOND`], so a flood leaves a trace (with how many
-/// lines it skipped) without filling the disk.
-pub fn warn(peer: &Peer, reason: &dyn std::fmt::Display) {
-    let second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    if WARN_SECOND.swap(second, Ordering::Relaxed) != second {
-        WARN_IN_SECOND.store(0, Ordering::Relaxed);
-    }
-    if WARN_IN_SECOND.fetch_add(1, Ordering::Relaxed) >= WARNINGS_PER_SECOND {
-        WARN_SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
-    let suppressed = WARN_SUPPRESSED.swap(0, Ordering::Relaxed);
-    let peer = match peer {
-        Peer::Tcp(a) => a.to_string(),
-        Peer::Unix => "unix socket".to_string(),
-    };
-    if suppressed > 0 {
-        tracing::warn!(%peer, %reason, suppressed, "malformed request refused ({suppressed} more not logged)");
-    } else {
-        tracing::warn!(%peer, %reason, "malformed request refused");
-    }
-}
+/// One WARNING line per refused request (rate-limited); dispatch's refusals use it too.
+pub use crate::throttle::refused_request as warn;
 
 #[cfg(test)]
 mod tests {

@@ -13,12 +13,12 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
-use super::report::StampCounts;
+use super::report::{LogLines, StampCounts};
 use super::snapshot::Snapshot;
 use super::timing::Timing;
 
 /// Identifies the format; the last byte is the version, bumped on any change.
-const MAGIC: &[u8; 5] = b"RWSS\x02";
+const MAGIC: &[u8; 5] = b"RWSS\x03";
 
 impl Snapshot {
     /// Serializes for the master. Infallible and deterministic.
@@ -35,6 +35,10 @@ impl Snapshot {
             s.invalid,
             s.future,
             s.untrusted,
+            self.log_lines.critical,
+            self.log_lines.error,
+            self.log_lines.warning,
+            self.log_lines.exception,
         ];
         for n in header.into_iter().chain(self.status_classes) {
             put(&mut out, n.into());
@@ -71,6 +75,12 @@ impl Snapshot {
             invalid: r.u64("stamps.invalid")?,
             future: r.u64("stamps.future")?,
             untrusted: r.u64("stamps.untrusted")?,
+        };
+        let log_lines = LogLines {
+            critical: r.u64("log_lines.critical")?,
+            error: r.u64("log_lines.error")?,
+            warning: r.u64("log_lines.warning")?,
+            exception: r.u64("log_lines.exception")?,
         };
         let mut status_classes = [0; 5];
         for class in &mut status_classes {
@@ -111,6 +121,7 @@ impl Snapshot {
             busy,
             capacity,
             workers,
+            log_lines,
         })
     }
 }
@@ -284,6 +295,12 @@ mod tests {
         r.record_dispatch(&Stamp::Ok(Duration::from_secs(48 * 3600)), Duration::ZERO);
         let mut s = r.take();
         s.merge(&Recorder::new(1).take());
+        s.log_lines = crate::tracker::LogLines {
+            critical: 1,
+            error: 0,
+            warning: 300,
+            exception: 7,
+        };
         s
     }
 

@@ -39,6 +39,6 @@ pub mod timing;
 pub use header::{classify, classify_at, last_value, parse_stamp, Stamp};
 pub use peers::TrustedPeers;
 pub use recorder::Recorder;
-pub use report::{MetricReport, Report, StampCounts, PROMETHEUS_BUCKETS};
+pub use report::{LogLines, MetricReport, Report, StampCounts, PROMETHEUS_BUCKETS};
 pub use snapshot::Snapshot;
 pub use timing::Timing;

@@ -61,6 +61,32 @@ pub struct StampCounts {
     pub untrusted: u64,
 }
 
+/// The server's own WARN and ERROR log lines in the interval, by the names of
+/// gunicorn's statsd counters (`gunicorn.log.*`), from every process of the host
+/// (`logging.rs` counts them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LogLines {
+    /// A worker killed for `--timeout` (gunicorn's `WORKER TIMEOUT`, its one
+    /// critical line), or a hook's `log.critical`.
+    pub critical: u64,
+    /// Every other ERROR line (not the app's own `wsgi.errors` writes).
+    pub error: u64,
+    /// WARN lines.
+    pub warning: u64,
+    /// The app or a server hook raised (its traceback is logged): gunicorn's
+    /// `log.exception` lines.
+    pub exception: u64,
+}
+
+impl LogLines {
+    pub fn add(&mut self, other: &LogLines) {
+        self.critical = self.critical.saturating_add(other.critical);
+        self.error = self.error.saturating_add(other.error);
+        self.warning = self.warning.saturating_add(other.warning);
+        self.exception = self.exception.saturating_add(other.exception);
+    }
+}
+
 /// One interval's report for the whole host.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Report {
@@ -93,6 +119,8 @@ pub struct Report {
     pub status_codes: Vec<(u16, u64)>,
     /// Busy Python-thread time ÷ (threads × interval), merged over workers, 0..=1.
     pub utilization: f64,
+    /// The server's WARN/ERROR log lines (gunicorn's `gunicorn.log.*` counters).
+    pub log_lines: LogLines,
 }
 
 impl Report {

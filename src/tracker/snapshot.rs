@@ -7,7 +7,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use super::report::{Report, StampCounts};
+use super::report::{LogLines, Report, StampCounts};
 use super::timing::Timing;
 
 /// Everything measured in one interval. Fields are public so that the master and tests
@@ -43,6 +43,9 @@ pub struct Snapshot {
     pub capacity: Duration,
     /// Workers that contributed: 1 from a worker's recorder, summed by merging.
     pub workers: u32,
+    /// The process's WARN/ERROR log lines of the interval: the recorder leaves it
+    /// zero, the worker fills it in before sending (`logging::take_line_counts`).
+    pub log_lines: LogLines,
 }
 
 impl Snapshot {
@@ -72,6 +75,7 @@ impl Snapshot {
         self.busy = self.busy.saturating_add(other.busy);
         self.capacity = self.capacity.saturating_add(other.capacity);
         self.workers = self.workers.saturating_add(other.workers);
+        self.log_lines.add(&other.log_lines);
     }
 
     /// Busy ÷ capacity, clamped to 0..=1: busy time is measured inside the interval, so
@@ -100,6 +104,7 @@ impl Snapshot {
             status_classes: self.status_classes,
             status_codes: self.status_codes.nonzero(),
             utilization: self.utilization(),
+            log_lines: self.log_lines,
         }
     }
 }

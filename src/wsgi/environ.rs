@@ -50,6 +50,9 @@ pub struct EnvironShared {
     pub handle: tokio::runtime::Handle,
     /// `--client-body-timeout`.
     pub body_timeout: std::time::Duration,
+    /// `--header-map dangerous`: names with `_` are mapped too, colliding values
+    /// joined; otherwise they are left out.
+    map_ambiguous: bool,
 }
 
 /// The environ template of one connection: the worker's, with its `SERVER_NAME`,
@@ -78,6 +81,7 @@ impl EnvironShared {
             script_name,
             handle,
             body_timeout,
+            map_ambiguous_headers,
         } = setup;
         let t = PyDict::new(py);
         // Set on every request: placeholders, so the copy already has the key slot.
@@ -130,10 +134,13 @@ impl EnvironShared {
             )?,
             handle,
             body_timeout,
+            map_ambiguous: map_ambiguous_headers,
         })
     }
 
-    /// The `HTTP_*` key of `name` (`None` for names with `_`, see [`cgi_header_key`]).
+    /// The `HTTP_*` key of `name`; `None` for an ambiguous name that is dropped (see
+    /// [`ambiguous_header_name`]). Such names are never cached, so the check costs
+    /// nothing on a name already seen.
     fn header_key<'py>(&self, py: Python<'py>, name: &HeaderName) -> Option<Bound<'py, PyString>> {
         let mut keys = self
             .header_keys
@@ -142,7 +149,10 @@ impl EnvironShared {
         if let Some(key) = keys.get(name) {
             return Some(key.bind(py).clone());
         }
-        let key = PyString::intern(py, &cgi_header_key(name.as_str())?);
+        if !self.map_ambiguous && ambiguous_header_name(name.as_str()) {
+            return None;
+        }
+        let key = PyString::intern(py, &cgi_header_key(name.as_str()));
         if keys.len() < MAX_HEADER_KEYS {
             keys.insert(name.clone(), key.clone().unbind());
         }
@@ -204,12 +214,17 @@ fn ascii<'py>(py: Python<'py>, bytes: &[u8]) -> PyResult<Bound<'py, PyString>> {
     }
 }
 
-/// `HTTP_` + upper-cased name with `-` as `_`. `None` for names containing `_`, which
-/// would otherwise let `X_Foo` pose as `X-Foo` (both map to `HTTP_X_FOO`).
-pub fn cgi_header_key(name: &str) -> Option<String> {
-    if name.contains('_') {
-        return None;
-    }
+/// Whether a header name maps ambiguously into the environ: `X_Foo` and `X-Foo` both
+/// become `HTTP_X_FOO`, so a client could pose as a header a proxy set. gunicorn's
+/// `--header-map` says what becomes of such a header: `drop` (the default) leaves it
+/// out of the environ, `refuse` answers the request 400 (`dispatch/request.rs`),
+/// `dangerous` maps it like any other and joins colliding values.
+pub fn ambiguous_header_name(name: &str) -> bool {
+    name.contains('_')
+}
+
+/// `HTTP_` + upper-cased name with `-` as `_`.
+pub fn cgi_header_key(name: &str) -> String {
     let mut key = String::with_capacity(5 + name.len());
     key.push_str("HTTP_");
     for c in name.chars() {
@@ -219,7 +234,7 @@ pub fn cgi_header_key(name: &str) -> Option<String> {
             c.to_ascii_uppercase()
         });
     }
-    Some(key)
+    key
 }
 
 /// All values of one header joined as PEP 3333 asks (`, `; `; ` for Cookie, per
@@ -335,6 +350,13 @@ pub fn build<'py>(
 
     // Each name once, with all its values. When no name repeats (nearly every
     // request), the pairs are walked directly, without a hash lookup per header.
+    // `--header-map dangerous`: `X_Foo` and `X-Foo` share a key, and their values
+    // are joined as a repeated header's are (checked only in that mode).
+    let collide = shared.map_ambiguous
+        && request
+            .headers
+            .keys()
+            .any(|n| ambiguous_header_name(n.as_str()));
     let unique = request.headers.keys_len() == request.headers.len();
     let pairs = unique.then(|| request.headers.iter()).into_iter().flatten();
     let names = (!unique)
@@ -358,16 +380,21 @@ pub fn build<'py>(
         let Some(key) = shared.header_key(py, name) else {
             continue;
         };
-        if let Some(v) = single {
+        if let (Some(v), false) = (single, collide) {
             env.set_item(key, latin1(py, v.as_bytes())?)?;
             continue;
         }
         let mut values = request.headers.get_all(name).iter();
-        let value = match (values.next(), values.next()) {
-            (Some(v), None) => latin1(py, v.as_bytes())?,
-            (Some(_), Some(_)) => latin1(py, &joined_value(&request.headers, name))?,
+        let mut value = match (values.next(), values.next()) {
+            (Some(v), None) => latin1(py, v.as_bytes())?.into_any(),
+            (Some(_), Some(_)) => latin1(py, &joined_value(&request.headers, name))?.into_any(),
             (None, _) => continue,
         };
+        if collide {
+            if let Some(earlier) = env.get_item(&key)? {
+                value = earlier.add(", ")?.add(value)?;
+            }
+        }
         env.set_item(key, value)?;
     }
 
@@ -430,12 +457,10 @@ mod tests {
 
     #[test]
     fn header_keys_follow_cgi() {
-        assert_eq!(
-            cgi_header_key("x-forwarded-for").unwrap(),
-            "HTTP_X_FORWARDED_FOR"
-        );
-        assert_eq!(cgi_header_key("host").unwrap(), "HTTP_HOST");
-        assert!(cgi_header_key("x_foo").is_none());
+        assert_eq!(cgi_header_key("x-forwarded-for"), "HTTP_X_FORWARDED_FOR");
+        assert_eq!(cgi_header_key("host"), "HTTP_HOST");
+        assert_eq!(cgi_header_key("x_foo"), "HTTP_X_FOO");
+        assert!(ambiguous_header_name("x_foo") && !ambiguous_header_name("x-foo"));
     }
 
     #[test]

@@ -19,7 +19,7 @@ impl Default for Errors {
 }
 
 fn emit(line: &str) {
-    tracing::error!(target: "wsgi.errors", "{}", line.trim_end_matches('\r'));
+    tracing::error!(target: crate::logging::WSGI_ERRORS, "{}", line.trim_end_matches('\r'));
 }
 
 #[pymethods]

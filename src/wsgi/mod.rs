@@ -47,6 +47,9 @@ pub struct Setup {
     pub handle: tokio::runtime::Handle,
     /// `--client-body-timeout`: the longest `wsgi.input` waits for more of a body.
     pub body_timeout: std::time::Duration,
+    /// `--header-map dangerous`: header names with `_` are mapped into the environ
+    /// (see [`environ::ambiguous_header_name`]); otherwise they are left out.
+    pub map_ambiguous_headers: bool,
 }
 
 /// The app of one worker, and what every environ shares.

@@ -315,6 +315,7 @@ fn conclude(
                 tracing::debug!(%method, %uri, "client disconnected");
             } else {
                 tracing::error!(
+                    target: crate::logging::EXCEPTION,
                     "Error handling request {} {}\n{}",
                     method,
                     uri,

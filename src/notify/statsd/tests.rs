@@ -325,6 +325,11 @@ fn gunicorns_own_metrics_under_gunicorns_names() {
         .iter()
         .collect::<Vec<_>>()
     );
+    // The log-line counters: only the levels that had lines (3 warnings here).
+    assert_eq!(
+        find("gunicorn.log."),
+        [&"gunicorn.log.warning:3|c".to_string()]
+    );
     // The duration timer is the app_time distribution, always `ms` as gunicorn sends.
     let parsed: Vec<Line> = lines.iter().map(|l| parse_line(l)).collect();
     let (count, _) = timer_totals(&parsed, "gunicorn.request.duration");
