@@ -25,25 +25,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{Cli, LogFormat};
+pub use crate::error::ConfigError;
 pub use bind::BindSpec;
-
-/// A configuration error: the message names the option and says what to change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl From<String> for ConfigError {
-    fn from(s: String) -> Self {
-        ConfigError(s)
-    }
-}
 
 /// Everything rwsgi needs to run, checked.
 #[derive(Debug, Clone)]
@@ -437,7 +420,7 @@ impl Config {
         }
         let venv = match &p.venv {
             Some(v) if !v.as_os_str().is_empty() => {
-                venv::check_venv(v).map_err(ConfigError)?;
+                venv::check_venv(v)?;
                 Some(std::fs::canonicalize(v).unwrap_or_else(|_| v.clone()))
             }
             _ => None,
@@ -532,8 +515,7 @@ impl Config {
             &cli.notify,
             tracker.queue_header.is_some(),
             l.log_format,
-        )
-        .map_err(ConfigError)?;
+        )?;
         let gunicorn = gunicorn::Gunicorn::from_values(&cli.gunicorn)?;
         notes.extend(gunicorn.notes().iter().cloned());
         let lifecycle = lifecycle::LifecycleConfig::from_args(

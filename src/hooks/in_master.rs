@@ -12,7 +12,7 @@ use std::sync::OnceLock;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{objects, Hook, Hooks};
+use super::{objects, Hook, HookError, Hooks};
 use crate::config::Config;
 
 struct Master {
@@ -26,12 +26,12 @@ static MASTER: OnceLock<Master> = OnceLock::new();
 
 /// Starts the master's interpreter and evaluates the config file, if there is one.
 /// `Err` is the message to print (the file's traceback) before exiting with 1.
-pub fn init(config: &Config) -> Result<(), String> {
+pub fn init(config: &Config) -> Result<(), HookError> {
     let Some(namespace) = crate::config::pyfile::namespace() else {
         return Ok(());
     };
-    crate::wsgi::interpreter::initialize(&config.python).map_err(|e| e.to_string())?;
-    let master = Python::attach(|py| -> Result<Master, String> {
+    crate::wsgi::interpreter::initialize(&config.python).map_err(HookError::Interpreter)?;
+    let master = Python::attach(|py| -> Result<Master, HookError> {
         let ns = namespace.bind(py).clone();
         let server = (|| -> PyResult<Py<PyAny>> {
             let cfg = objects::cfg(py, config, &ns)?;
@@ -42,7 +42,10 @@ pub fn init(config: &Config) -> Result<(), String> {
             ))?;
             Ok(server.unbind())
         })()
-        .map_err(|e| format!("cannot build the hooks' server object: {e}"))?;
+        .map_err(|e| HookError::Setup {
+            what: "cannot build the hooks' server object",
+            error: e.to_string(),
+        })?;
         Ok(Master {
             hooks: Hooks::from_namespace(py, &ns, server)?,
             workers: PyDict::new(py).unbind(),
@@ -63,7 +66,7 @@ fn with(f: impl FnOnce(Python<'_>, &Master)) {
 
 /// `on_starting(server)`, before anything is spawned or bound. `Err`: the master
 /// stops (nothing listens yet).
-pub fn on_starting() -> Result<(), String> {
+pub fn on_starting() -> Result<(), HookError> {
     match MASTER.get() {
         Some(m) => Python::attach(|py| {
             m.hooks
