@@ -2,6 +2,11 @@
 //! says itself once, where `main` returns it. Functions that can end the process
 //! return `Result<_, Fatal>` and use `?`; nothing logs an error and then returns a
 //! code by hand.
+//!
+//! Below it, each layer's errors are typed ([`ConfigError`] here, for a value the
+//! user must change; `LoadError`, `HookError`, `DecodeError`, `ProxyError`,
+//! `SinkError`, `NoRoom` in the modules they come from). The place that ends the
+//! process picks the exit code: `.map_err(Fatal::usage)?` and friends.
 
 use std::fmt::Display;
 use std::process::ExitCode;
@@ -13,6 +18,31 @@ pub mod exit {
     pub const USAGE: i32 = 2;
     /// The app (or a worker) failed to boot.
     pub const BOOT: i32 = 3;
+}
+
+/// A configuration error: the message names the option (flag, variable or file key)
+/// and says what to change. Ends the process with exit 2 where it is found at start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        ConfigError(s)
+    }
+}
+
+impl From<&str> for ConfigError {
+    fn from(s: &str) -> Self {
+        ConfigError(s.to_owned())
+    }
 }
 
 /// Why the process ends, and the exit code that says so.

@@ -56,12 +56,13 @@ pub fn main(
         .and_then(|()| hooks::post_fork())
         .map_err(Fatal::boot)?;
     let app = pyo3::Python::attach(|py| interpreter::load_app(py, &config.app))
-        .map_err(|e| e.to_string())
-        .and_then(|app| hooks::post_worker_init(&app).map(|()| app))
-        .map_err(|e| {
-            hooks::worker_exit();
-            Fatal::boot(e)
-        })?;
+        .map_err(Fatal::boot)
+        .and_then(|app| {
+            hooks::post_worker_init(&app)
+                .map(|()| app)
+                .map_err(Fatal::boot)
+        })
+        .inspect_err(|_| hooks::worker_exit())?;
     let reload = config
         .hooks
         .reload

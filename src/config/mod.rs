@@ -25,25 +25,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::cli::{Cli, LogFormat};
+pub use crate::error::ConfigError;
 pub use bind::BindSpec;
-
-/// A configuration error: the message names the option and says what to change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError(pub String);
-
-impl std::fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-impl From<String> for ConfigError {
-    fn from(s: String) -> Self {
-        ConfigError(s)
-    }
-}
 
 /// Everything rwsgi needs to run, checked.
 #[derive(Debug, Clone)]
@@ -80,12 +63,12 @@ pub struct Layers {
 /// `start.rs` reads it at start (the layers, then the platform's defaults for
 /// options nobody set; no Django layer): the master on HUP. A Python config file is
 /// evaluated again ([`pyfile::forget`] drops the old namespace first).
-pub fn reread(args: Vec<std::ffi::OsString>) -> Result<Config, String> {
+pub fn reread(args: Vec<std::ffi::OsString>) -> Result<Config, ConfigError> {
     pyfile::forget();
-    let (mut cli, sources) =
-        sources::parse_layered(args, &std::env::vars_os().collect()).map_err(|e| e.to_string())?;
+    let (mut cli, sources) = sources::parse_layered(args, &std::env::vars_os().collect())
+        .map_err(|e| ConfigError(e.to_string()))?;
     platform::apply(&mut cli, &sources, &platform::process_env());
-    Config::from_layers(&Layers { cli, sources }, &Default::default()).map_err(|e| e.0)
+    Config::from_layers(&Layers { cli, sources }, &Default::default())
 }
 
 /// Queue-time measurement and load shedding.
@@ -443,7 +426,7 @@ impl Config {
         }
         let venv = match &p.venv {
             Some(v) if !v.as_os_str().is_empty() => {
-                venv::check_venv(v).map_err(ConfigError)?;
+                venv::check_venv(v)?;
                 Some(std::fs::canonicalize(v).unwrap_or_else(|_| v.clone()))
             }
             _ => None,
@@ -538,8 +521,7 @@ impl Config {
             &cli.notify,
             tracker.queue_header.is_some(),
             l.log_format,
-        )
-        .map_err(ConfigError)?;
+        )?;
         let gunicorn = gunicorn::Gunicorn::from_values(&cli.gunicorn)?;
         notes.extend(gunicorn.notes().iter().cloned());
         let lifecycle = lifecycle::LifecycleConfig::from_args(

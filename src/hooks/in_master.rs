@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::{objects, Hook, Hooks};
+use super::{objects, Hook, HookError, Hooks};
 use crate::config::Config;
 
 struct Master {
@@ -44,11 +44,11 @@ fn replace(master: Option<Master>) {
 
 /// Starts the master's interpreter and evaluates the config file, if there is one.
 /// `Err` is the message to print (the file's traceback) before exiting with 1.
-pub fn init(config: &Config) -> Result<(), String> {
+pub fn init(config: &Config) -> Result<(), HookError> {
     if !crate::config::pyfile::in_use() {
         return Ok(());
     }
-    crate::wsgi::interpreter::initialize(&config.python).map_err(|e| e.to_string())?;
+    crate::wsgi::interpreter::initialize(&config.python).map_err(HookError::Interpreter)?;
     let master = Python::attach(|py| build(py, config, None))?;
     if let Some(file) = &config.hooks.python_config {
         tracing::info!(%file, "Python config file loaded");
@@ -60,7 +60,7 @@ pub fn init(config: &Config) -> Result<(), String> {
 /// HUP, after the configuration was read again (`config`): the hooks of the file
 /// as it is now, `server.cfg` the new settings. A configuration without a Python
 /// file any more runs no hooks from now on. `Err`: the old hooks stay.
-pub fn reload(config: &Config) -> Result<(), String> {
+pub fn reload(config: &Config) -> Result<(), HookError> {
     let Some(old) = current() else {
         return init(config);
     };
@@ -75,9 +75,11 @@ pub fn reload(config: &Config) -> Result<(), String> {
 
 /// The hooks of the evaluated file, with a new `server` object, or `old`'s updated
 /// to `config` (and `old`'s worker objects).
-fn build(py: Python<'_>, config: &Config, old: Option<&Master>) -> Result<Master, String> {
-    let ns = crate::config::pyfile::namespace(py)
-        .ok_or_else(|| "the config file's namespace is gone".to_string())?;
+fn build(py: Python<'_>, config: &Config, old: Option<&Master>) -> Result<Master, HookError> {
+    let ns = crate::config::pyfile::namespace(py).ok_or(HookError::Setup {
+        what: "the config file's namespace is gone",
+        error: String::new(),
+    })?;
     let server = (|| -> PyResult<Py<PyAny>> {
         let cfg = objects::cfg(py, config, &ns)?;
         let server = match old {
@@ -94,7 +96,10 @@ fn build(py: Python<'_>, config: &Config, old: Option<&Master>) -> Result<Master
         };
         Ok(server.unbind())
     })()
-    .map_err(|e| format!("cannot build the hooks' server object: {e}"))?;
+    .map_err(|e| HookError::Setup {
+        what: "cannot build the hooks' server object",
+        error: e.to_string(),
+    })?;
     Ok(Master {
         hooks: Hooks::from_namespace(py, &ns, server)?,
         workers: match old {
@@ -112,7 +117,7 @@ fn with(f: impl FnOnce(Python<'_>, &Master)) {
 
 /// `on_starting(server)`, before anything is spawned or bound. `Err`: the master
 /// stops (nothing listens yet).
-pub fn on_starting() -> Result<(), String> {
+pub fn on_starting() -> Result<(), HookError> {
     match current() {
         Some(m) => Python::attach(|py| {
             m.hooks

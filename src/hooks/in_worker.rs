@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 
-use super::{objects, Hook, Hooks};
+use super::{objects, Hook, HookError, Hooks};
 use crate::config::Config;
 
 struct Worker {
@@ -21,13 +21,16 @@ static WORKER: OnceLock<Worker> = OnceLock::new();
 
 /// Evaluates the config file in this worker's interpreter (already started) and
 /// builds its `server` and `worker` objects. `id` is gunicorn's `worker.age`.
-pub fn init(config: &Config, id: u32) -> Result<(), String> {
+pub fn init(config: &Config, id: u32) -> Result<(), HookError> {
     if !crate::config::pyfile::in_use() {
         return Ok(());
     }
-    let made = Python::attach(|py| -> Result<Worker, String> {
+    let made = Python::attach(|py| -> Result<Worker, HookError> {
         let Some(ns) = crate::config::pyfile::namespace(py) else {
-            return Err("the config file's namespace is gone".into());
+            return Err(HookError::Setup {
+                what: "the config file's namespace is gone",
+                error: String::new(),
+            });
         };
         let (server, worker) = (|| -> PyResult<(Py<PyAny>, Py<PyAny>)> {
             let m = objects::module(py)?;
@@ -40,7 +43,10 @@ pub fn init(config: &Config, id: u32) -> Result<(), String> {
             let worker = m.getattr("worker_in_worker")?.call1((&server, id))?;
             Ok((server.unbind(), worker.unbind()))
         })()
-        .map_err(|e| format!("cannot build the hooks' objects: {e}"))?;
+        .map_err(|e| HookError::Setup {
+            what: "cannot build the hooks' objects",
+            error: e.to_string(),
+        })?;
         Ok(Worker {
             hooks: Hooks::from_namespace(py, &ns, server)?,
             worker,
@@ -60,7 +66,7 @@ fn server_worker(py: Python<'_>, w: &Worker) -> (Py<PyAny>, Py<PyAny>) {
 }
 
 /// `post_fork(server, worker)`: before the app is imported. `Err`: boot fails.
-pub fn post_fork() -> Result<(), String> {
+pub fn post_fork() -> Result<(), HookError> {
     match WORKER.get() {
         Some(w) => Python::attach(|py| w.hooks.call(py, Hook::PostFork, server_worker(py, w))),
         None => Ok(()),
@@ -69,7 +75,7 @@ pub fn post_fork() -> Result<(), String> {
 
 /// `post_worker_init(worker)`: the app is imported (`worker.wsgi` is it). `Err`:
 /// boot fails.
-pub fn post_worker_init(app: &Py<PyAny>) -> Result<(), String> {
+pub fn post_worker_init(app: &Py<PyAny>) -> Result<(), HookError> {
     match WORKER.get() {
         Some(w) => Python::attach(|py| {
             let worker = w.worker.bind(py);
@@ -197,7 +203,7 @@ impl RequestHooks {
 
     /// `pre_request(worker, req)`. `Err`: its traceback (the request then gets a
     /// 500, as in gunicorn).
-    pub fn pre_request(&self, py: Python<'_>, req: &Py<PyAny>) -> Result<(), String> {
+    pub fn pre_request(&self, py: Python<'_>, req: &Py<PyAny>) -> Result<(), HookError> {
         match WORKER.get() {
             Some(w) if self.pre => w.hooks.call(
                 py,

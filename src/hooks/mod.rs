@@ -26,7 +26,41 @@ pub mod timeout;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use crate::wsgi::interpreter::format_exception;
+use crate::wsgi::interpreter::{format_exception, LoadError};
+
+/// Why the config file's hooks could not be taken or run.
+#[derive(Debug)]
+pub enum HookError {
+    /// The file binds a hook's name to something that is not a function.
+    NotCallable { hook: &'static str, kind: String },
+    /// A hook raised; `traceback` is Python's.
+    Raised {
+        hook: &'static str,
+        traceback: String,
+    },
+    /// The hooks' Python side could not be set up: `what` failed with `error`.
+    Setup { what: &'static str, error: String },
+    /// The master's interpreter (started only for the config file) did not start.
+    Interpreter(LoadError),
+}
+
+impl std::fmt::Display for HookError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HookError::NotCallable { hook, kind } => {
+                write!(
+                    f,
+                    "config file: {hook} must be a function (it is a '{kind}')"
+                )
+            }
+            HookError::Raised { hook, traceback } => write!(f, "{hook} hook raised:\n{traceback}"),
+            HookError::Setup { what, error } => write!(f, "{what}: {error}"),
+            HookError::Interpreter(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for HookError {}
 
 /// Every server hook gunicorn defines, in its documentation's order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -101,12 +135,15 @@ impl Hooks {
         py: Python<'_>,
         namespace: &Bound<'_, PyDict>,
         server: Py<PyAny>,
-    ) -> Result<Hooks, String> {
+    ) -> Result<Hooks, HookError> {
         let mut found = Vec::with_capacity(Hook::ALL.len());
         for hook in Hook::ALL {
             let value = namespace
                 .get_item(hook.name())
-                .map_err(|e| format!("config file: {e}"))?;
+                .map_err(|e| HookError::Setup {
+                    what: "config file",
+                    error: e.to_string(),
+                })?;
             match value {
                 Some(v) if v.is_none() => found.push(None),
                 Some(v) if v.is_callable() => found.push(Some(v.unbind())),
@@ -116,10 +153,10 @@ impl Hooks {
                         .name()
                         .map(|n| n.to_string())
                         .unwrap_or_default();
-                    return Err(format!(
-                        "config file: {} must be a function (it is a '{kind}')",
-                        hook.name()
-                    ));
+                    return Err(HookError::NotCallable {
+                        hook: hook.name(),
+                        kind,
+                    });
                 }
                 None => found.push(None),
             }
@@ -144,17 +181,17 @@ impl Hooks {
         py: Python<'py>,
         hook: Hook,
         args: impl pyo3::call::PyCallArgs<'py>,
-    ) -> Result<(), String> {
+    ) -> Result<(), HookError> {
         let Some(f) = self.get(hook) else {
             return Ok(());
         };
-        f.bind(py).call1(args).map(drop).map_err(|e| {
-            format!(
-                "{} hook raised:\n{}",
-                hook.name(),
-                format_exception(py, &e).trim_end()
-            )
-        })
+        f.bind(py)
+            .call1(args)
+            .map(drop)
+            .map_err(|e| HookError::Raised {
+                hook: hook.name(),
+                traceback: format_exception(py, &e).trim_end().to_owned(),
+            })
     }
 
     /// Calls `hook` and logs a failure with its traceback; the caller goes on.

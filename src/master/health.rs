@@ -19,6 +19,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::admin_http;
+use crate::error::ConfigError;
 use crate::tracker::report::Report;
 
 /// Shared between the supervisor, the aggregator and the health listener.
@@ -150,7 +151,7 @@ pub async fn start(
     bind: &str,
     health: Arc<Health>,
     max_server_wait: Option<Duration>,
-) -> Result<HealthServer, String> {
+) -> Result<HealthServer, ConfigError> {
     let listener = TcpListener::bind(bind)
         .await
         .map_err(|e| format!("--health-bind {bind}: cannot listen: {e}"))?;

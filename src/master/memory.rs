@@ -12,18 +12,39 @@ use std::fs;
 const CGROUP_MAX: &str = "/sys/fs/cgroup/memory.max";
 const CGROUP_CURRENT: &str = "/sys/fs/cgroup/memory.current";
 
+/// Why one more worker is not started.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoRoom {
+    /// Neither the cgroup's files nor `/proc/meminfo` could be read.
+    Unknown,
+    /// `left` bytes are free and a worker holds `worker`: less than two workers' worth.
+    Full { left: u64, worker: u64 },
+}
+
+impl std::fmt::Display for NoRoom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NoRoom::Unknown => f.write_str("cannot read available memory"),
+            NoRoom::Full { left, worker } => write!(
+                f,
+                "{} MiB left, a worker holds {} MiB: no room for another",
+                left >> 20,
+                worker >> 20
+            ),
+        }
+    }
+}
+
+impl std::error::Error for NoRoom {}
+
 /// `Ok` if a worker as large as the largest of `pids` fits twice into what is left.
-pub fn room_for_one_more(pids: &[i32]) -> Result<(), String> {
+pub fn room_for_one_more(pids: &[i32]) -> Result<(), NoRoom> {
     let worker = pids.iter().filter_map(|&p| rss_bytes(p)).max().unwrap_or(0);
-    let left = available_bytes().ok_or("cannot read available memory")?;
+    let left = available_bytes().ok_or(NoRoom::Unknown)?;
     if left >= worker.saturating_mul(2) {
         Ok(())
     } else {
-        Err(format!(
-            "{} MiB left, a worker holds {} MiB: no room for another",
-            left >> 20,
-            worker >> 20
-        ))
+        Err(NoRoom::Full { left, worker })
     }
 }
 

@@ -15,7 +15,7 @@ pub mod supervisor;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::Config;
+use crate::config::{Config, ConfigError};
 use crate::error::Fatal;
 
 pub use crate::error::exit;
@@ -26,19 +26,19 @@ fn notify_config(
     config: &Config,
     layers: &crate::config::Layers,
     settings: &std::collections::BTreeMap<String, String>,
-) -> Result<crate::notify::NotifyConfig, String> {
+) -> Result<crate::notify::NotifyConfig, ConfigError> {
     if settings.is_empty() || !config.python.read_django_settings {
         return Ok(config.notify.clone());
     }
-    let layered = Config::from_layers(layers, settings).map_err(|e| e.0)?;
+    let layered = Config::from_layers(layers, settings)?;
     for used in &layered.django {
         tracing::info!("Django settings: {used}");
     }
     Ok(layered.notify)
 }
 
-/// Runs the master until shutdown. A failure it reports itself (a worker that would
-/// not boot) ends with that exit code and nothing more to say.
+/// Runs the master until shutdown; `Err` says why it stopped early (a worker that
+/// would not boot, a socket that would not bind, a sink that would not start).
 pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fatal> {
     if let Some(name) = &config.hooks.proc_name {
         crate::hooks::proctitle::set(&format!("rwsgi: master [{name}]"));
@@ -78,7 +78,10 @@ pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fa
                     .map_err(Fatal::usage)?,
             ),
         };
-        let settings = sup.boot().await.map_err(Fatal::said)?;
+        let Some(settings) = sup.boot().await? else {
+            // A signal stopped the master before any worker served.
+            return Ok(false);
+        };
         // A sink that cannot start stops the workers that booted before it.
         let sinks = async {
             let notify = notify_config(&config, layers, &settings).map_err(Fatal::usage)?;
@@ -99,14 +102,14 @@ pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fa
         };
         let mut aggregator = aggregate::Aggregator::new(notify.interval(), notifier);
         aggregator.set_health(sup.health());
-        let code = sup.run(&mut aggregator).await;
+        let ended = sup.run(&mut aggregator).await;
         aggregator
             .finish(config.process.graceful_timeout.min(Duration::from_secs(10)))
             .await;
-        Ok(code)
+        ended.map(|()| true)
     });
     let code = match &ended {
-        Ok(code) => *code,
+        Ok(_) => exit::OK,
         Err(fatal) => fatal.code(),
     };
     if let Some(pid_file) = &config.process.pid_file {
@@ -125,11 +128,8 @@ pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fa
         }
     }
     crate::hooks::in_master::on_exit();
-    match ended? {
-        exit::OK => {
-            tracing::info!("Shutting down: Master");
-            Ok(())
-        }
-        code => Err(Fatal::said(code)),
+    if ended? {
+        tracing::info!("Shutting down: Master");
     }
+    Ok(())
 }

@@ -14,6 +14,7 @@
 use std::time::Instant;
 
 use super::health::Signals;
+use super::memory::NoRoom;
 use crate::config::lifecycle::ScalingConfig;
 
 /// Quiet reports in a row before a worker retires.
@@ -27,7 +28,7 @@ pub enum Decision {
     Up(usize, String),
     Down(usize, String),
     /// Would scale up, but another worker does not fit in memory.
-    MemoryBound(String),
+    MemoryBound(NoRoom),
 }
 
 #[derive(Debug)]
@@ -56,7 +57,7 @@ impl Scaler {
         now: Instant,
         current: usize,
         s: Signals,
-        room: impl FnOnce() -> Result<(), String>,
+        room: impl FnOnce() -> Result<(), NoRoom>,
     ) -> Decision {
         if s.reports == self.seen {
             return Decision::Hold;
@@ -135,7 +136,7 @@ mod tests {
         }
     }
 
-    fn ok() -> Result<(), String> {
+    fn ok() -> Result<(), NoRoom> {
         Ok(())
     }
 
@@ -175,9 +176,9 @@ mod tests {
     fn memory_bounds_scaling_up() {
         let mut s = Scaler::new(cfg());
         let d = s.decide(Instant::now(), 1, report(1, 0.2, 1.0), || {
-            Err("no room".into())
+            Err(NoRoom::Unknown)
         });
-        assert_eq!(d, Decision::MemoryBound("no room".into()));
+        assert_eq!(d, Decision::MemoryBound(NoRoom::Unknown));
     }
 
     #[test]

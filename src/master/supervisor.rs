@@ -19,6 +19,7 @@ use super::health::Health;
 use super::spawn;
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
+use crate::error::Fatal;
 use crate::hooks::in_master as hooks;
 use crate::server::listener::{self, Listener};
 use crate::server::Stop;
@@ -202,15 +203,15 @@ impl Supervisor {
     }
 
     /// Starts the workers and runs until the first one has imported the app (it waits
-    /// for its sockets, which [`Supervisor::run`] binds and hands over): `Ok(settings)` with its Django QUEUE_TIME_TRACKER_* values, or
-    /// `Err(exit code)` when booting failed or a signal stopped the master before any
-    /// worker served.
+    /// for its sockets, which [`Supervisor::run`] binds and hands over):
+    /// `Ok(Some(settings))` with its Django QUEUE_TIME_TRACKER_* values, `Ok(None)` when
+    /// a signal stopped the master before any worker served, `Err` when booting failed.
     ///
     /// A TERM or INT that arrives once a worker serves does not end the boot early:
     /// the shutdown is under way, and [`Supervisor::run`] (with the notifier started)
     /// finishes it, so workers drain instead of being killed and the requests they
     /// served are reported.
-    pub async fn boot(&mut self) -> Result<BTreeMap<String, String>, i32> {
+    pub async fn boot(&mut self) -> Result<Option<BTreeMap<String, String>>, Fatal> {
         /// Keeps snapshots for [`Supervisor::run`]; nothing is collected yet.
         #[derive(Default)]
         struct Booting(Vec<(u32, u64, Vec<u8>)>);
@@ -222,17 +223,18 @@ impl Supervisor {
         }
         self.stop_at_ready = true;
         let mut booting = Booting::default();
-        let code = self.serve(&mut booting).await;
+        let served = self.serve(&mut booting).await;
         self.stop_at_ready = false;
         // Once a worker serves, a TERM that came in the same moment is a graceful
         // stop like any other: `run` drains the workers. Killing them here would
         // cut requests they already took.
         self.boot_snapshots = booting.0;
-        if self.ever_ready && code == exit::OK {
-            return Ok(self.django.take().unwrap_or_default());
+        served?;
+        if self.ever_ready {
+            return Ok(Some(self.django.take().unwrap_or_default()));
         }
         self.kill_all(Signal::SIGKILL);
-        Err(code)
+        Ok(None)
     }
 
     /// Stops every worker at once (a start-up error after booting).
@@ -240,16 +242,16 @@ impl Supervisor {
         self.kill_all(Signal::SIGKILL);
     }
 
-    /// Runs until shutdown; returns the exit code.
-    pub async fn run(mut self, collector: &mut dyn Collector) -> i32 {
+    /// Runs until shutdown; `Err` says why the master must exit at once.
+    pub async fn run(mut self, collector: &mut dyn Collector) -> Result<(), Fatal> {
         for (id, seq, data) in std::mem::take(&mut self.boot_snapshots) {
             collector.snapshot(id, seq, data);
         }
-        if let Some(code) = self.release_awaiting() {
+        if let Err(fatal) = self.release_awaiting() {
             self.kill_all(Signal::SIGKILL);
-            return code;
+            return Err(fatal);
         }
-        let code = self.serve(collector).await;
+        let ended = self.serve(collector).await;
         // Final snapshots written by workers just before they exited may still sit
         // in the control sockets: read them all (each reader ends with `Closed`).
         let mut open = self.readers;
@@ -264,28 +266,32 @@ impl Supervisor {
                 _ => break,
             }
         }
-        code
+        ended
     }
 
-    async fn serve(&mut self, collector: &mut dyn Collector) -> i32 {
+    /// Runs the loop until it is done (`Ok`) or the master must exit (`Err`, with
+    /// every worker killed).
+    async fn serve(&mut self, collector: &mut dyn Collector) -> Result<(), Fatal> {
         // Installed once and kept across boot() and run(): a signal that arrives
         // between them (while the notifier starts) waits in its stream, not lost.
         let mut signals = match self.signals.take() {
             Some(s) => s,
-            None => match Signals::install() {
-                Ok(s) => s,
-                Err(e) => {
-                    eprintln!("rwsgi: error: cannot install signal handlers: {e}");
-                    return exit::RUNTIME;
-                }
-            },
+            None => Signals::install()
+                .map_err(|e| Fatal::runtime(format_args!("cannot install signal handlers: {e}")))?,
         };
-        let code = self.serve_with(collector, &mut signals).await;
+        let ended = self.serve_with(collector, &mut signals).await;
         self.signals = Some(signals);
-        code
+        if ended.is_err() {
+            self.kill_all(Signal::SIGKILL);
+        }
+        ended
     }
 
-    async fn serve_with(&mut self, collector: &mut dyn Collector, sig: &mut Signals) -> i32 {
+    async fn serve_with(
+        &mut self,
+        collector: &mut dyn Collector,
+        sig: &mut Signals,
+    ) -> Result<(), Fatal> {
         let Signals {
             term,
             int,
@@ -308,12 +314,9 @@ impl Supervisor {
                         ev,
                         Event::Msg(_, ToMaster::Ready { .. } | ToMaster::Recycle)
                     );
-                    if let Some(code) = self.on_event(ev, collector) {
-                        self.kill_all(Signal::SIGKILL);
-                        return code;
-                    }
+                    self.on_event(ev, collector)?;
                     if self.stop_at_ready && self.boot_complete() {
-                        return exit::OK;
+                        return Ok(());
                     }
                     // A recycle request or a ready replacement acts now, not at the
                     // next tick: the retiring worker overshoots --max-requests less.
@@ -342,23 +345,15 @@ impl Supervisor {
                     crate::logging::reopen();
                     self.signal_all(Signal::SIGUSR1);
                 }
-                _ = chld.recv() => {
-                    if let Some(code) = self.reap() {
-                        self.kill_all(Signal::SIGKILL);
-                        return code;
-                    }
-                }
+                _ = chld.recv() => self.reap()?,
                 _ = tick.tick() => {
                     if self.stop_at_ready && (self.boot_complete() || self.shutdown.is_some()) {
-                        return exit::OK;
+                        return Ok(());
                     }
-                    if let Some(code) = self.reap() {
-                        self.kill_all(Signal::SIGKILL);
-                        return code;
-                    }
+                    self.reap()?;
                     if let Some((_, deadline)) = self.shutdown {
                         if self.workers.is_empty() {
-                            return exit::OK;
+                            return Ok(());
                         }
                         if Instant::now() >= deadline {
                             tracing::warn!(pids = ?self.pids(), "workers did not stop in time; killing them");
@@ -589,8 +584,8 @@ impl Supervisor {
         }
     }
 
-    /// Collects exited workers. `Some(code)` means the master must exit.
-    fn reap(&mut self) -> Option<i32> {
+    /// Collects exited workers. `Err`: the master must exit.
+    fn reap(&mut self) -> Result<(), Fatal> {
         let mut gone = Vec::new();
         for (id, w) in self.workers.iter_mut() {
             if let Ok(Some(status)) = w.child.try_wait() {
@@ -622,8 +617,7 @@ impl Supervisor {
             }
             if state == State::Booting && code == Some(exit::BOOT) {
                 if !self.ever_ready {
-                    eprintln!("rwsgi: error: worker failed to boot; see the error above");
-                    return Some(exit::BOOT);
+                    return Err(Fatal::boot("worker failed to boot; see the error above"));
                 }
                 tracing::error!(
                     worker = id,
@@ -642,7 +636,7 @@ impl Supervisor {
                 self.backoff = Duration::ZERO;
             }
         }
-        None
+        Ok(())
     }
 
     fn check_timeouts(&mut self) {
@@ -707,12 +701,11 @@ impl Supervisor {
         }
     }
 
-    /// Handles one control message. `Some(code)` means the master must exit.
-    fn on_event(&mut self, ev: Event, collector: &mut dyn Collector) -> Option<i32> {
+    /// Handles one control message. `Err`: the master must exit.
+    fn on_event(&mut self, ev: Event, collector: &mut dyn Collector) -> Result<(), Fatal> {
         match ev {
             Event::Closed(id) => {
                 tracing::debug!(worker = id, "control socket closed");
-                None
             }
             Event::Msg(id, ToMaster::Ready { django, .. }) => {
                 if !self.settings_seen {
@@ -725,27 +718,21 @@ impl Supervisor {
                     self.awaiting.push(id);
                     self.ever_ready = true;
                     self.first_ready_at.get_or_insert_with(Instant::now);
-                    return None;
+                    return Ok(());
                 }
                 if self.listeners.is_none() {
-                    if let Err(e) = self.bind_listeners() {
-                        eprintln!("rwsgi: error: {e}");
-                        return Some(exit::RUNTIME);
-                    }
+                    self.bind_listeners()?;
                 }
                 self.hand_sockets(id);
-                None
             }
             Event::Msg(id, ToMaster::Heartbeat { oldest, .. }) => {
                 if let Some(w) = self.workers.get_mut(&id) {
                     w.last_beat = Instant::now();
                     w.oldest = oldest;
                 }
-                None
             }
             Event::Msg(id, ToMaster::Snapshot { seq, data }) => {
                 collector.snapshot(id, seq, data);
-                None
             }
             Event::Msg(id, ToMaster::Recycle) => {
                 if let Some(w) = self.workers.get_mut(&id) {
@@ -754,9 +741,9 @@ impl Supervisor {
                         w.retiring = true;
                     }
                 }
-                None
             }
         }
+        Ok(())
     }
 
     /// Whether [`Supervisor::boot`] may end: every worker of the first generation has
@@ -777,17 +764,14 @@ impl Supervisor {
     }
 
     /// Binds the listeners (once) and hands them to the workers that booted while
-    /// [`Supervisor::boot`] ran; `Some(code)` when binding failed.
-    fn release_awaiting(&mut self) -> Option<i32> {
+    /// [`Supervisor::boot`] ran; `Err` when binding failed.
+    fn release_awaiting(&mut self) -> Result<(), Fatal> {
         let waiting = std::mem::take(&mut self.awaiting);
         if waiting.is_empty() {
-            return None;
+            return Ok(());
         }
         if self.shutdown.is_none() && self.listeners.is_none() {
-            if let Err(e) = self.bind_listeners() {
-                eprintln!("rwsgi: error: {e}");
-                return Some(exit::RUNTIME);
-            }
+            self.bind_listeners()?;
         }
         for id in waiting {
             if self
@@ -798,7 +782,7 @@ impl Supervisor {
                 self.hand_sockets(id);
             }
         }
-        None
+        Ok(())
     }
 
     /// Gives worker `id` the listening sockets and counts it as serving; during a
@@ -832,8 +816,8 @@ impl Supervisor {
         }
     }
 
-    fn bind_listeners(&mut self) -> anyhow::Result<()> {
-        self.listeners = Some(self.bind()?);
+    fn bind_listeners(&mut self) -> Result<(), Fatal> {
+        self.listeners = Some(self.bind().map_err(Fatal::runtime)?);
         hooks::when_ready();
         Ok(())
     }

@@ -24,6 +24,7 @@ mod token;
 use super::redact::{redact_url, scrub, truncate};
 use super::{dimensions, SinkError};
 use crate::cli::NotifyArgs;
+use crate::error::ConfigError;
 use crate::tracker::report::Report;
 use token::{Credential, IdentityEnv, TokenCache};
 
@@ -63,7 +64,7 @@ pub struct AzureConfig {
 
 impl AzureConfig {
     /// Checks every `--azure-*` option; errors name the options at fault.
-    pub fn from_args(args: &NotifyArgs) -> Result<AzureConfig, String> {
+    pub fn from_args(args: &NotifyArgs) -> Result<AzureConfig, ConfigError> {
         let region = non_empty(&args.azure_region)
             .ok_or("--notify azure needs --azure-region (e.g. westeurope)")?;
         // "West Europe" is how the portal shows it; the host wants "westeurope".
@@ -72,16 +73,18 @@ impl AzureConfig {
             .collect::<String>()
             .to_ascii_lowercase();
         if !region.chars().all(|c| c.is_ascii_alphanumeric()) {
-            return Err(format!("--azure-region '{region}' is not a region name"));
+            return Err(ConfigError(format!(
+                "--azure-region '{region}' is not a region name"
+            )));
         }
         let endpoint = match non_empty(&args.azure_endpoint) {
             Some(e) if e.starts_with("http://") || e.starts_with("https://") => {
                 Some(e.trim_end_matches('/').to_string())
             }
             Some(e) => {
-                return Err(format!(
+                return Err(ConfigError(format!(
                     "--azure-endpoint must be an http:// or https:// URL (got '{e}')"
-                ))
+                )))
             }
             None => None,
         };
@@ -104,13 +107,13 @@ impl AzureConfig {
 
     /// Chooses the credential from the environment and makes the HTTP clients. No
     /// request is sent here; the first token is fetched by the first report.
-    pub async fn build(&self) -> Result<AzureSink, String> {
+    pub async fn build(&self) -> Result<AzureSink, ConfigError> {
         self.build_with(&IdentityEnv::from_process())
     }
 
     /// [`AzureConfig::build`] with an explicit environment, so tests never mutate
     /// the process environment.
-    pub(crate) fn build_with(&self, env: &IdentityEnv) -> Result<AzureSink, String> {
+    pub(crate) fn build_with(&self, env: &IdentityEnv) -> Result<AzureSink, ConfigError> {
         let credential = Credential::from_env(env)?;
         let tokens = TokenCache::new(credential)?;
         let http = reqwest::Client::builder()
@@ -168,7 +171,7 @@ fn non_empty(v: &Option<String>) -> Option<&str> {
 
 /// The resource id: given whole, or built from its five parts as
 /// request-time-tracker took them. One form or the other, never a mix.
-pub(crate) fn resource_id(args: &NotifyArgs) -> Result<String, String> {
+pub(crate) fn resource_id(args: &NotifyArgs) -> Result<String, ConfigError> {
     let parts = [
         (
             "--azure-subscription-id",
@@ -195,10 +198,10 @@ pub(crate) fn resource_id(args: &NotifyArgs) -> Result<String, String> {
         .collect();
     if let Some(id) = non_empty(&args.azure_resource_id) {
         if !given.is_empty() {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "--notify azure: give either --azure-resource-id or its parts, not both (also got {})",
                 given.join(", ")
-            ));
+            )));
         }
         return validate_resource_id(id.trim_end_matches('/'));
     }
@@ -208,21 +211,23 @@ pub(crate) fn resource_id(args: &NotifyArgs) -> Result<String, String> {
         .map(|(n, _)| *n)
         .collect();
     if given.is_empty() {
-        return Err(format!(
+        return Err(ConfigError(format!(
             "--notify azure needs --azure-resource-id, or all of {}",
             missing.join(", ")
-        ));
+        )));
     }
     if !missing.is_empty() {
-        return Err(format!(
+        return Err(ConfigError(format!(
             "--notify azure: the resource id is incomplete, missing {}",
             missing.join(", ")
-        ));
+        )));
     }
     let v: Vec<&str> = parts.iter().filter_map(|(_, v)| *v).collect();
     for (name, value) in parts.iter().filter_map(|(n, v)| v.map(|v| (n, v))) {
         if value.contains(['/', '?', '#']) || value.contains(char::is_whitespace) {
-            return Err(format!("{name} '{value}' must be a single path segment"));
+            return Err(ConfigError(format!(
+                "{name} '{value}' must be a single path segment"
+            )));
         }
     }
     validate_resource_id(&format!(
@@ -234,8 +239,8 @@ pub(crate) fn resource_id(args: &NotifyArgs) -> Result<String, String> {
 /// Shape check only (Azure itself says whether the resource exists): starts with
 /// `/subscriptions/`, has `resourceGroups` and `providers` segments, an even number
 /// of type/name segments after the provider, and nothing a URL would reinterpret.
-fn validate_resource_id(id: &str) -> Result<String, String> {
-    let bad = |why: &str| Err(format!("--azure-resource-id '{id}' {why}"));
+fn validate_resource_id(id: &str) -> Result<String, ConfigError> {
+    let bad = |why: &str| Err(ConfigError(format!("--azure-resource-id '{id}' {why}")));
     if id.contains(['?', '#', '\\']) || id.contains(char::is_whitespace) {
         return bad("contains characters a resource id cannot have");
     }
@@ -282,7 +287,7 @@ pub struct AzureSink {
 
 impl AzureSink {
     /// Builds the sink from its config (same as [`AzureConfig::build`]).
-    pub async fn build(config: AzureConfig) -> Result<AzureSink, String> {
+    pub async fn build(config: AzureConfig) -> Result<AzureSink, ConfigError> {
         config.build().await
     }
 

@@ -33,6 +33,7 @@ mod tests;
 use super::redact::{redact_url, truncate};
 use super::{dimensions, SinkError};
 use crate::cli::NotifyArgs;
+use crate::error::ConfigError;
 use crate::tracker::report::Report;
 use datums::Common;
 pub use datums::TimeUnit;
@@ -83,7 +84,7 @@ pub struct CloudWatchConfig {
 
 impl CloudWatchConfig {
     /// Checks every `--cloudwatch-*` option; errors name the option at fault.
-    pub fn from_args(args: &NotifyArgs) -> Result<CloudWatchConfig, String> {
+    pub fn from_args(args: &NotifyArgs) -> Result<CloudWatchConfig, ConfigError> {
         let namespace = args
             .cloudwatch_namespace
             .as_deref()
@@ -95,22 +96,24 @@ impl CloudWatchConfig {
             return Err("--cloudwatch-namespace is longer than 255 characters".into());
         }
         if namespace.starts_with("AWS/") {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "--cloudwatch-namespace '{namespace}': namespaces starting with AWS/ are reserved"
-            ));
+            )));
         }
         let region = non_empty(args.cloudwatch_region.as_deref());
         if let Some(r) = &region {
             if !r.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
-                return Err(format!("--cloudwatch-region '{r}' is not a region name"));
+                return Err(ConfigError(format!(
+                    "--cloudwatch-region '{r}' is not a region name"
+                )));
             }
         }
         let endpoint = non_empty(args.cloudwatch_endpoint.as_deref());
         if let Some(e) = &endpoint {
             if !(e.starts_with("http://") || e.starts_with("https://")) {
-                return Err(format!(
+                return Err(ConfigError(format!(
                     "--cloudwatch-endpoint must be an http:// or https:// URL (got '{e}')"
-                ));
+                )));
             }
         }
         Ok(CloudWatchConfig {
@@ -130,7 +133,7 @@ impl CloudWatchConfig {
 
     /// Loads the AWS configuration (region and credential chain) and makes the
     /// client. No request is sent here; credentials are resolved on first use.
-    pub async fn build(&self) -> Result<CloudWatchSink, String> {
+    pub async fn build(&self) -> Result<CloudWatchSink, ConfigError> {
         let keys = self.aws_keys.as_ref().map(|k| {
             Credentials::new(
                 k.access_key_id.clone(),
@@ -148,7 +151,7 @@ impl CloudWatchConfig {
     pub(crate) async fn build_with(
         &self,
         credentials: Option<Credentials>,
-    ) -> Result<CloudWatchSink, String> {
+    ) -> Result<CloudWatchSink, ConfigError> {
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(RetryConfig::disabled())
             .timeout_config(
@@ -224,12 +227,14 @@ fn non_empty(v: Option<&str>) -> Option<String> {
 
 /// `--notify-interval` as a `Duration`; the framework checks it too, but the storage
 /// resolution must not be derived from garbage.
-fn interval(secs: f64) -> Result<Duration, String> {
+fn interval(secs: f64) -> Result<Duration, ConfigError> {
     if secs.is_finite() && secs > 0.0 {
         Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("--notify-interval is too large (got {secs})"))
+            .map_err(|_| ConfigError(format!("--notify-interval is too large (got {secs})")))
     } else {
-        Err(format!("--notify-interval must be > 0 (got {secs})"))
+        Err(ConfigError(format!(
+            "--notify-interval must be > 0 (got {secs})"
+        )))
     }
 }
 
@@ -253,7 +258,7 @@ pub struct CloudWatchSink {
 
 impl CloudWatchSink {
     /// Builds the sink from its config (same as [`CloudWatchConfig::build`]).
-    pub async fn build(config: CloudWatchConfig) -> Result<CloudWatchSink, String> {
+    pub async fn build(config: CloudWatchConfig) -> Result<CloudWatchSink, ConfigError> {
         config.build().await
     }
 

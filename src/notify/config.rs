@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::{azure, cloudwatch, log, prometheus, redis, statsd, Sink};
 use crate::cli::{LogFormat, NotifyArgs};
+use crate::error::ConfigError;
 
 /// Longest `--notify-interval` accepted: one day.
 const MAX_INTERVAL_SECS: f64 = 86_400.0;
@@ -75,7 +76,7 @@ impl SinkConfig {
         kind: SinkKind,
         args: &NotifyArgs,
         log_format: LogFormat,
-    ) -> Result<SinkConfig, String> {
+    ) -> Result<SinkConfig, ConfigError> {
         match kind {
             SinkKind::Log => Ok(SinkConfig::Log(log::LogConfig::new(log_format))),
             SinkKind::Prometheus => {
@@ -104,7 +105,7 @@ impl SinkConfig {
 
     /// Builds the sink; sinks that own a listener bind it here so a bad address fails
     /// the start instead of the first report.
-    pub async fn build(&self) -> Result<Sink, String> {
+    pub async fn build(&self) -> Result<Sink, ConfigError> {
         Ok(match self {
             SinkConfig::Log(c) => Sink::Log(c.build()),
             SinkConfig::Prometheus(c) => Sink::Prometheus(c.build().await?),
@@ -150,7 +151,7 @@ impl NotifyConfig {
         args: &NotifyArgs,
         queue_header_set: bool,
         log_format: LogFormat,
-    ) -> Result<NotifyConfig, String> {
+    ) -> Result<NotifyConfig, ConfigError> {
         let interval = parse_interval(args.notify_interval)?;
         let mut kinds: Vec<SinkKind> = Vec::new();
         for name in args.sinks.iter().flat_map(|s| s.split(',')) {
@@ -163,7 +164,10 @@ impl NotifyConfig {
                 )
             })?;
             if kinds.contains(&kind) {
-                return Err(format!("--notify {} is given twice", kind.name()));
+                return Err(ConfigError(format!(
+                    "--notify {} is given twice",
+                    kind.name()
+                )));
             }
             kinds.push(kind);
         }
@@ -201,7 +205,7 @@ impl NotifyConfig {
     }
 }
 
-fn parse_interval(secs: f64) -> Result<Duration, String> {
+fn parse_interval(secs: f64) -> Result<Duration, ConfigError> {
     // Display would spell 1e300 with 300 digits.
     let shown = if secs.abs() < 1e15 {
         secs.to_string()
@@ -209,14 +213,16 @@ fn parse_interval(secs: f64) -> Result<Duration, String> {
         format!("{secs:e}")
     };
     if secs.is_nan() || secs <= 0.0 {
-        return Err(format!("--notify-interval must be > 0 (got {shown})"));
+        return Err(ConfigError(format!(
+            "--notify-interval must be > 0 (got {shown})"
+        )));
     }
     // A report less than daily is useless for autoscaling, and the bound keeps
     // deadline arithmetic (`now + interval`) far from overflow.
     if secs > MAX_INTERVAL_SECS {
-        return Err(format!(
+        return Err(ConfigError(format!(
             "--notify-interval must be at most {MAX_INTERVAL_SECS} (got {shown})"
-        ));
+        )));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -227,7 +233,7 @@ pub(crate) fn check_host_port(
     option: &str,
     value: &str,
     allow_port_zero: bool,
-) -> Result<(), String> {
+) -> Result<(), ConfigError> {
     let bad = || format!("{option} must be HOST:PORT (got '{value}')");
     let (host, port) = value.rsplit_once(':').ok_or_else(bad)?;
     let host = host
@@ -235,19 +241,19 @@ pub(crate) fn check_host_port(
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     if host.is_empty() || host.contains(char::is_whitespace) || host.contains(['[', ']']) {
-        return Err(bad());
+        return Err(ConfigError(bad()));
     }
     if host.contains(':') && !value.starts_with('[') {
-        return Err(format!(
+        return Err(ConfigError(format!(
             "{option}: write an IPv6 address as [ADDR]:PORT (got '{value}')"
-        ));
+        )));
     }
     match port.parse::<u16>() {
-        Ok(0) if !allow_port_zero => Err(format!(
+        Ok(0) if !allow_port_zero => Err(ConfigError(format!(
             "{option} needs a port other than 0 (got '{value}')"
-        )),
+        ))),
         Ok(_) => Ok(()),
-        Err(_) => Err(bad()),
+        Err(_) => Err(ConfigError(bad())),
     }
 }
 

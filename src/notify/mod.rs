@@ -15,8 +15,8 @@
 //! # Adding a sink
 //!
 //! 1. Create `src/notify/<name>.rs` with `<Name>Config` (`from_args(&NotifyArgs) ->
-//!    Result<Self, String>` whose errors name the option, `Display` with secrets
-//!    masked, `async build(&self) -> Result<<Name>Sink, String>`) and `<Name>Sink`
+//!    Result<Self, ConfigError>` whose errors name the option, `Display` with secrets
+//!    masked, `async build(&self) -> Result<<Name>Sink, ConfigError>`) and `<Name>Sink`
 //!    (`name() -> &'static str`, `async send(&mut self, &Report) -> Result<(),
 //!    SinkError>`, cancel-safe at each `.await`); declare the module below.
 //! 2. Add a `<Name>` variant to [`Sink`] (here) and to [`SinkConfig`] (`config.rs`),
@@ -55,6 +55,7 @@ use tracing::{error, warn};
 
 use crate::tracker::report::Report;
 
+use crate::error::ConfigError;
 pub(crate) use config::check_host_port;
 pub use config::{NotifyConfig, SinkConfig, SinkKind};
 use runner::{Counters, Policy};
@@ -210,7 +211,7 @@ pub struct Notifier {
 impl Notifier {
     /// Builds every sink (prometheus binds `--metrics-bind` here) and starts one task
     /// per sink. Must run inside a tokio runtime.
-    pub async fn start(config: NotifyConfig) -> Result<Notifier, String> {
+    pub async fn start(config: NotifyConfig) -> Result<Notifier, ConfigError> {
         let mut sinks = Vec::with_capacity(config.sinks().len());
         for sink in config.sinks() {
             sinks.push(sink.build().await?);

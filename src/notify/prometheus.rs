@@ -23,6 +23,7 @@ use super::last_interval::LastInterval;
 use super::{check_host_port, SinkError};
 use crate::admin_http;
 use crate::cli::NotifyArgs;
+use crate::error::ConfigError;
 use crate::tracker::report::{MetricReport, Report, PROMETHEUS_BUCKETS};
 
 /// The content type of the text exposition format this sink writes.
@@ -36,7 +37,7 @@ pub struct PrometheusConfig {
 }
 
 impl PrometheusConfig {
-    pub fn from_args(args: &NotifyArgs) -> Result<PrometheusConfig, String> {
+    pub fn from_args(args: &NotifyArgs) -> Result<PrometheusConfig, ConfigError> {
         let bind = args
             .metrics_bind
             .as_deref()
@@ -48,7 +49,7 @@ impl PrometheusConfig {
     }
 
     /// Binds the listener and starts serving (all-zero metrics until the first report).
-    pub async fn build(&self) -> Result<PrometheusSink, String> {
+    pub async fn build(&self) -> Result<PrometheusSink, ConfigError> {
         let listener = TcpListener::bind(&self.bind)
             .await
             .map_err(|e| format!("--metrics-bind {}: cannot listen: {e}", self.bind))?;

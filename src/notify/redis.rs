@@ -40,6 +40,7 @@ pub use super::redact::redact_url;
 use super::redact::{scrub, truncate};
 use super::SinkError;
 use crate::cli::NotifyArgs;
+use crate::error::ConfigError;
 use crate::tracker::report::Report;
 
 #[cfg(test)]
@@ -72,7 +73,7 @@ pub struct RedisConfig {
 impl RedisConfig {
     /// Checks every `--redis-*` option; errors name the option and never show the
     /// password.
-    pub fn from_args(args: &NotifyArgs) -> Result<RedisConfig, String> {
+    pub fn from_args(args: &NotifyArgs) -> Result<RedisConfig, ConfigError> {
         let url = args
             .redis_url
             .as_deref()
@@ -80,10 +81,10 @@ impl RedisConfig {
             .filter(|u| !u.is_empty())
             .ok_or("--notify redis needs --redis-url (redis://HOST:PORT/DB or rediss://...)")?;
         if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "--redis-url must start with redis:// or rediss:// (got '{}')",
                 redact_url(url)
-            ));
+            )));
         }
         redis::Client::open(url)
             .map_err(|_| format!("--redis-url '{}' is not a valid Redis URL", redact_url(url)))?;
@@ -93,9 +94,9 @@ impl RedisConfig {
         }
         let history = args.redis_history;
         if !(history.is_finite() && history > 0.0) {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "--redis-history must be > 0 seconds (got {history})"
-            ));
+            )));
         }
         Ok(RedisConfig {
             url: url.to_string(),
@@ -108,7 +109,7 @@ impl RedisConfig {
 
     /// Makes the client; connects lazily, so a Redis that is down at start-up costs
     /// a log line on the first report, not a failed start.
-    pub async fn build(&self) -> Result<RedisSink, String> {
+    pub async fn build(&self) -> Result<RedisSink, ConfigError> {
         let client = redis::Client::open(self.url.as_str()).map_err(|_| {
             format!(
                 "--redis-url '{}' is not a valid Redis URL",
@@ -157,12 +158,12 @@ impl fmt::Display for RedisConfig {
 }
 
 /// `--notify-interval`, which sets the TTL and the history length.
-fn interval(secs: f64) -> Result<Duration, String> {
+fn interval(secs: f64) -> Result<Duration, ConfigError> {
     match Duration::try_from_secs_f64(secs) {
         Ok(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!(
+        _ => Err(ConfigError(format!(
             "--notify-interval must be > 0 seconds (got {secs})"
-        )),
+        ))),
     }
 }
 
@@ -210,7 +211,7 @@ pub struct RedisSink {
 
 impl RedisSink {
     /// Builds the sink from its config (same as [`RedisConfig::build`]).
-    pub async fn build(config: RedisConfig) -> Result<RedisSink, String> {
+    pub async fn build(config: RedisConfig) -> Result<RedisSink, ConfigError> {
         config.build().await
     }
 

@@ -42,6 +42,7 @@ use tokio::net::UdpSocket;
 
 use super::{check_host_port, SinkError};
 use crate::cli::NotifyArgs;
+use crate::error::ConfigError;
 use crate::tracker::report::Report;
 
 /// Largest datagram sent: 1500 (Ethernet MTU) − 40 (IPv6) − 8 (UDP) − 20 of margin
@@ -65,7 +66,7 @@ pub struct StatsdConfig {
 const DEFAULT_PREFIX: &str = "rwsgi";
 
 impl StatsdConfig {
-    pub fn from_args(args: &NotifyArgs) -> Result<StatsdConfig, String> {
+    pub fn from_args(args: &NotifyArgs) -> Result<StatsdConfig, ConfigError> {
         let host = args
             .statsd_host
             .as_deref()
@@ -73,10 +74,10 @@ impl StatsdConfig {
         check_host_port("--statsd-host", host, false)?;
         let prefix = args.statsd_prefix.trim_end_matches('.');
         if prefix.contains(|c: char| ":|@#,".contains(c) || c.is_whitespace()) {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "--statsd-prefix must not contain ':', '|', '@', '#', ',' or whitespace (got '{}')",
                 args.statsd_prefix
-            ));
+            )));
         }
         for tag in &args.statsd_tags {
             let well_formed = tag
@@ -84,9 +85,9 @@ impl StatsdConfig {
                 .is_some_and(|(k, v)| !k.is_empty() && !v.is_empty())
                 && !tag.contains(|c: char| "|,#".contains(c) || c.is_whitespace());
             if !well_formed {
-                return Err(format!(
+                return Err(ConfigError(format!(
                     "--statsd-tag must be key:value without '|', ',', '#' or whitespace (got '{tag}')"
-                ));
+                )));
             }
         }
         Ok(StatsdConfig {

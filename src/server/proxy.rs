@@ -30,41 +30,80 @@ const V1_MAX: usize = 107;
 /// The longest header read: v2's fixed part plus its largest length field.
 const MAX_HEADER: usize = V2_FIXED + u16::MAX as usize;
 
+/// Why a connection from an allowed proxy is closed before HTTP: the log line's
+/// reason.
+#[derive(Debug)]
+pub enum ProxyError {
+    /// No whole header within `--header-timeout`.
+    Timeout(Duration),
+    /// Longer than any header can be (v2's fixed part plus its largest length).
+    TooLong,
+    /// A v1 line without its end within 107 bytes.
+    V1TooLong,
+    /// The socket failed.
+    Read(std::io::Error),
+    /// The peer closed: before sending anything (`false`), or inside the header.
+    Closed { partial: bool },
+    /// The bytes are not a header of the version(s) `--proxy-protocol` accepts.
+    NotProxy(&'static str),
+    /// A header of `version` (1 or 2) that `ppp` refused.
+    Malformed { version: u8, detail: String },
+}
+
+impl std::fmt::Display for ProxyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ProxyError::Timeout(t) => write!(f, "no complete PROXY header within {t:?}"),
+            ProxyError::TooLong => f.write_str("PROXY header too long"),
+            ProxyError::V1TooLong => write!(f, "PROXY v1 line longer than {V1_MAX} bytes"),
+            ProxyError::Read(e) => write!(f, "reading the PROXY header: {e}"),
+            ProxyError::Closed { partial: false } => {
+                f.write_str("closed before sending a PROXY header")
+            }
+            ProxyError::Closed { partial: true } => {
+                f.write_str("closed in the middle of the PROXY header")
+            }
+            ProxyError::NotProxy(wanted) => {
+                write!(f, "the connection did not start with {wanted}")
+            }
+            ProxyError::Malformed { version, detail } => {
+                write!(f, "malformed PROXY v{version} header: {detail}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProxyError {}
+
 /// Reads the PROXY header at the start of `io` within `timeout`: what it announced,
-/// and the bytes read past it (the start of the TLS or HTTP stream). The error is
-/// the log line's reason.
+/// and the bytes read past it (the start of the TLS or HTTP stream).
 pub async fn read_header<S: AsyncRead + Unpin>(
     io: &mut S,
     mode: ProxyProtocol,
     timeout: Duration,
-) -> Result<(Proxied, Bytes), String> {
+) -> Result<(Proxied, Bytes), ProxyError> {
     match tokio::time::timeout(timeout, read(io, mode)).await {
         Ok(r) => r,
-        Err(_) => Err(format!("no complete PROXY header within {timeout:?}")),
+        Err(_) => Err(ProxyError::Timeout(timeout)),
     }
 }
 
 async fn read<S: AsyncRead + Unpin>(
     io: &mut S,
     mode: ProxyProtocol,
-) -> Result<(Proxied, Bytes), String> {
+) -> Result<(Proxied, Bytes), ProxyError> {
     let mut buf = BytesMut::with_capacity(256);
     loop {
         if buf.len() >= MAX_HEADER {
-            return Err("PROXY header too long".into());
+            return Err(ProxyError::TooLong);
         }
         if buf.capacity() == buf.len() {
             buf.reserve(buf.len());
         }
-        let n = io
-            .read_buf(&mut buf)
-            .await
-            .map_err(|e| format!("reading the PROXY header: {e}"))?;
+        let n = io.read_buf(&mut buf).await.map_err(ProxyError::Read)?;
         if n == 0 {
-            return Err(if buf.is_empty() {
-                "closed before sending a PROXY header".into()
-            } else {
-                "closed in the middle of the PROXY header".into()
+            return Err(ProxyError::Closed {
+                partial: !buf.is_empty(),
             });
         }
         if let Some((proxied, used)) = parse(&buf, mode)? {
@@ -75,7 +114,7 @@ async fn read<S: AsyncRead + Unpin>(
 }
 
 /// The header at the start of `buf`, with its length; `None` while incomplete.
-pub fn parse(buf: &[u8], mode: ProxyProtocol) -> Result<Option<(Proxied, usize)>, String> {
+pub fn parse(buf: &[u8], mode: ProxyProtocol) -> Result<Option<(Proxied, usize)>, ProxyError> {
     let starts = |prefix: &[u8]| {
         let n = buf.len().min(prefix.len());
         buf[..n] == prefix[..n]
@@ -93,7 +132,7 @@ pub fn parse(buf: &[u8], mode: ProxyProtocol) -> Result<Option<(Proxied, usize)>
             (false, true) => "a PROXY v2 header",
             _ => "a PROXY header",
         };
-        return Err(format!("the connection did not start with {wanted}"));
+        return Err(ProxyError::NotProxy(wanted));
     }
     if !maybe_v2 && !buf[..buf.len().min(V1_MAX)].contains(&b'\n') {
         // v1 is one line: parse it whole (ppp can take a line cut after a space for a
@@ -101,7 +140,7 @@ pub fn parse(buf: &[u8], mode: ProxyProtocol) -> Result<Option<(Proxied, usize)>
         return if buf.len() < V1_MAX {
             Ok(None)
         } else {
-            Err(format!("PROXY v1 line longer than {V1_MAX} bytes"))
+            Err(ProxyError::V1TooLong)
         };
     }
     let result = if maybe_v2 {
@@ -115,8 +154,14 @@ pub fn parse(buf: &[u8], mode: ProxyProtocol) -> Result<Option<(Proxied, usize)>
     match result {
         HeaderResult::V1(Ok(h)) => Ok(Some((from_v1(&h.addresses), h.header.len()))),
         HeaderResult::V2(Ok(h)) => Ok(Some((from_v2(&h), h.len()))),
-        HeaderResult::V1(Err(e)) => Err(format!("malformed PROXY v1 header: {e}")),
-        HeaderResult::V2(Err(e)) => Err(format!("malformed PROXY v2 header: {e}")),
+        HeaderResult::V1(Err(e)) => Err(ProxyError::Malformed {
+            version: 1,
+            detail: e.to_string(),
+        }),
+        HeaderResult::V2(Err(e)) => Err(ProxyError::Malformed {
+            version: 2,
+            detail: e.to_string(),
+        }),
     }
 }
 

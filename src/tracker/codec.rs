@@ -61,10 +61,10 @@ impl Snapshot {
     /// Reads what [`Snapshot::encode`] wrote. Any other input, truncated, padded or
     /// corrupted, is an `Err` naming what was wrong; it never panics and allocates no
     /// more than one snapshot.
-    pub fn decode(bytes: &[u8]) -> Result<Snapshot, String> {
+    pub fn decode(bytes: &[u8]) -> Result<Snapshot, DecodeError> {
         let mut r = Reader { bytes };
         if r.take(MAGIC.len())? != MAGIC {
-            return Err("not an rwsgi snapshot (bad magic or version)".into());
+            return Err(DecodeError::BadMagic);
         }
         let workers = r.u32("workers")?;
         let shed = r.u64("shed")?;
@@ -94,20 +94,21 @@ impl Snapshot {
         let mut status_codes = super::status::StatusCodes::default();
         let distinct = r.u64("status_codes")?;
         if distinct > 500 {
-            return Err(format!(
-                "status_codes: {distinct} codes, more than HTTP has"
+            return Err(field(
+                "status_codes",
+                format!("{distinct} codes, more than HTTP has"),
             ));
         }
         for _ in 0..distinct {
             let code = u16::try_from(r.u64("status_codes")?)
-                .map_err(|_| "status_codes: code out of range".to_string())?;
+                .map_err(|_| field("status_codes", "code out of range".into()))?;
             let n = r.u64("status_codes")?;
             if !status_codes.add_n(code, n) {
-                return Err(format!("status_codes: code {code} out of range"));
+                return Err(field("status_codes", format!("code {code} out of range")));
             }
         }
         if !r.bytes.is_empty() {
-            return Err(format!("{} unexpected trailing bytes", r.bytes.len()));
+            return Err(DecodeError::Trailing(r.bytes.len()));
         }
         Ok(Snapshot {
             queue_time,
@@ -145,7 +146,7 @@ fn encode_timing(out: &mut Vec<u8>, timing: &Timing) {
     }
 }
 
-fn decode_timing(r: &mut Reader<'_>, name: &str) -> Result<Timing, String> {
+fn decode_timing(r: &mut Reader<'_>, name: &'static str) -> Result<Timing, DecodeError> {
     let mut timing = Timing::new();
     timing.sum_ns = r.varint(name)?;
     timing.min_ns = r.u64(name)?;
@@ -155,47 +156,50 @@ fn decode_timing(r: &mut Reader<'_>, name: &str) -> Result<Timing, String> {
     }
     let bins = r.u64(name)?;
     if bins > timing.hist.distinct_values() as u64 {
-        return Err(format!("{name}: {bins} bins, more than the histogram has"));
+        return Err(field(
+            name,
+            format!("{bins} bins, more than the histogram has"),
+        ));
     }
     let mut value = 0u64;
     for i in 0..bins {
         let delta = r.u64(name)?;
         if i > 0 && delta == 0 {
-            return Err(format!("{name}: histogram values not ascending"));
+            return Err(field(name, "histogram values not ascending".into()));
         }
         value = value
             .checked_add(delta)
-            .ok_or_else(|| format!("{name}: histogram value overflows"))?;
+            .ok_or_else(|| field(name, "histogram value overflows".into()))?;
         let count = r.u64(name)?;
         if count == 0 {
-            return Err(format!("{name}: empty histogram bin"));
+            return Err(field(name, "empty histogram bin".into()));
         }
         timing
             .hist
             .record_n(value, count)
-            .map_err(|_| format!("{name}: histogram value {value} out of range"))?;
+            .map_err(|_| field(name, format!("histogram value {value} out of range")))?;
     }
-    check_timing(&timing, &timing.hist).map_err(|e| format!("{name}: {e}"))?;
+    check_timing(&timing, &timing.hist).map_err(|e| field(name, e.into()))?;
     Ok(timing)
 }
 
 /// Rejects a decoded metric whose exact fields contradict its histogram, which only
 /// corruption produces and which would render nonsense (min above max, more samples in
 /// the Prometheus buckets than in total).
-fn check_timing(timing: &Timing, hist: &Histogram<u64>) -> Result<(), String> {
+fn check_timing(timing: &Timing, hist: &Histogram<u64>) -> Result<(), &'static str> {
     let bucketed = timing
         .buckets
         .iter()
         .try_fold(0u64, |acc, &n| acc.checked_add(n));
     if bucketed.is_none_or(|n| n > hist.len()) {
-        return Err("bucket counts exceed the sample count".into());
+        return Err("bucket counts exceed the sample count");
     }
     let empty = hist.is_empty();
     if empty && (timing.sum_ns != 0 || timing.min_ns != u64::MAX || timing.max_ns != 0) {
-        return Err("no samples but a sum, min or max".into());
+        return Err("no samples but a sum, min or max");
     }
     if !empty && timing.min_ns > timing.max_ns {
-        return Err("min above max".into());
+        return Err("min above max");
     }
     Ok(())
 }
@@ -213,52 +217,83 @@ fn put(out: &mut Vec<u8>, mut n: u128) {
     }
 }
 
+/// Why bytes from a worker are not a snapshot. The master logs it and drops that
+/// snapshot; it never panics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Not a snapshot of this format version.
+    BadMagic,
+    /// The input ended inside the snapshot.
+    Truncated,
+    /// Bytes left after a whole snapshot.
+    Trailing(usize),
+    /// `field` holds what the format cannot have (`problem` says what).
+    Field {
+        field: &'static str,
+        problem: String,
+    },
+}
+
+fn field(field: &'static str, problem: String) -> DecodeError {
+    DecodeError::Field { field, problem }
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DecodeError::BadMagic => f.write_str("not an rwsgi snapshot (bad magic or version)"),
+            DecodeError::Truncated => f.write_str("truncated snapshot"),
+            DecodeError::Trailing(n) => write!(f, "{n} unexpected trailing bytes"),
+            DecodeError::Field { field, problem } => write!(f, "{field}: {problem}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
 /// A cursor over untrusted input; every read checks what is left.
 struct Reader<'a> {
     bytes: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, len: usize) -> Result<&'a [u8], String> {
+    fn take(&mut self, len: usize) -> Result<&'a [u8], DecodeError> {
         if self.bytes.len() < len {
-            return Err("truncated snapshot".into());
+            return Err(DecodeError::Truncated);
         }
         let (head, tail) = self.bytes.split_at(len);
         self.bytes = tail;
         Ok(head)
     }
 
-    fn varint(&mut self, name: &str) -> Result<u128, String> {
+    fn varint(&mut self, name: &'static str) -> Result<u128, DecodeError> {
         let mut value = 0u128;
         for shift in (0..128).step_by(7) {
-            let byte = *self
-                .take(1)?
-                .first()
-                .ok_or_else(|| format!("{name}: truncated"))?;
+            let byte = *self.take(1)?.first().ok_or(DecodeError::Truncated)?;
             let bits = u128::from(byte & 0x7f);
             if shift == 126 && bits > 0b11 {
-                return Err(format!("{name}: number too large"));
+                return Err(field(name, "number too large".into()));
             }
             value |= bits << shift;
             if byte & 0x80 == 0 {
                 return Ok(value);
             }
         }
-        Err(format!("{name}: number too long"))
+        Err(field(name, "number too long".into()))
     }
 
-    fn u64(&mut self, name: &str) -> Result<u64, String> {
-        u64::try_from(self.varint(name)?).map_err(|_| format!("{name}: number too large"))
+    fn u64(&mut self, name: &'static str) -> Result<u64, DecodeError> {
+        u64::try_from(self.varint(name)?).map_err(|_| field(name, "number too large".into()))
     }
 
-    fn u32(&mut self, name: &str) -> Result<u32, String> {
-        u32::try_from(self.varint(name)?).map_err(|_| format!("{name}: number too large"))
+    fn u32(&mut self, name: &'static str) -> Result<u32, DecodeError> {
+        u32::try_from(self.varint(name)?).map_err(|_| field(name, "number too large".into()))
     }
 
-    fn duration(&mut self, name: &str) -> Result<Duration, String> {
+    fn duration(&mut self, name: &'static str) -> Result<Duration, DecodeError> {
         let ns = self.varint(name)?;
-        let secs =
-            u64::try_from(ns / 1_000_000_000).map_err(|_| format!("{name}: duration too large"))?;
+        let secs = u64::try_from(ns / 1_000_000_000)
+            .map_err(|_| field(name, "duration too large".into()))?;
         Ok(Duration::new(secs, (ns % 1_000_000_000) as u32))
     }
 }
@@ -340,22 +375,29 @@ mod tests {
         }
         let mut longer = bytes.clone();
         longer.push(0);
-        assert!(Snapshot::decode(&longer).unwrap_err().contains("trailing"));
+        assert_eq!(
+            Snapshot::decode(&longer).unwrap_err(),
+            DecodeError::Trailing(1)
+        );
     }
 
     #[test]
     fn garbage_is_rejected() {
         assert!(Snapshot::decode(b"").is_err());
-        assert!(Snapshot::decode(b"hello world")
-            .unwrap_err()
-            .contains("magic"));
+        assert_eq!(
+            Snapshot::decode(b"hello world").unwrap_err(),
+            DecodeError::BadMagic
+        );
         let mut wrong_version = Snapshot::new().encode();
         wrong_version[4] = MAGIC[4] + 1;
         assert!(Snapshot::decode(&wrong_version).is_err());
         // The right magic followed by an endless varint.
         let mut endless = MAGIC.to_vec();
         endless.extend([0xff; 40]);
-        assert!(Snapshot::decode(&endless).unwrap_err().contains("workers"));
+        assert!(Snapshot::decode(&endless)
+            .unwrap_err()
+            .to_string()
+            .contains("workers"));
     }
 
     #[test]
@@ -364,18 +406,21 @@ mod tests {
         s.app_time.min_ns = 5;
         assert!(Snapshot::decode(&s.encode())
             .unwrap_err()
+            .to_string()
             .contains("app_time"));
 
         let mut s = busy_snapshot();
         s.queue_time.buckets[0] = u64::MAX;
         assert!(Snapshot::decode(&s.encode())
             .unwrap_err()
+            .to_string()
             .contains("queue_time"));
 
         let mut s = busy_snapshot();
         std::mem::swap(&mut s.server_wait.min_ns, &mut s.server_wait.max_ns);
         assert!(Snapshot::decode(&s.encode())
             .unwrap_err()
+            .to_string()
             .contains("min above max"));
     }
 

@@ -36,6 +36,7 @@ pub mod snapshot;
 pub mod status;
 pub mod timing;
 
+pub use codec::DecodeError;
 pub use header::{classify, classify_at, last_value, parse_stamp, Stamp};
 pub use peers::TrustedPeers;
 pub use recorder::Recorder;

@@ -9,6 +9,7 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+use crate::error::ConfigError;
 use ipnet::{IpNet, Ipv4Net};
 
 /// A list of IP addresses and CIDR networks (v4 and v6), or everyone (`*`).
@@ -26,7 +27,7 @@ impl TrustedPeers {
     ///
     /// Blank entries (a trailing comma) are skipped; an empty list trusts nobody. The
     /// error names the first bad entry, so that the CLI can show it as it was typed.
-    pub fn parse(list: &str) -> Result<Self, String> {
+    pub fn parse(list: &str) -> Result<Self, ConfigError> {
         let mut peers = TrustedPeers::default();
         for entry in list.split(',').map(str::trim).filter(|e| !e.is_empty()) {
             if entry == "*" {
@@ -75,9 +76,9 @@ fn unmap(net: IpNet) -> IpNet {
 }
 
 impl FromStr for TrustedPeers {
-    type Err = String;
+    type Err = ConfigError;
 
-    fn from_str(list: &str) -> Result<Self, String> {
+    fn from_str(list: &str) -> Result<Self, ConfigError> {
         TrustedPeers::parse(list)
     }
 }
@@ -173,7 +174,7 @@ mod tests {
             ("**", "**"),
             ("[::1]", "[::1]"),
         ] {
-            let err = TrustedPeers::parse(list).unwrap_err();
+            let err = TrustedPeers::parse(list).unwrap_err().0;
             assert!(err.contains(&format!("{bad:?}")), "{list}: {err}");
         }
         assert!("1.2.3.4,nope".parse::<TrustedPeers>().is_err());

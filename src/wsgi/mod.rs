@@ -1,16 +1,18 @@
 //! PEP 3333, named after its parts: [`interpreter`] (embedding and app loading),
-//! [`environ`], [`start_response`], [`input`] (`wsgi.input`), [`errors`]
-//! (`wsgi.errors`), [`response`] (calling the app and iterating its result),
-//! [`file_wrapper`].
+//! [`environ`], [`start_response`] (and the [`headers`] it checks), [`input`]
+//! (`wsgi.input`), [`errors`] (`wsgi.errors`), [`response`] (calling the app, what
+//! happened), [`body`] (iterating its result), [`file_wrapper`].
 //!
 //! Its way in is [`App::call`]: one request (the neutral [`crate::contract::Request`])
 //! with the facts dispatch decided about it. It knows nothing of HTTP framing or of
 //! policy: who runs the call, and when, is `dispatch/`'s business.
 
+pub mod body;
 pub mod django;
 pub mod environ;
 pub mod errors;
 pub mod file_wrapper;
+pub mod headers;
 pub mod input;
 pub mod interpreter;
 pub mod response;

@@ -150,7 +150,7 @@ fn early_venv(
         .find_map(|var| env.get(&var).filter(|v| !v.is_empty()).cloned());
     match from_cli.or(from_env).map(PathBuf::from) {
         Some(v) => {
-            crate::config::venv::check_venv(&v).map_err(ConfigError)?;
+            crate::config::venv::check_venv(&v)?;
             Ok(Some(std::fs::canonicalize(&v).unwrap_or(v)))
         }
         None => Ok(None),

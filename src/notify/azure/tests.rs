@@ -90,7 +90,7 @@ fn config_errors_name_the_options() {
         (vec!["--azure-region", "west-europe!", "--azure-resource-id", RESOURCE], "--azure-region"),
     ];
     for (argv, expected) in cases {
-        let err = AzureConfig::from_args(&args(&argv)).unwrap_err();
+        let err = AzureConfig::from_args(&args(&argv)).unwrap_err().0;
         assert!(err.contains(expected), "{argv:?}: {err}");
     }
 }

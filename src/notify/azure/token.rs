@@ -38,6 +38,7 @@ use azure_identity::{
 use reqwest::Url;
 
 use super::managed_identity;
+use crate::error::ConfigError;
 use crate::notify::redact::{scrub, truncate};
 use crate::notify::SinkError;
 
@@ -120,7 +121,7 @@ pub(crate) enum Credential {
 
 impl Credential {
     /// Picks the flow; builds nothing that talks to the network yet.
-    pub fn from_env(env: &IdentityEnv) -> Result<Credential, String> {
+    pub fn from_env(env: &IdentityEnv) -> Result<Credential, ConfigError> {
         // The framework retries whole sends; the library's own retries would stack.
         let client_options = || ClientOptions {
             retry: RetryOptions::none(),
@@ -143,10 +144,10 @@ impl Credential {
                 secret: secret.clone(),
             })
             .map_err(|e| {
-                format!(
+                ConfigError(format!(
                     "--notify azure: client secret credential: {}",
                     scrub(&e.to_string(), &[secret])
-                )
+                ))
             });
         }
         if let (Some(tenant), Some(client), Some(file)) =
@@ -163,7 +164,9 @@ impl Credential {
             };
             return WorkloadIdentityCredential::new(Some(options))
                 .map(Credential::Workload)
-                .map_err(|e| format!("--notify azure: workload identity credential: {e}"));
+                .map_err(|e| {
+                    ConfigError(format!("--notify azure: workload identity credential: {e}"))
+                });
         }
         if let (Some(endpoint), Some(header)) = (&env.identity_endpoint, &env.identity_header) {
             let endpoint = Url::parse(endpoint)
@@ -243,7 +246,7 @@ pub(crate) struct TokenCache {
 }
 
 impl TokenCache {
-    pub fn new(credential: Credential) -> Result<TokenCache, String> {
+    pub fn new(credential: Credential) -> Result<TokenCache, ConfigError> {
         let http = reqwest::Client::builder()
             .no_proxy()
             .connect_timeout(Duration::from_secs(2))

@@ -9,6 +9,7 @@ use std::time::Duration;
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
 
+use crate::error::ConfigError;
 use crate::notify::finite;
 use crate::notify::metric_names::{
     APP_TIME, REQUEST_COUNT, SERVER_WAIT, SHED_COUNT, TIME_IN_QUEUE, UTILIZATION,
@@ -30,13 +31,13 @@ pub enum TimeUnit {
 
 impl TimeUnit {
     /// Parses `--cloudwatch-unit`.
-    pub fn parse(value: &str) -> Result<TimeUnit, String> {
+    pub fn parse(value: &str) -> Result<TimeUnit, ConfigError> {
         match value.trim().to_ascii_lowercase().as_str() {
             "seconds" | "s" => Ok(TimeUnit::Seconds),
             "milliseconds" | "ms" => Ok(TimeUnit::Milliseconds),
-            _ => Err(format!(
+            _ => Err(ConfigError(format!(
                 "--cloudwatch-unit must be seconds or milliseconds (got '{value}')"
-            )),
+            ))),
         }
     }
 
@@ -432,6 +433,7 @@ mod tests {
         assert_eq!(TimeUnit::parse("seconds"), Ok(TimeUnit::Seconds));
         assert!(TimeUnit::parse("minutes")
             .unwrap_err()
+            .0
             .contains("--cloudwatch-unit"));
     }
 }

@@ -111,7 +111,7 @@ fn config_errors_name_the_option() {
         ),
     ];
     for (argv, expected) in cases {
-        let err = CloudWatchConfig::from_args(&args(argv)).unwrap_err();
+        let err = CloudWatchConfig::from_args(&args(argv)).unwrap_err().0;
         assert!(err.contains(expected), "{argv:?}: {err}");
     }
 }

@@ -4,12 +4,12 @@
 use super::*;
 use crate::notify::testing::args;
 
-fn config(argv: &[&str]) -> Result<NotifyConfig, String> {
+fn config(argv: &[&str]) -> Result<NotifyConfig, ConfigError> {
     NotifyConfig::from_args(&args(argv), false, LogFormat::Human)
 }
 
 fn error(argv: &[&str]) -> String {
-    config(argv).expect_err("invalid options")
+    config(argv).expect_err("invalid options").0
 }
 
 fn kinds(c: &NotifyConfig) -> Vec<SinkKind> {
@@ -136,7 +136,7 @@ fn prometheus_needs_a_valid_metrics_bind() {
     }
 }
 
-fn statsd(extra: &[&str]) -> Result<NotifyConfig, String> {
+fn statsd(extra: &[&str]) -> Result<NotifyConfig, ConfigError> {
     let mut argv = vec!["--notify", "statsd", "--statsd-host", "127.0.0.1:8125"];
     argv.extend_from_slice(extra);
     config(&argv)
@@ -157,17 +157,17 @@ fn statsd_needs_a_host_and_clean_names() {
     };
     for tag in ["env", ":prod", "env:", "env:a|b", "env:a b"] {
         assert_eq!(
-            statsd(&["--statsd-tag", tag]).expect_err(tag),
+            statsd(&["--statsd-tag", tag]).expect_err(tag).0,
             tag_error(tag)
         );
     }
     // A comma separates tags (gunicorn's --dogstatsd-tags a:b,c:d): each is checked.
     assert_eq!(
-        statsd(&["--statsd-tag", "env:a,b"]).expect_err("b"),
+        statsd(&["--statsd-tag", "env:a,b"]).expect_err("b").0,
         tag_error("b")
     );
     assert_eq!(
-        statsd(&["--statsd-prefix", "my app"]).expect_err("space"),
+        statsd(&["--statsd-prefix", "my app"]).expect_err("space").0,
         "--statsd-prefix must not contain ':', '|', '@', '#', ',' or whitespace (got 'my app')"
     );
     let ok = statsd(&[

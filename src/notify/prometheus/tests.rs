@@ -285,7 +285,11 @@ async fn a_busy_address_fails_at_start_naming_the_option() {
     let addr = taken.local_addr().expect("addr").to_string();
     let a = args(&["--notify", "prometheus", "--metrics-bind", &addr]);
     let config = NotifyConfig::from_args(&a, false, LogFormat::Human).expect("valid");
-    let err = Notifier::start(config).await.err().expect("address in use");
+    let err = Notifier::start(config)
+        .await
+        .err()
+        .expect("address in use")
+        .0;
     assert!(
         err.starts_with(&format!("--metrics-bind {addr}: cannot listen: ")),
         "{err}"

@@ -108,7 +108,7 @@ fn config_checks_and_never_prints_the_password() {
         ),
     ];
     for (argv, expected) in cases {
-        let err = RedisConfig::from_args(&args(argv)).unwrap_err();
+        let err = RedisConfig::from_args(&args(argv)).unwrap_err().0;
         assert!(
             err.contains(expected) && !err.contains("pw123456"),
             "{argv:?}: {err}"
