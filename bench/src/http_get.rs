@@ -24,9 +24,7 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Answer> {
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n"
     )?;
-    let mut buf = Vec::new();
-    s.read_to_end(&mut buf).context("reading the answer")?;
-    parse(&buf)
+    read_answer(&mut s)
 }
 
 /// Reads one answer from `s` without waiting for the server to close: up to the end of

@@ -98,23 +98,13 @@ pub fn run(args: &ColdstartArgs) -> Result<()> {
         .collect();
     for run in 0..args.runs.max(1) {
         for server in super::compare::round_order(&servers, run) {
-            eprint!("run {} {:<17} ", run + 1, server.name());
             match one(&env, server, app, args.workers, args.burst, run) {
                 Ok(s) => {
-                    eprintln!(
-                        "first 200 {:>6.0} ms  all workers {:>6.0} ms  burst p50 {:>6.0} p99 {:>6.0} max {:>6.0} ms  master {:>4.0} MiB  total {:>4.0} MiB",
-                        s.first_ok_ms,
-                        s.all_workers_ms,
-                        s.burst_p50_ms,
-                        s.burst_p99_ms,
-                        s.burst_max_ms,
-                        s.master_rss_mib,
-                        s.total_rss_mib
-                    );
+                    eprintln!("{}", run_row(&s));
                     out.starts.push(s);
                 }
                 Err(e) => {
-                    eprintln!("FAILED: {e:#}");
+                    eprintln!("run {} {}: FAILED: {e:#}", run + 1, server.name());
                     out.notes
                         .push(format!("{} run {}: {e:#}", server.label(), run + 1));
                 }
@@ -301,6 +291,22 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
+/// One start as a row of coldstart.md's table of every run (also printed as it ends).
+fn run_row(s: &Start) -> String {
+    format!(
+        "| {} | {} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} |",
+        s.run + 1,
+        s.server,
+        s.first_ok_ms,
+        s.all_workers_ms,
+        s.burst_p50_ms,
+        s.burst_p99_ms,
+        s.burst_max_ms,
+        s.master_rss_mib,
+        s.total_rss_mib
+    )
+}
+
 /// coldstart.md: medians over the runs per server, and every run.
 pub fn render(c: &Coldstart) -> String {
     use std::fmt::Write as _;
@@ -346,19 +352,7 @@ pub fn render(c: &Coldstart) -> String {
         "| run | server | first 200 | all workers | burst p50 / p99 / max | master / total RSS |\n|---:|---|---:|---:|---:|---:|"
     );
     for s in &c.starts {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} |",
-            s.run + 1,
-            s.server,
-            s.first_ok_ms,
-            s.all_workers_ms,
-            s.burst_p50_ms,
-            s.burst_p99_ms,
-            s.burst_max_ms,
-            s.master_rss_mib,
-            s.total_rss_mib
-        );
+        let _ = writeln!(out, "{}", run_row(s));
     }
     if !c.notes.is_empty() {
         let _ = writeln!(out, "\n## Notes\n");
