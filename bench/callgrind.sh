@@ -25,7 +25,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 RWSGI="${RWSGI_BIN:-$TARGET/release/rwsgi}"
-LOADGEN="$TARGET/release/rwsgi-bench"
+LOADGEN="${RWSGI_BENCH_BIN:-$TARGET/release/rwsgi-bench}"
 VENV="$ROOT/bench/.venv"
 APP="hello:application"
 REQUESTS=20000

@@ -4,6 +4,8 @@
 #   bench/run.sh                 full comparison (3 rounds, ~20 min on 2 cores)
 #   bench/run.sh --quick         quick comparison (1 round, 2 s per load, < 3 min)
 #   bench/run.sh vs-wrk          generator vs wrk on serve-hello and granian
+#   bench/run.sh coldstart       exec → first 200, → all workers, a burst during start-up,
+#                                master and total RSS (Django, 2 workers, 3 runs)
 #   bench/run.sh scenario        autoscaling ramp on rwsgi (tracker on)
 #   bench/run.sh autoscale       closed loop: the HPA rule scaling rwsgi on queue time vs CPU
 #   bench/run.sh callgrind       instructions per request under valgrind (tracker on ÷ off,
@@ -20,19 +22,22 @@
 #
 # Environment: PYTHON (interpreter for the venv; default python3, which must be the
 # one rwsgi was built against), RWSGI_BIN (use this rwsgi binary; nothing is built),
-# RWSGI_BUILD=0 to skip building rwsgi, CARGO_TARGET_DIR.
+# RWSGI_BUILD=0 to skip building rwsgi, BENCH_PROFILE (the cargo profile of both
+# builds: release, the default, or perf, the quick optimised one), CARGO_TARGET_DIR.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/bench/.venv"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
-RWSGI="${RWSGI_BIN:-$TARGET/release/rwsgi}"
+PROFILE="${BENCH_PROFILE:-release}"
+RWSGI="${RWSGI_BIN:-$TARGET/$PROFILE/rwsgi}"
+BENCH="$TARGET/$PROFILE/rwsgi-bench"
 PYTHON="${PYTHON:-python3}"
 
 mode=compare
 case "${1:-}" in
-  load|serve-hello|vs-wrk|compare|scenario|autoscale|render|callgrind) mode="$1"; shift ;;
+  load|serve-hello|vs-wrk|compare|coldstart|scenario|autoscale|render|callgrind) mode="$1"; shift ;;
 esac
 
 say() { printf '\n== %s\n' "$*" >&2; }
@@ -45,7 +50,7 @@ case "${1:-}" in
     secs="${1:-1800}"
     if [ -z "${RWSGI_BIN:-}" ]; then
       say "building rwsgi"
-      cargo build --release -q -p rwsgi
+      cargo build --profile "$PROFILE" -q -p rwsgi
     fi
     out="$ROOT/bench/results/soak-$stamp_now.json"
     say "soak: ${secs}s against $RWSGI"
@@ -93,10 +98,10 @@ fi
 
 # --- builds -----------------------------------------------------------------------
 say "building rwsgi-bench"
-cargo build --release -q -p rwsgi-bench
+cargo build --profile "$PROFILE" -q -p rwsgi-bench
 if [ -z "${RWSGI_BIN:-}" ] && [ "${RWSGI_BUILD:-1}" != 0 ] && [ "$mode" != vs-wrk ] && [ "$mode" != render ]; then
   say "building rwsgi"
-  if ! cargo build --release -q -p rwsgi; then
+  if ! cargo build --profile "$PROFILE" -q -p rwsgi; then
     echo "rwsgi did not build: the comparison runs without it" >&2
   fi
 fi
@@ -107,10 +112,10 @@ fi
 say "rwsgi-bench $mode $*"
 case "$mode" in
   callgrind)
-    export CARGO_TARGET_DIR="$TARGET" RWSGI_BIN="$RWSGI"
+    export CARGO_TARGET_DIR="$TARGET" RWSGI_BIN="$RWSGI" RWSGI_BENCH_BIN="$BENCH"
     exec bash "$ROOT/bench/callgrind.sh" "$@" ;;
-  compare|vs-wrk|scenario|autoscale|render)
-    exec "$TARGET/release/rwsgi-bench" "$mode" --venv "$VENV" --rwsgi "$RWSGI" "$@" ;;
+  compare|coldstart|vs-wrk|scenario|autoscale|render)
+    exec "$BENCH" "$mode" --venv "$VENV" --rwsgi "$RWSGI" "$@" ;;
   *)
-    exec "$TARGET/release/rwsgi-bench" "$mode" "$@" ;;
+    exec "$BENCH" "$mode" "$@" ;;
 esac

@@ -34,17 +34,23 @@ import django  # noqa: E402
 django.setup()
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.http import HttpResponse  # noqa: E402
 from django.shortcuts import render  # noqa: E402
 from django.urls import path  # noqa: E402
 
 ITEMS = [{"name": f"item {i}", "price": i * 1.5} for i in range(10)]
 
 
+def pid(request):
+    # Which worker answered: bench/run.sh coldstart polls it until every worker has.
+    return HttpResponse(str(os.getpid()), content_type="text/plain")
+
+
 def index(request):
     return render(request, "index.html", {"title": "rwsgi bench", "items": ITEMS})
 
 
-urlpatterns = [path("", index)]
+urlpatterns = [path("", index), path("pid", pid)]
 
 application = get_wsgi_application()
 app = application

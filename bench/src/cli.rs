@@ -30,6 +30,9 @@ pub enum Command {
     /// Start each server on each app, run the same load, alternate over rounds, write
     /// results/latest.{md,png,json}.
     Compare(CompareArgs),
+    /// Cold start: exec → first 200, → every worker serving, a burst during start-up,
+    /// master and total RSS; writes results/coldstart.{md,json}.
+    Coldstart(ColdstartArgs),
     /// Autoscaling scenario: ramp open-model load past capacity and back, record
     /// client-side and server-reported queue time per second, plot them.
     Scenario(ScenarioArgs),
@@ -187,6 +190,32 @@ pub struct CompareArgs {
     /// the machine's CPU during it, and keep the quieter attempt (1 = never).
     #[arg(long, default_value_t = 0.25)]
     pub retry_above: f64,
+    /// Skip the wrk run that follows every generator run (by default each server is
+    /// measured with both, and a target counts only when it holds under both).
+    #[arg(long)]
+    pub no_wrk: bool,
+    #[command(flatten)]
+    pub paths: Paths,
+}
+
+/// `coldstart`.
+#[derive(Debug, Clone, Args)]
+pub struct ColdstartArgs {
+    /// Runs; each starts every server twice (quiet, then burst), servers alternating.
+    #[arg(long, default_value_t = 3)]
+    pub runs: usize,
+    /// Worker processes of every server.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// The app (it must answer `GET /pid` with the worker's pid).
+    #[arg(long, default_value = "django")]
+    pub app: String,
+    /// Servers (default: rwsgi, gunicorn-sync, granian, uwsgi, bjoern).
+    #[arg(long = "server", value_delimiter = ',')]
+    pub servers: Vec<String>,
+    /// Requests fired at exec time.
+    #[arg(long, default_value_t = 100)]
+    pub burst: usize,
     #[command(flatten)]
     pub paths: Paths,
 }

@@ -24,9 +24,33 @@ pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> Result<Answer> {
         s,
         "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAccept-Encoding: identity\r\n\r\n"
     )?;
+    read_answer(&mut s)
+}
+
+/// Reads one answer from `s` without waiting for the server to close: up to the end of
+/// the headers, then `Content-Length` bytes (to the end of the stream without one). A
+/// server may keep the connection open despite `Connection: close` (uWSGI's HTTP/1.1
+/// socket waits for the next request until its socket timeout).
+pub fn read_answer(s: &mut impl Read) -> Result<Answer> {
     let mut buf = Vec::new();
-    s.read_to_end(&mut buf).context("reading the answer")?;
-    parse(&buf)
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = s.read(&mut chunk).context("reading the answer")?;
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let length = head.lines().find_map(|l| {
+                l.strip_prefix("content-length:")
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+            });
+            if length.is_some_and(|len| buf.len() >= end + 4 + len) {
+                return parse(&buf);
+            }
+        }
+        if n == 0 {
+            return parse(&buf);
+        }
+    }
 }
 
 /// Splits a raw HTTP/1.x answer into status and body (undoing chunked encoding).
@@ -104,6 +128,17 @@ mod tests {
         .unwrap();
         assert_eq!(a.status, 404);
         assert_eq!(a.body, b"abcde");
+    }
+
+    #[test]
+    fn reads_an_answer_by_its_length_without_waiting_for_the_close() {
+        // Trailing bytes stand for a connection the server keeps open: they are
+        // never read, as a blocking read would hang there.
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n1234";
+        let mut r = &raw[..];
+        assert_eq!(read_answer(&mut r).unwrap().body, b"1234");
+        let mut closed = &b"HTTP/1.0 200 OK\r\n\r\nuntil close"[..];
+        assert_eq!(read_answer(&mut closed).unwrap().body, b"until close");
     }
 
     #[test]

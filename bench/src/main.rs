@@ -78,6 +78,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::VsWrk(args) => vs_wrk::run(&args),
         Command::Compare(args) => runner::compare::run(&args),
+        Command::Coldstart(args) => runner::coldstart::run(&args),
         Command::Scenario(args) => scenario::run(&args),
         Command::Autoscale(args) => autoscale::run(&args),
         Command::Render(args) => {

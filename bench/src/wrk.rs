@@ -19,17 +19,50 @@ pub struct WrkResult {
 
 /// Runs `wrk -t threads -c connections -d secs url`.
 pub fn run(url: &str, threads: usize, connections: usize, secs: u64) -> Result<WrkResult> {
+    run_with(url, threads, connections, secs, &Extra::default())
+}
+
+/// What a run adds to wrk's plain GET.
+#[derive(Debug, Clone, Default)]
+pub struct Extra {
+    /// `Name: value` headers (`-H`).
+    pub headers: Vec<String>,
+    /// A Lua script (`-s`), e.g. one that makes every request a POST with a body.
+    pub script: Option<std::path::PathBuf>,
+}
+
+/// Writes a wrk script that sends `method` with a body of `size` bytes to `path`.
+pub fn body_script(path: &std::path::Path, method: &str, size: usize) -> Result<()> {
+    let lua = format!("wrk.method = \"{method}\"\nwrk.body = string.rep(\"x\", {size})\n");
+    std::fs::write(path, lua).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Runs wrk with extra headers or a script.
+pub fn run_with(
+    url: &str,
+    threads: usize,
+    connections: usize,
+    secs: u64,
+    extra: &Extra,
+) -> Result<WrkResult> {
     let before = crate::cpu::children_cpu_s();
-    let out = Command::new("wrk")
-        .args([
-            "-t",
-            &threads.to_string(),
-            "-c",
-            &connections.to_string(),
-            "-d",
-            &format!("{secs}s"),
-            url,
-        ])
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t",
+        &threads.to_string(),
+        "-c",
+        &connections.to_string(),
+        "-d",
+        &format!("{secs}s"),
+    ]);
+    for h in &extra.headers {
+        cmd.args(["-H", h]);
+    }
+    if let Some(script) = &extra.script {
+        cmd.arg("-s").arg(script);
+    }
+    let out = cmd
+        .arg(url)
         .output()
         .context("running wrk (apt-get install wrk)")?;
     let text = String::from_utf8_lossy(&out.stdout);

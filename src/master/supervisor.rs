@@ -102,9 +102,9 @@ pub trait Collector {
     fn tick(&mut self, collect: &mut dyn FnMut(u64) -> usize, serving: usize);
 }
 
-/// How long the first worker to load the app waits for the others of the first
-/// generation before the sockets go out anyway (a worker that is that much slower is
-/// probably stuck, and the server must answer).
+/// How long, after the first worker of the first generation serves, the workers that
+/// still import the app are left their share of a burst (`server/balance.rs`): one
+/// that is that much slower is probably stuck, and the serving ones take everything.
 const BOOT_TOGETHER: Duration = Duration::from_secs(5);
 
 pub struct Supervisor {
@@ -129,8 +129,11 @@ pub struct Supervisor {
     /// sockets: the master binds only after the notifier started (so that
     /// `--metrics-bind` listens before the app port accepts anything).
     awaiting: Vec<u32>,
-    /// When the first worker of the boot said ready ([`Supervisor::boot_complete`]).
+    /// When the first worker of the boot said ready: the serving workers leave the
+    /// ones still importing their share until [`BOOT_TOGETHER`] after it.
     first_ready_at: Option<Instant>,
+    /// Workers marked expected in the balance region that do not serve yet.
+    expected: Vec<u32>,
     /// Snapshots that arrived during [`Supervisor::boot`] (a worker that stopped
     /// early sends its final one), handed to the collector when [`Supervisor::run`]
     /// starts, so that no request served during start-up goes unreported.
@@ -176,6 +179,7 @@ impl Supervisor {
             stop_at_ready: false,
             awaiting: Vec::new(),
             first_ready_at: None,
+            expected: Vec::new(),
             boot_snapshots: Vec::new(),
             readers: 0,
             signals: None,
@@ -350,6 +354,7 @@ impl Supervisor {
                     if self.stop_at_ready && (self.boot_complete() || self.shutdown.is_some()) {
                         return Ok(());
                     }
+                    self.stop_expecting_late_workers();
                     self.reap()?;
                     if let Some((_, deadline)) = self.shutdown {
                         if self.workers.is_empty() {
@@ -508,6 +513,14 @@ impl Supervisor {
         };
         let pid = Pid::from_raw(spawned.child.id() as i32);
         hooks::spawned(id, pid.as_raw());
+        if self.stop_at_ready {
+            // The first generation: whichever imports first serves at once and
+            // leaves this one its share of a burst until it serves.
+            if let Some(b) = &self.balance {
+                b.expect(id);
+                self.expected.push(id);
+            }
+        }
         let control_fd = spawned.control.as_raw_fd();
         if spawned.control.set_nonblocking(true).is_err() {
             return;
@@ -746,21 +759,32 @@ impl Supervisor {
         Ok(())
     }
 
-    /// Whether [`Supervisor::boot`] may end: every worker of the first generation has
-    /// loaded the app, or [`BOOT_TOGETHER`] passed since the first one did. Workers
-    /// that start accepting together share the first burst of connections (a proxy's
-    /// keep-alive pool, a load test). A worker that starts alone takes all of it and
-    /// keeps those connections for their whole life, which halved the throughput of
-    /// the bench's Flask runs whenever the second worker imported Flask later.
+    /// Whether [`Supervisor::boot`] may end: a worker has loaded the app. The master
+    /// does not wait for the rest of the first generation (on a loaded machine the
+    /// last import can finish well after the first): they serve as each is ready,
+    /// and until then the serving workers leave them their share of a burst (a
+    /// proxy's keep-alive pool, a load test) in the backlog, so that a worker that
+    /// starts first does not keep all of those connections for their whole life.
     fn boot_complete(&self) -> bool {
-        let Some(first) = self.first_ready_at else {
-            return false;
+        self.first_ready_at.is_some()
+    }
+
+    /// Stops leaving a share to first-generation workers that serve by now, died, or
+    /// still import [`BOOT_TOGETHER`] after the first one served.
+    fn stop_expecting_late_workers(&mut self) {
+        let (Some(first), Some(region)) = (self.first_ready_at, &self.balance) else {
+            return;
         };
-        let all = self
-            .workers
-            .iter()
-            .all(|(id, w)| w.state != State::Booting || self.awaiting.contains(id));
-        all || first.elapsed() >= BOOT_TOGETHER
+        let late = first.elapsed() >= BOOT_TOGETHER;
+        let workers = &self.workers;
+        self.expected.retain(|id| {
+            let booting = workers.get(id).is_some_and(|w| w.state == State::Booting);
+            if booting && !late {
+                return true;
+            }
+            region.unexpect(*id);
+            false
+        });
     }
 
     /// Binds the listeners (once) and hands them to the workers that booted while

@@ -6,6 +6,11 @@
 //! region (a memfd the master creates and every worker maps); a worker that holds
 //! more than [`SLACK`] connections above the least loaded live worker waits briefly
 //! before accepting, so the others take the burst.
+//!
+//! At start-up the first worker to import the app serves at once, while the others
+//! of its generation still import. The master marks those *expected*: a serving
+//! worker then leaves them their share of a burst in the backlog (it keeps serving
+//! what it holds) until they serve, or the master stops waiting for a late one.
 
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -21,6 +26,23 @@ pub const DEFER_STEP: Duration = Duration::from_millis(1);
 pub const MAX_DEFERS: u32 = 5;
 /// Environment variable carrying the memfd to workers.
 pub const BALANCE_FD_ENV: &str = "RWSGI_BALANCE_FD";
+
+/// `alive` values: the slot is free, its worker serves, or its worker is importing the
+/// app and will serve soon.
+const GONE: u32 = 0;
+const SERVING: u32 = 1;
+const EXPECTED: u32 = 2;
+
+/// What a worker about to accept should do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Defer {
+    /// Accept.
+    No,
+    /// A serving worker holds fewer connections: wait a little ([`MAX_DEFERS`] at most).
+    Briefly,
+    /// An expected worker will take its share once it serves: wait.
+    UntilItServes,
+}
 
 /// `alive[SLOTS]` then `conns[SLOTS]`.
 const BYTES: usize = 2 * SLOTS * std::mem::size_of::<u32>();
@@ -95,15 +117,32 @@ impl Region {
     /// Master: worker `id` is gone; its slot no longer counts.
     pub fn clear(&self, id: u32) {
         let slot = id as usize % SLOTS;
-        self.alive(slot).store(0, Ordering::Release);
+        self.alive(slot).store(GONE, Ordering::Release);
         self.conns(slot).store(0, Ordering::Release);
+    }
+
+    /// Master: worker `id` of the first generation imports the app; serving workers
+    /// leave it its share until it serves or [`Region::unexpect`].
+    pub fn expect(&self, id: u32) {
+        let slot = id as usize % SLOTS;
+        self.conns(slot).store(0, Ordering::Release);
+        self.alive(slot).store(EXPECTED, Ordering::Release);
+    }
+
+    /// Master: stop waiting for worker `id` (it is late); a worker that serves by now
+    /// keeps its slot.
+    pub fn unexpect(&self, id: u32) {
+        let slot = id as usize % SLOTS;
+        let _ =
+            self.alive(slot)
+                .compare_exchange(EXPECTED, GONE, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// Worker `id`'s view.
     pub fn worker(self, id: u32) -> Balance {
         let slot = id as usize % SLOTS;
         self.conns(slot).store(0, Ordering::Release);
-        self.alive(slot).store(1, Ordering::Release);
+        self.alive(slot).store(SERVING, Ordering::Release);
         Balance { region: self, slot }
     }
 }
@@ -122,19 +161,33 @@ impl Balance {
             .store(u32::try_from(n).unwrap_or(u32::MAX), Ordering::Relaxed);
     }
 
-    /// Whether another live worker holds fewer connections by more than [`SLACK`].
-    pub fn should_defer(&self) -> bool {
+    /// Whether another worker, serving or expected, holds fewer connections by more
+    /// than [`SLACK`]; an expected one wins over a serving one.
+    pub fn defer(&self) -> Defer {
         let mine = self.region.conns(self.slot).load(Ordering::Relaxed);
-        (0..SLOTS)
-            .filter(|&s| s != self.slot && self.region.alive(s).load(Ordering::Relaxed) == 1)
-            .map(|s| self.region.conns(s).load(Ordering::Relaxed))
-            .min()
-            .is_some_and(|least| mine > least.saturating_add(SLACK))
+        let mut least = [None::<u32>; 2];
+        for s in (0..SLOTS).filter(|&s| s != self.slot) {
+            let kind = match self.region.alive(s).load(Ordering::Relaxed) {
+                SERVING => 0,
+                EXPECTED => 1,
+                _ => continue,
+            };
+            let n = self.region.conns(s).load(Ordering::Relaxed);
+            least[kind] = Some(least[kind].map_or(n, |l| l.min(n)));
+        }
+        let above = |l: Option<u32>| l.is_some_and(|l| mine > l.saturating_add(SLACK));
+        if above(least[1]) {
+            Defer::UntilItServes
+        } else if above(least[0]) {
+            Defer::Briefly
+        } else {
+            Defer::No
+        }
     }
 
     /// This worker stops: it no longer takes part.
     pub fn leave(&self) {
-        self.region.alive(self.slot).store(0, Ordering::Release);
+        self.region.alive(self.slot).store(GONE, Ordering::Release);
     }
 }
 
@@ -148,22 +201,45 @@ mod tests {
         let a = Region::map(master.fd()).expect("map").worker(1);
         // Alone: never defers.
         a.set_connections(50);
-        assert!(!a.should_defer());
+        assert_eq!(a.defer(), Defer::No);
         let b = Region::map(master.fd()).expect("map").worker(2);
         b.set_connections(0);
-        assert!(a.should_defer());
+        assert_eq!(a.defer(), Defer::Briefly);
         b.set_connections(49);
-        assert!(!a.should_defer());
+        assert_eq!(a.defer(), Defer::No);
         b.set_connections(48);
-        assert!(a.should_defer());
-        assert!(!b.should_defer());
+        assert_eq!(a.defer(), Defer::Briefly);
+        assert_eq!(b.defer(), Defer::No);
         // A stopped or reaped worker no longer counts.
         b.leave();
-        assert!(!a.should_defer());
+        assert_eq!(a.defer(), Defer::No);
         let c = Region::map(master.fd()).expect("map").worker(3);
         c.set_connections(0);
-        assert!(a.should_defer());
+        assert_eq!(a.defer(), Defer::Briefly);
         master.clear(3);
-        assert!(!a.should_defer());
+        assert_eq!(a.defer(), Defer::No);
+    }
+
+    #[test]
+    fn a_serving_worker_leaves_an_expected_one_its_share_until_it_serves() {
+        let master = Region::create().expect("memfd");
+        master.expect(2);
+        let a = Region::map(master.fd()).expect("map").worker(1);
+        // One connection above the importing worker is within the slack.
+        a.set_connections(1);
+        assert_eq!(a.defer(), Defer::No);
+        a.set_connections(2);
+        assert_eq!(a.defer(), Defer::UntilItServes);
+        // Once it serves, the usual brief deferral applies.
+        let b = Region::map(master.fd()).expect("map").worker(2);
+        assert_eq!(a.defer(), Defer::Briefly);
+        // The master gives up on a late worker, never on one that serves.
+        master.unexpect(2);
+        assert_eq!(a.defer(), Defer::Briefly);
+        b.leave();
+        master.expect(3);
+        assert_eq!(a.defer(), Defer::UntilItServes);
+        master.unexpect(3);
+        assert_eq!(a.defer(), Defer::No);
     }
 }

@@ -110,9 +110,13 @@ pub async fn accept_loop(listener: Listener, ctx: AcceptCtx) {
         };
         if let Some(balance) = &ctx.conns.balance {
             // Let a less loaded worker take what is queued (see `balance.rs`).
-            for _ in 0..balance::MAX_DEFERS {
-                if !balance.should_defer() {
-                    break;
+            let mut brief = 0;
+            loop {
+                match balance.defer() {
+                    balance::Defer::No => break,
+                    balance::Defer::Briefly if brief < balance::MAX_DEFERS => brief += 1,
+                    balance::Defer::Briefly => break,
+                    balance::Defer::UntilItServes => {}
                 }
                 tokio::time::sleep(balance::DEFER_STEP).await;
             }

@@ -19,10 +19,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::cli::{AutoscaleArgs, LoadShape};
+use crate::cli::AutoscaleArgs;
+use crate::load;
 use crate::load::config::secs;
-use crate::load::request::StampAt;
-use crate::load::{self, Model};
 use crate::report::LoadReport;
 use crate::runner::apps;
 use crate::runner::servers::{Env, Server};
@@ -33,12 +32,8 @@ use controller::{Controller, Policy, Step};
 /// One second of one run.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Row {
-    pub t: f64,
-    pub offered: u64,
-    pub throughput: u64,
-    pub errors: u64,
-    /// Mean latency − service time, seconds.
-    pub queue: Option<f64>,
+    #[serde(flatten)]
+    pub client: ramp::Client,
     /// p99 latency of the answers in this second, seconds (within a √2 bucket).
     pub p99: Option<f64>,
     /// Workers the controller had set at this second.
@@ -122,28 +117,12 @@ fn one_run(
     let metrics = started
         .metrics
         .context("rwsgi started without its metrics listener")?;
-    let shape = LoadShape {
-        connections: args.connections,
-        threads: 1,
-        duration: 1.0,
-        requests: None,
-        rate: None,
-        warmup: 0.0,
-        timeout: 60.0,
-        // A connection per request, as nginx without an upstream pool: a keep-alive
-        // connection stays with the worker that accepted it, so workers added later
-        // would get none of the traffic already connected.
-        no_keep_alive: true,
-        method: app.method.to_string(),
-        body_size: app.body_size,
-        headers: Vec::new(),
-        stamp_header: Some("X-RequestTime".into()),
-        stamp_at: StampAt::Due,
-    };
-    let mut cfg = shape.to_config(&format!("http://{}/", started.addr))?;
-    cfg.model = Model::Open {
-        schedule: ramp::schedule(per_worker, &args.levels, step),
-    };
+    // A connection per request, as nginx without an upstream pool: a keep-alive
+    // connection stays with the worker that accepted it, so workers added later would
+    // get none of the traffic already connected.
+    let shape = ramp::shape(app, args.connections, 1, "X-RequestTime", false);
+    let url = format!("http://{}/", started.addr);
+    let cfg = ramp::config(&shape, &url, per_worker, &args.levels, step)?;
     let controller = Controller {
         policy,
         target,
@@ -172,11 +151,7 @@ fn one_run(
         .take(len)
         .enumerate()
         .map(|(i, s)| Row {
-            t: i as f64,
-            offered: s.offered,
-            throughput: s.ok,
-            errors: s.errors,
-            queue: (s.ok > 0).then(|| (s.mean_latency() - service).max(0.0)),
+            client: ramp::Client::of(i, s, service),
             p99: s.latency_quantile(0.99),
             workers: workers_at(&steps, i as f64 + 0.5),
         })
@@ -228,7 +203,11 @@ fn write(env: &Env, out: &Output) -> Result<()> {
     );
     let _ = writeln!(md, "| scaled on | target | answered | errors | mean queue ms | p99 ms (whole run) | max workers | worker-seconds |\n|---|---:|---:|---:|---:|---:|---:|---:|");
     for r in &out.runs {
-        let queued: Vec<f64> = r.rows.iter().filter_map(|x| x.queue).collect();
+        let queued: Vec<f64> = r
+            .rows
+            .iter()
+            .filter_map(|x| x.client.client_queue)
+            .collect();
         let mean_q = queued.iter().sum::<f64>() / queued.len().max(1) as f64;
         let _ = writeln!(
             md,
@@ -255,10 +234,10 @@ fn write(env: &Env, out: &Output) -> Result<()> {
             let _ = writeln!(
                 md,
                 "| {} | {} | {} | {} | {} | {} |",
-                x.t,
-                x.offered,
-                x.throughput,
-                ms(x.queue),
+                x.client.t,
+                x.client.offered,
+                x.client.throughput,
+                ms(x.client.client_queue),
                 ms(x.p99),
                 x.workers
             );

@@ -35,7 +35,7 @@ pub(super) fn draw(out: &Output, title: &str, path: &Path) -> Result<()> {
     type Pick = fn(&Row) -> Option<f64>;
     let timed: [(&str, Pick); 2] = [
         ("queue time (client: mean latency − service), s", |r| {
-            r.queue
+            r.client.client_queue
         }),
         ("p99 latency, s", |r| r.p99),
     ];
@@ -65,7 +65,7 @@ pub(super) fn draw(out: &Output, title: &str, path: &Path) -> Result<()> {
                 .draw_series(LineSeries::new(
                     run.rows
                         .iter()
-                        .filter_map(|r| Some((r.t + 0.5, pick(r)?.max(0.001)))),
+                        .filter_map(|r| Some((r.client.t + 0.5, pick(r)?.max(0.001)))),
                     c.stroke_width(2),
                 ))
                 .map_err(e)?
@@ -104,10 +104,12 @@ pub(super) fn draw(out: &Output, title: &str, path: &Path) -> Result<()> {
     if let Some(first) = out.runs.first() {
         chart
             .draw_series(LineSeries::new(
-                first
-                    .rows
-                    .iter()
-                    .map(|r| (r.t + 0.5, r.offered as f64 / out.per_worker_rps)),
+                first.rows.iter().map(|r| {
+                    (
+                        r.client.t + 0.5,
+                        r.client.offered as f64 / out.per_worker_rps,
+                    )
+                }),
                 NEED_COLOR.stroke_width(1),
             ))
             .map_err(e)?
@@ -118,7 +120,9 @@ pub(super) fn draw(out: &Output, title: &str, path: &Path) -> Result<()> {
         let c = color(i);
         chart
             .draw_series(LineSeries::new(
-                run.rows.iter().map(|r| (r.t + 0.5, r.workers as f64)),
+                run.rows
+                    .iter()
+                    .map(|r| (r.client.t + 0.5, r.workers as f64)),
                 c.stroke_width(2),
             ))
             .map_err(e)?

@@ -16,6 +16,7 @@ pub fn color(server: &str) -> RGBColor {
         "rwsgi-tracker" => RGBColor(255, 127, 14),
         "granian" => RGBColor(31, 119, 180),
         "bjoern" => RGBColor(44, 160, 44),
+        "uwsgi" => RGBColor(23, 190, 207),
         "gunicorn-gthread" => RGBColor(148, 103, 189),
         "gunicorn-sync" => RGBColor(140, 86, 75),
         _ => RGBColor(127, 127, 127),

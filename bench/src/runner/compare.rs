@@ -35,6 +35,7 @@ fn plan(args: &CompareArgs) -> Result<Plan> {
             warmup_s: args.warmup.unwrap_or(warmup),
             client_threads: args.client_threads.max(1),
             workers: args.workers.max(1),
+            wrk: !args.no_wrk,
         },
         apps: apps::select(&args.apps)?,
         servers: Server::select(&args.servers)?,
@@ -112,8 +113,11 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                 match measure_quietly(&env, server, app, &plan.load, &tag, args.retry_above) {
                     Ok(m) => {
                         let r = &m.report;
+                        let wrk = m
+                            .wrk
+                            .map_or(String::new(), |w| format!("  wrk {:>9.0} req/s", w.rps));
                         eprintln!(
-                            "{:>9.0} req/s  p99 {:>7.2} ms  rss {:>5.0} MiB  errors {}  other CPU {:>3.0}%{}",
+                            "{:>9.0} req/s{wrk}  p99 {:>7.2} ms  rss {:>5.0} MiB  errors {}  other CPU {:>3.0}%{}",
                             r.rps,
                             r.latency_ms.p99,
                             m.rss_peak_bytes as f64 / 1048576.0,
@@ -132,6 +136,8 @@ pub fn run(args: &CompareArgs) -> Result<()> {
                             rss_peak_bytes: m.rss_peak_bytes,
                             ready_s: m.ready_s,
                             other_cpu: m.other_cpu,
+                            wrk_rps: m.wrk.map(|w| w.rps),
+                            wrk_errors: m.wrk.map_or(0, |w| w.errors),
                         });
                     }
                     Err(e) => {

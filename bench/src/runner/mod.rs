@@ -5,10 +5,12 @@
 //! - [`process`]: start, readiness, RSS, stop.
 //! - [`session`]: one measured run of one server on one app.
 //! - [`compare`]: the rounds, alternation and output files.
+//! - [`coldstart`]: exec to serving, a burst during start-up, memory once serving.
 //! - [`results`], [`table`], [`chart`]: the data, latest.md and latest.png.
 
 pub mod apps;
 pub mod chart;
+pub mod coldstart;
 pub mod compare;
 pub mod process;
 pub mod results;

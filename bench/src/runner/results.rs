@@ -55,6 +55,12 @@ pub struct RunRecord {
     /// Share of all cores used by other processes during the load (noise).
     #[serde(default)]
     pub other_cpu: f64,
+    /// wrk's req/s on the same server right after (every answer; see `wrk_errors`).
+    #[serde(default)]
+    pub wrk_rps: Option<f64>,
+    /// wrk's non-2xx/3xx answers and socket errors.
+    #[serde(default)]
+    pub wrk_errors: u64,
 }
 
 /// A server that did not run, or a run that failed.
@@ -84,6 +90,12 @@ pub struct Cell {
     pub rps_min: f64,
     #[serde(default)]
     pub rps_max: f64,
+    /// Median of wrk's req/s over the rounds that ran it.
+    #[serde(default)]
+    pub wrk_rps: Option<f64>,
+    /// wrk's errors summed over the rounds.
+    #[serde(default)]
+    pub wrk_errors: u64,
 }
 
 /// A whole comparison, as written to latest.json.
@@ -116,6 +128,11 @@ impl Comparison {
                 errors: runs.iter().map(|r| r.errors).sum(),
                 rps_min: runs.iter().map(|r| r.rps).fold(f64::INFINITY, f64::min),
                 rps_max: runs.iter().map(|r| r.rps).fold(0.0, f64::max),
+                wrk_rps: runs
+                    .iter()
+                    .any(|r| r.wrk_rps.is_some())
+                    .then(|| median(runs.iter().filter_map(|r| r.wrk_rps))),
+                wrk_errors: runs.iter().map(|r| r.wrk_errors).sum(),
                 app,
                 server,
             })
@@ -140,6 +157,13 @@ impl Comparison {
     pub fn ratio(&self, app: &str, a: &str, b: &str) -> Option<f64> {
         let a = self.cell(app, a)?.rps;
         let b = self.cell(app, b)?.rps;
+        (b > 0.0).then(|| a / b)
+    }
+
+    /// `a ÷ b` of the median wrk req/s on an app, when wrk ran on both.
+    pub fn ratio_wrk(&self, app: &str, a: &str, b: &str) -> Option<f64> {
+        let a = self.cell(app, a)?.wrk_rps?;
+        let b = self.cell(app, b)?.wrk_rps?;
         (b > 0.0).then(|| a / b)
     }
 }

@@ -22,6 +22,8 @@ pub enum Server {
     Granian,
     /// bjoern, one process per worker sharing the port with SO_REUSEPORT.
     Bjoern,
+    /// uWSGI (the `pyuwsgi` wheel) speaking HTTP/1.1 itself, prefork master.
+    Uwsgi,
     /// gunicorn's gthread worker.
     GunicornGthread,
     /// gunicorn's sync worker.
@@ -33,11 +35,12 @@ pub const QUEUE_HEADER: &str = "X-RequestTime";
 
 impl Server {
     /// All servers, in table order.
-    pub const ALL: [Server; 6] = [
+    pub const ALL: [Server; 7] = [
         Server::Rwsgi,
         Server::RwsgiTracker,
         Server::Granian,
         Server::Bjoern,
+        Server::Uwsgi,
         Server::GunicornGthread,
         Server::GunicornSync,
     ];
@@ -49,6 +52,7 @@ impl Server {
             Server::RwsgiTracker => "rwsgi-tracker",
             Server::Granian => "granian",
             Server::Bjoern => "bjoern",
+            Server::Uwsgi => "uwsgi",
             Server::GunicornGthread => "gunicorn-gthread",
             Server::GunicornSync => "gunicorn-sync",
         }
@@ -61,6 +65,7 @@ impl Server {
             Server::RwsgiTracker => "rwsgi +tracker",
             Server::Granian => "granian",
             Server::Bjoern => "bjoern",
+            Server::Uwsgi => "uWSGI",
             Server::GunicornGthread => "gunicorn gthread",
             Server::GunicornSync => "gunicorn sync",
         }
@@ -96,6 +101,7 @@ impl Server {
             Server::Rwsgi | Server::RwsgiTracker => env.rwsgi.clone(),
             Server::Granian => env.venv.join("bin/granian"),
             Server::Bjoern => env.venv.join("bin/python"),
+            Server::Uwsgi => env.venv.join("bin/uwsgi"),
             Server::GunicornGthread | Server::GunicornSync => env.venv.join("bin/gunicorn"),
         }
     }
@@ -157,6 +163,21 @@ impl Server {
             Server::Bjoern => {
                 cmd.arg(env.apps.join("bjoern_serve.py"));
                 cmd.args(["--workers", &workers, "--port", &spec.port.to_string()]);
+                cmd.arg(app.target);
+            }
+            Server::Uwsgi => {
+                // uWSGI's docs: `--http-socket` when a proxy is in front (the
+                // `--http` router would add a process hop); its HTTP/1.1 form keeps
+                // connections alive as every other server here does (the plain one
+                // closes each after one answer). The master imports the app once and
+                // forks (the default, no `--lazy-apps`); `--need-app` exits on a failed
+                // import instead of serving 500s; `--die-on-term` makes SIGTERM stop
+                // it (uWSGI 2.0 reloads on TERM); `--disable-logging` drops the
+                // per-request log line, which the others do not write either.
+                cmd.args(["--http11-socket", &bind, "--master"]);
+                cmd.args(["--processes", &workers, "--threads", &threads]);
+                cmd.args(["--need-app", "--die-on-term", "--disable-logging"]);
+                cmd.args(["--listen", "1024", "--chdir", &apps, "--module"]);
                 cmd.arg(app.target);
             }
             Server::GunicornGthread | Server::GunicornSync => {
@@ -343,6 +364,12 @@ mod tests {
             s.contains("--worker-class sync") && !s.contains("--threads"),
             "{s}"
         );
+        let u = args(Server::Uwsgi).join(" ");
+        assert!(
+            u.starts_with("--http11-socket 127.0.0.1:9000 --master --processes 2 --threads 32"),
+            "{u}"
+        );
+        assert!(u.ends_with("--module sleep:app"), "{u}");
         let b = args(Server::Bjoern).join(" ");
         assert!(
             b.contains("bjoern_serve.py --workers 2 --port 9000 sleep:app"),

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
@@ -28,6 +28,9 @@ pub struct LoadPlan {
     pub warmup_s: f64,
     pub client_threads: usize,
     pub workers: usize,
+    /// Also load every server with wrk, right after the generator (same server
+    /// process, already warm), for the same duration.
+    pub wrk: bool,
 }
 
 /// What one run measured.
@@ -39,6 +42,8 @@ pub struct Measured {
     /// Share of the machine's CPU (0..1 of all cores) that neither the server nor the
     /// generator used during the load: other people's work skewing the numbers.
     pub other_cpu: f64,
+    /// wrk's run on the same server, when the plan asks for one.
+    pub wrk: Option<crate::wrk::WrkResult>,
 }
 
 /// The load shape for an app: every request carries the queue stamp, for every
@@ -153,11 +158,16 @@ pub fn measure(
                 std::thread::sleep(RSS_PERIOD);
             }
         });
-        let r = crate::load::run(&cfg);
+        let r = crate::load::run(&cfg).context("running the load");
+        let w = match (&r, plan.wrk) {
+            (Ok(_), true) => Some(run_wrk(env, app, plan, &url, tag)),
+            _ => None,
+        };
         done.store(true, Ordering::Relaxed);
-        r
-    })
-    .context("running the load")?;
+        r.map(|r| (r, w))
+    })?;
+    let (outcome, wrk) = outcome;
+    let wrk = wrk.transpose()?;
     let busy = crate::cpu::machine_busy_s() - busy0;
     let ours = (group_cpu_s(pgid) - server0) + (crate::cpu::self_cpu_s() - self0);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
@@ -169,5 +179,33 @@ pub fn measure(
         rss_peak_bytes: peak.load(Ordering::Relaxed),
         ready_s,
         other_cpu,
+        wrk,
     })
+}
+
+/// wrk with the same connections, threads, duration (whole seconds, at least 1),
+/// stamp header and request body as the generator's run.
+fn run_wrk(
+    env: &Env,
+    app: &App,
+    plan: &LoadPlan,
+    url: &str,
+    tag: &str,
+) -> Result<crate::wrk::WrkResult> {
+    let stamp = crate::stamp::Msec::new(crate::stamp::WallClock::now().wall(Instant::now()));
+    let mut extra = crate::wrk::Extra {
+        headers: vec![format!("{QUEUE_HEADER}: {stamp:?}")],
+        script: None,
+    };
+    if app.method != "GET" || app.body_size > 0 {
+        let script = env
+            .out
+            .join("tmp")
+            .join(format!("wrk-{tag}-{}.lua", app.name));
+        crate::wrk::body_script(&script, app.method, app.body_size)?;
+        extra.script = Some(script);
+    }
+    let secs = plan.duration_s.ceil().max(1.0) as u64;
+    crate::wrk::run_with(url, plan.client_threads, app.connections, secs, &extra)
+        .context("running wrk")
 }

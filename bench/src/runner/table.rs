@@ -21,8 +21,13 @@ const TARGETS: &[Target] = &[
         min: 1.3,
     },
     Target {
-        apps: &["hello"],
+        apps: &["hello", "flask", "django"],
         peer: Server::Bjoern,
+        min: 1.0,
+    },
+    Target {
+        apps: &["flask", "django"],
+        peer: Server::Uwsgi,
         min: 1.0,
     },
     Target {
@@ -77,6 +82,57 @@ fn check(v: Option<f64>, min: f64) -> String {
         Some(v) => format!("{v:.2}× ❌"),
         None => "—".into(),
     }
+}
+
+/// `generator× / wrk×`, or the generator's alone when wrk did not run.
+fn both(generator: Option<f64>, wrk: Option<f64>) -> String {
+    match (generator, wrk) {
+        (Some(g), Some(w)) => format!("{g:.2}× / {w:.2}×"),
+        (Some(g), None) => format!("{g:.2}×"),
+        (None, Some(w)) => format!("— / {w:.2}×"),
+        (None, None) => "—".into(),
+    }
+}
+
+/// A target checked under both generators: met only when every measurement that
+/// exists reaches `min`.
+fn check_both(generator: Option<f64>, wrk: Option<f64>, min: f64) -> String {
+    if generator.is_none() && wrk.is_none() {
+        return "—".into();
+    }
+    let met = generator.into_iter().chain(wrk).all(|v| v >= min);
+    format!("{} {}", both(generator, wrk), if met { "✅" } else { "❌" })
+}
+
+/// rwsgi's peak RSS against the smallest of the peers that have a master or threads
+/// (all but bjoern), and how far above bjoern it is.
+fn rss_check(c: &Comparison, app: &str) -> String {
+    let Some(ours) = c.cell(app, "rwsgi").map(|x| x.rss_mib) else {
+        return "—".into();
+    };
+    let lowest = c
+        .cells
+        .iter()
+        .filter(|x| x.app == app && !x.server.starts_with("rwsgi") && x.server != "bjoern")
+        .min_by(|a, b| a.rss_mib.total_cmp(&b.rss_mib));
+    let mut s = match lowest {
+        Some(p) => format!(
+            "{ours:.0} vs {} {:.0} MiB {}",
+            label(&p.server),
+            p.rss_mib,
+            if ours <= p.rss_mib { "✅" } else { "❌" }
+        ),
+        None => format!("{ours:.0} MiB"),
+    };
+    if let Some(b) = c.cell(app, "bjoern") {
+        let _ = write!(
+            s,
+            "; bjoern {:.0} MiB ({:+.0})",
+            b.rss_mib,
+            ours - b.rss_mib
+        );
+    }
+    s
 }
 
 /// Renders the whole report.
@@ -145,9 +201,19 @@ pub fn render(c: &Comparison) -> String {
         }
         out.push('\n');
     };
-    table(&mut out, "Throughput (req/s, median)", &|x| {
-        thousands(x.rps)
-    });
+    let with_wrk = c.cells.iter().any(|x| x.wrk_rps.is_some());
+    table(
+        &mut out,
+        if with_wrk {
+            "Throughput (req/s, median: generator / wrk)"
+        } else {
+            "Throughput (req/s, median)"
+        },
+        &|x| match x.wrk_rps {
+            Some(w) => format!("{} / {}", thousands(x.rps), thousands(w)),
+            None => thousands(x.rps),
+        },
+    );
 
     // Ratios: rwsgi against every peer that ran, plus tracker on ÷ off.
     let peers: Vec<&str> = servers
@@ -155,7 +221,11 @@ pub fn render(c: &Comparison) -> String {
         .copied()
         .filter(|s| !s.starts_with("rwsgi"))
         .collect();
-    let _ = writeln!(out, "## rwsgi ÷ peer (req/s)\n");
+    let _ = writeln!(
+        out,
+        "## rwsgi ÷ peer (req/s{})\n",
+        if with_wrk { ", generator / wrk" } else { "" }
+    );
     let _ = write!(out, "| app |");
     for p in &peers {
         let _ = write!(out, " ÷ {} |", label(p));
@@ -168,11 +238,14 @@ pub fn render(c: &Comparison) -> String {
     for app in &m.apps {
         let _ = write!(out, "| {} |", title(app));
         for p in &peers {
-            let v = c.ratio(app, "rwsgi", p);
-            let _ = write!(out, " {} |", v.map_or("—".into(), |v| format!("{v:.2}×")));
+            let v = both(c.ratio(app, "rwsgi", p), c.ratio_wrk(app, "rwsgi", p));
+            let _ = write!(out, " {v} |");
         }
-        let v = c.ratio(app, "rwsgi-tracker", "rwsgi");
-        let _ = writeln!(out, " {} |", v.map_or("—".into(), |v| format!("{v:.2}×")));
+        let v = both(
+            c.ratio(app, "rwsgi-tracker", "rwsgi"),
+            c.ratio_wrk(app, "rwsgi-tracker", "rwsgi"),
+        );
+        let _ = writeln!(out, " {v} |");
     }
     out.push('\n');
 
@@ -190,7 +263,13 @@ pub fn render(c: &Comparison) -> String {
         &|x| format!("{:.0}", x.rss_mib),
     );
 
-    let _ = writeln!(out, "## Targets (issue 6)\n");
+    let _ = writeln!(out, "## Targets (issues 6 and 16)\n");
+    if with_wrk {
+        let _ = writeln!(
+            out,
+            "Measured as generator / wrk; a target is met (✅) only when it holds under both.\n"
+        );
+    }
     let _ = writeln!(out, "| app | target | measured |\n|---|---|---:|");
     for t in TARGETS {
         for app in t.apps {
@@ -200,7 +279,11 @@ pub fn render(c: &Comparison) -> String {
                 title(app),
                 t.min,
                 t.peer.label(),
-                check(c.ratio(app, "rwsgi", t.peer.name()), t.min)
+                check_both(
+                    c.ratio(app, "rwsgi", t.peer.name()),
+                    c.ratio_wrk(app, "rwsgi", t.peer.name()),
+                    t.min
+                )
             );
         }
     }
@@ -213,16 +296,12 @@ pub fn render(c: &Comparison) -> String {
         );
     }
     for app in &m.apps {
-        let rss = match (c.cell(app, "rwsgi"), c.cell(app, "granian")) {
-            (Some(r), Some(g)) => format!(
-                "{:.0} vs {:.0} MiB {}",
-                r.rss_mib,
-                g.rss_mib,
-                if r.rss_mib <= g.rss_mib { "✅" } else { "❌" }
-            ),
-            _ => "—".into(),
-        };
-        let _ = writeln!(out, "| {} | RSS rwsgi ≤ granian | {rss} |", title(app));
+        let _ = writeln!(
+            out,
+            "| {} | RSS rwsgi ≤ every peer but bjoern | {} |",
+            title(app),
+            rss_check(c, app)
+        );
     }
     out.push('\n');
     let _ = writeln!(
@@ -327,6 +406,26 @@ mod tests {
         );
         assert!(md.contains("| Flask JSON | — | — | 16,000 |"), "{md}");
         assert!(md.contains("| hello world | 1.30× | 0.98× |"), "{md}");
+        let mut w = c.clone();
+        for x in &mut w.cells {
+            x.wrk_rps = Some(x.rps * if x.server == "rwsgi" { 1.2 } else { 1.0 });
+        }
+        let md_w = render(&w);
+        assert!(
+            md_w.contains(
+                "| hello world | 130,000 / 156,000 | 128,000 / 128,000 | 100,000 / 100,000 |"
+            ),
+            "{md_w}"
+        );
+        assert!(
+            md_w.contains("| hello world | rwsgi ≥ 1.3× granian | 1.30× / 1.56× ✅ |"),
+            "{md_w}"
+        );
+        w.cells[0].rps = 120_000.0;
+        assert!(
+            render(&w).contains("| hello world | rwsgi ≥ 1.3× granian | 1.20× / 1.56× ❌ |"),
+            "a target is met only under both generators"
+        );
         assert!(
             md.contains("| hello world | rwsgi ≥ 1.3× granian | 1.30× ✅ |"),
             "{md}"

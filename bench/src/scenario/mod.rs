@@ -19,10 +19,10 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::cli::{LoadShape, ScenarioArgs};
+use crate::cli::ScenarioArgs;
+use crate::load;
 use crate::load::config::secs;
-use crate::load::request::{StampAt, Target};
-use crate::load::{self, Model};
+use crate::load::request::Target;
 use crate::report::LoadReport;
 use crate::runner::apps;
 use crate::runner::servers::{Env, Server};
@@ -95,26 +95,19 @@ pub fn run(args: &ScenarioArgs) -> Result<()> {
         }
     };
 
-    let mut shape = LoadShape {
-        connections: args.connections,
-        threads: args.client_threads,
-        duration: 3.0,
-        requests: None,
-        rate: None,
-        warmup: 1.0,
-        timeout: 60.0,
-        no_keep_alive: false,
-        method: app.method.to_string(),
-        body_size: app.body_size,
-        headers: Vec::new(),
-        stamp_header: Some(args.queue_header.clone()),
-        stamp_at: StampAt::Due,
-    };
+    let shape = ramp::shape(
+        &app,
+        args.connections,
+        args.client_threads,
+        &args.queue_header,
+        true,
+    );
     let capacity = match args.capacity {
         Some(c) if c > 0.0 => c,
         Some(_) => bail!("--capacity must be positive"),
         None => {
             let mut probe = shape.clone();
+            probe.warmup = 1.0;
             // Enough connections to keep every Python thread busy several times over.
             probe.connections =
                 (args.workers * app.threads * 8).clamp(32, args.connections.max(32));
@@ -130,8 +123,7 @@ pub fn run(args: &ScenarioArgs) -> Result<()> {
         }
     };
 
-    shape.warmup = 0.0;
-    let mut cfg = shape.to_config(&url)?;
+    let cfg = ramp::config(&shape, &url, capacity, &args.levels, step)?;
     let schedule = ramp::schedule(capacity, &args.levels, step);
     eprintln!(
         "ramp: {} levels × {} s = {:.0} s, {} requests, {:.0}..{:.0} req/s",
@@ -142,7 +134,6 @@ pub fn run(args: &ScenarioArgs) -> Result<()> {
         capacity * args.levels.iter().copied().fold(f64::MAX, f64::min),
         capacity * args.levels.iter().copied().fold(0.0, f64::max)
     );
-    cfg.model = Model::Open { schedule };
     let scrapes = Mutex::new(Vec::new());
     let stop = AtomicBool::new(false);
     let start = Instant::now();
@@ -238,11 +229,11 @@ fn write(env: &Env, out: &Output, metrics: bool) -> Result<()> {
         let _ = writeln!(
             md,
             "| {} | {} | {} | {} | {} | {} |",
-            r.t,
-            r.offered,
-            r.throughput,
-            r.errors,
-            ms(r.client_queue),
+            r.client.t,
+            r.client.offered,
+            r.client.throughput,
+            r.client.errors,
+            ms(r.client.client_queue),
             ms(r.server_queue)
         );
     }

@@ -20,7 +20,7 @@ pub fn draw(rows: &[Row], title: &str, path: &Path) -> Result<()> {
 
     let rate_max = rows
         .iter()
-        .map(|r| r.offered.max(r.throughput) as f64)
+        .map(|r| r.client.offered.max(r.client.throughput) as f64)
         .fold(1.0, f64::max)
         * 1.1;
     let mut chart = ChartBuilder::on(&top)
@@ -42,7 +42,8 @@ pub fn draw(rows: &[Row], title: &str, path: &Path) -> Result<()> {
     let served = RGBColor(31, 119, 180);
     chart
         .draw_series(LineSeries::new(
-            rows.iter().map(|r| (r.t + 0.5, r.offered as f64)),
+            rows.iter()
+                .map(|r| (r.client.t + 0.5, r.client.offered as f64)),
             offered.stroke_width(2),
         ))
         .map_err(e)?
@@ -50,7 +51,8 @@ pub fn draw(rows: &[Row], title: &str, path: &Path) -> Result<()> {
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], offered.stroke_width(3)));
     chart
         .draw_series(LineSeries::new(
-            rows.iter().map(|r| (r.t + 0.5, r.throughput as f64)),
+            rows.iter()
+                .map(|r| (r.client.t + 0.5, r.client.throughput as f64)),
             served.stroke_width(2),
         ))
         .map_err(e)?
@@ -67,7 +69,7 @@ pub fn draw(rows: &[Row], title: &str, path: &Path) -> Result<()> {
 
     let q_max = rows
         .iter()
-        .flat_map(|r| [r.client_queue, r.server_queue])
+        .flat_map(|r| [r.client.client_queue, r.server_queue])
         .flatten()
         .fold(0.001, f64::max)
         * 1000.0
@@ -92,7 +94,7 @@ pub fn draw(rows: &[Row], title: &str, path: &Path) -> Result<()> {
     chart
         .draw_series(LineSeries::new(
             rows.iter()
-                .filter_map(|r| Some((r.t + 0.5, r.client_queue? * 1000.0))),
+                .filter_map(|r| Some((r.client.t + 0.5, r.client.client_queue? * 1000.0))),
             client.stroke_width(3),
         ))
         .map_err(e)?
@@ -103,7 +105,7 @@ pub fn draw(rows: &[Row], title: &str, path: &Path) -> Result<()> {
         chart
             .draw_series(LineSeries::new(
                 rows.iter()
-                    .filter_map(|r| Some((r.t + 0.5, r.server_queue? * 1000.0))),
+                    .filter_map(|r| Some((r.client.t + 0.5, r.server_queue? * 1000.0))),
                 server.stroke_width(2),
             ))
             .map_err(e)?
@@ -112,7 +114,7 @@ pub fn draw(rows: &[Row], title: &str, path: &Path) -> Result<()> {
         chart
             .draw_series(
                 rows.iter()
-                    .filter_map(|r| Some((r.t + 0.5, r.server_queue? * 1000.0)))
+                    .filter_map(|r| Some((r.client.t + 0.5, r.server_queue? * 1000.0)))
                     .map(|p| Circle::new(p, 3, server.filled())),
             )
             .map_err(e)?;

@@ -1,11 +1,61 @@
-//! The autoscaling ramp and what is derived from it per second.
+//! The autoscaling ramp, shared by `scenario` and `autoscale`: its load (open model,
+//! stamped with the due time) and what the client sees of it per second.
 
 use std::time::Duration;
 
+use anyhow::Result;
 use serde::Serialize;
 
+use crate::cli::LoadShape;
+use crate::load::request::StampAt;
 use crate::load::stats::Second;
+use crate::load::{LoadConfig, Model};
+use crate::runner::apps::App;
 use crate::schedule::{Schedule, Step};
+
+/// The ramp's load shape: `app`'s requests, each stamped in `stamp_header` with its
+/// due time (when it "reached the proxy"), 60 s per request. `duration` and `warmup`
+/// only matter for a closed-loop probe made from it; the ramp itself is timed by its
+/// schedule.
+pub fn shape(
+    app: &App,
+    connections: usize,
+    threads: usize,
+    stamp_header: &str,
+    keep_alive: bool,
+) -> LoadShape {
+    LoadShape {
+        connections,
+        threads,
+        duration: 3.0,
+        requests: None,
+        rate: None,
+        warmup: 0.0,
+        timeout: 60.0,
+        no_keep_alive: !keep_alive,
+        method: app.method.to_string(),
+        body_size: app.body_size,
+        headers: Vec::new(),
+        stamp_header: Some(stamp_header.to_string()),
+        stamp_at: StampAt::Due,
+    }
+}
+
+/// The ramp's load: `shape` against `url` as an open model of `levels × capacity`,
+/// `step` per level.
+pub fn config(
+    shape: &LoadShape,
+    url: &str,
+    capacity: f64,
+    levels: &[f64],
+    step: Duration,
+) -> Result<LoadConfig> {
+    let mut cfg = shape.to_config(url)?;
+    cfg.model = Model::Open {
+        schedule: schedule(capacity, levels, step),
+    };
+    Ok(cfg)
+}
 
 /// Steps of `levels × capacity`, `step` long each.
 pub fn schedule(capacity: f64, levels: &[f64], step: Duration) -> Schedule {
@@ -33,9 +83,9 @@ pub fn service_time(series: &[Second], step_secs: usize) -> f64 {
     }
 }
 
-/// One second of the scenario, as plotted.
+/// One second of a ramp as the client saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub struct Row {
+pub struct Client {
     /// Seconds since start (the second's start).
     pub t: f64,
     /// Requests due in this second.
@@ -46,6 +96,26 @@ pub struct Row {
     pub errors: u64,
     /// Mean client-measured latency − service time, seconds (`None` without answers).
     pub client_queue: Option<f64>,
+}
+
+impl Client {
+    /// Second `i` of the generator's series, `service` seconds of app time subtracted.
+    pub fn of(i: usize, s: &Second, service: f64) -> Client {
+        Client {
+            t: i as f64,
+            offered: s.offered,
+            throughput: s.ok,
+            errors: s.errors,
+            client_queue: (s.ok > 0).then(|| (s.mean_latency() - service).max(0.0)),
+        }
+    }
+}
+
+/// One second of the scenario, as plotted.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Row {
+    #[serde(flatten)]
+    pub client: Client,
     /// rwsgi's reported mean queue time for the interval around this second.
     pub server_queue: Option<f64>,
 }
@@ -62,11 +132,7 @@ pub fn rows(series: &[Second], service: f64, server: &[(f64, f64)]) -> Vec<Row> 
         .iter()
         .enumerate()
         .map(|(i, s)| Row {
-            t: i as f64,
-            offered: s.offered,
-            throughput: s.ok,
-            errors: s.errors,
-            client_queue: (s.ok > 0).then(|| (s.mean_latency() - service).max(0.0)),
+            client: Client::of(i, s, service),
             server_queue: server
                 .iter()
                 .find(|(t, _)| t.floor() as usize == i)
@@ -80,7 +146,7 @@ pub fn rows(series: &[Second], service: f64, server: &[(f64, f64)]) -> Vec<Row> 
 pub fn agreement(rows: &[Row]) -> Option<(f64, f64)> {
     let pairs: Vec<(f64, f64)> = rows
         .iter()
-        .filter_map(|r| Some((r.client_queue?, r.server_queue?)))
+        .filter_map(|r| Some((r.client.client_queue?, r.server_queue?)))
         .collect();
     if pairs.len() < 3 {
         return None;
@@ -141,20 +207,22 @@ mod tests {
         let series = [sec(10, 10), sec(10, 30), idle, sec(0, 0)];
         let rows = rows(&series, 0.010, &[(1.5, 0.019)]);
         assert_eq!(rows.len(), 3, "the empty tail is trimmed");
-        assert_eq!(rows[0].client_queue, Some(0.0));
-        assert!((rows[1].client_queue.unwrap() - 0.020).abs() < 1e-9);
+        assert_eq!(rows[0].client.client_queue, Some(0.0));
+        assert!((rows[1].client.client_queue.unwrap() - 0.020).abs() < 1e-9);
         assert_eq!(rows[1].server_queue, Some(0.019));
-        assert_eq!(rows[2].client_queue, None);
+        assert_eq!(rows[2].client.client_queue, None);
     }
 
     #[test]
     fn agreement_of_tracking_curves() {
         let mk = |c: f64, s: f64| Row {
-            t: 0.0,
-            offered: 0,
-            throughput: 0,
-            errors: 0,
-            client_queue: Some(c),
+            client: Client {
+                t: 0.0,
+                offered: 0,
+                throughput: 0,
+                errors: 0,
+                client_queue: Some(c),
+            },
             server_queue: Some(s),
         };
         let rows: Vec<Row> = (0..10).map(|i| mk(i as f64, i as f64 + 0.1)).collect();

@@ -1,0 +1,403 @@
+//! `coldstart`: how long each server takes from exec to serving, what a burst that
+//! arrives during start-up sees, and how much memory the master and the whole server
+//! hold once every worker serves.
+//!
+//! An autoscaler's reaction time includes the new instance's start. Each run starts a
+//! server twice, servers alternating within each run:
+//! 1. **quiet start**: `GET /pid` is polled (8 connections at a time, each opened
+//!    anew) until the first 200, then until every worker's pid has answered; the RSS
+//!    of the master (the process started) and of the whole group is read then;
+//! 2. **burst start**: 100 requests are fired at exec time, each retrying its connect
+//!    until the port accepts; their latency counts from exec.
+
+use std::io::Write;
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use super::apps::App;
+use super::process::{free_port, group_pids, group_rss, Running};
+use super::results::median;
+use super::servers::{Env, Launch, Server};
+use crate::cli::ColdstartArgs;
+
+/// The longest a start may take before the run counts as failed.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connections per polling round: enough that every worker gets some at once.
+const POLL_CONNS: usize = 8;
+
+/// One quiet start and one burst start of one server.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Start {
+    pub run: usize,
+    pub server: String,
+    /// Exec → the first 200, ms.
+    pub first_ok_ms: f64,
+    /// Exec → every worker has answered, ms.
+    pub all_workers_ms: f64,
+    /// RSS of the process started (the master; bjoern's forking parent), MiB.
+    pub master_rss_mib: f64,
+    /// RSS of all the server's processes, MiB.
+    pub total_rss_mib: f64,
+    /// Burst latencies from exec, ms: p50, p99, max; and failures.
+    pub burst_p50_ms: f64,
+    pub burst_p99_ms: f64,
+    pub burst_max_ms: f64,
+    pub burst_errors: usize,
+}
+
+/// Everything `coldstart` measured.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Coldstart {
+    pub date: String,
+    pub app: String,
+    pub workers: usize,
+    pub burst: usize,
+    pub loadavg_before: String,
+    pub starts: Vec<Start>,
+    pub notes: Vec<String>,
+}
+
+/// Runs the cold-start comparison and writes results/coldstart.{json,md}.
+pub fn run(args: &ColdstartArgs) -> Result<()> {
+    let env = Env::from_paths(&args.paths)?;
+    let app = super::apps::find(&args.app)?;
+    let servers = if args.servers.is_empty() {
+        vec![
+            Server::Rwsgi,
+            Server::GunicornSync,
+            Server::Granian,
+            Server::Uwsgi,
+            Server::Bjoern,
+        ]
+    } else {
+        Server::select(&args.servers)?
+    };
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut out = Coldstart {
+        date: super::results::utc_date(unix),
+        app: app.name.into(),
+        workers: args.workers,
+        burst: args.burst,
+        loadavg_before: super::compare::loadavg(),
+        ..Coldstart::default()
+    };
+    let servers: Vec<Server> = servers
+        .into_iter()
+        .filter(|s| match s.unavailable(&env) {
+            Some(why) => {
+                out.notes.push(format!("{}: {why}", s.label()));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    for run in 0..args.runs.max(1) {
+        for server in super::compare::round_order(&servers, run) {
+            match one(&env, server, app, args.workers, args.burst, run) {
+                Ok(s) => {
+                    eprintln!("{}", run_row(&s));
+                    out.starts.push(s);
+                }
+                Err(e) => {
+                    eprintln!("run {} {}: FAILED: {e:#}", run + 1, server.name());
+                    out.notes
+                        .push(format!("{} run {}: {e:#}", server.label(), run + 1));
+                }
+            }
+        }
+    }
+    std::fs::create_dir_all(&env.out)?;
+    let json = env.out.join("coldstart.json");
+    std::fs::write(&json, serde_json::to_string_pretty(&out)?)
+        .with_context(|| format!("writing {}", json.display()))?;
+    let md = env.out.join("coldstart.md");
+    std::fs::write(&md, render(&out)).with_context(|| format!("writing {}", md.display()))?;
+    eprintln!("{}", md.display());
+    Ok(())
+}
+
+/// Both starts of one server.
+fn one(
+    env: &Env,
+    server: Server,
+    app: &App,
+    workers: usize,
+    burst: usize,
+    run: usize,
+) -> Result<Start> {
+    let mut s = Start {
+        run,
+        server: server.name().into(),
+        ..Start::default()
+    };
+    // Quiet start.
+    let (mut running, addr, t0) = spawn(env, server, app, workers, run, "quiet")?;
+    let quiet = poll_workers(&mut running, addr, t0, workers);
+    let quiet = match quiet {
+        Ok(q) => q,
+        Err(e) => {
+            running.stop(Duration::from_secs(5));
+            return Err(e);
+        }
+    };
+    (s.first_ok_ms, s.all_workers_ms) = quiet;
+    // Let the workers settle (a thread or two may still start) before reading memory.
+    std::thread::sleep(Duration::from_millis(300));
+    s.master_rss_mib = group_rss_of(&[running.pgid()]);
+    s.total_rss_mib = group_rss(running.pgid()) as f64 / MIB;
+    running.stop(Duration::from_secs(5));
+
+    // Burst start.
+    let (running, addr, t0) = spawn(env, server, app, workers, run, "burst")?;
+    let lat = fire(addr, t0, burst);
+    running.stop(Duration::from_secs(5));
+    let mut ok: Vec<f64> = lat.iter().flatten().copied().collect();
+    s.burst_errors = lat.len() - ok.len();
+    if ok.is_empty() {
+        bail!("no request of the burst was answered");
+    }
+    ok.sort_by(f64::total_cmp);
+    s.burst_p50_ms = percentile(&ok, 0.50);
+    s.burst_p99_ms = percentile(&ok, 0.99);
+    s.burst_max_ms = ok[ok.len() - 1];
+    Ok(s)
+}
+
+const MIB: f64 = 1024.0 * 1024.0;
+
+/// RSS of exactly these processes, MiB.
+fn group_rss_of(pids: &[i32]) -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) }.max(4096) as f64;
+    pids.iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/statm")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map(|pages| pages * page / MIB)
+        .sum()
+}
+
+fn spawn(
+    env: &Env,
+    server: Server,
+    app: &App,
+    workers: usize,
+    run: usize,
+    what: &str,
+) -> Result<(Running, SocketAddr, Instant)> {
+    let port = free_port()?;
+    let launch = Launch {
+        port,
+        metrics_port: None,
+        workers,
+        notify_interval: 10.0,
+    };
+    let cmd = server.command(env, app, &launch);
+    let log = env
+        .out
+        .join("tmp")
+        .join(format!("coldstart-{what}-{run}-{}.log", server.name()));
+    let t0 = Instant::now();
+    let running = Running::spawn(cmd, &log)?;
+    Ok((running, ([127, 0, 0, 1], port).into(), t0))
+}
+
+/// Polls `GET /pid` until the first 200 and until `workers` distinct pids answered:
+/// (ms to the first, ms to all), both from `t0`.
+fn poll_workers(
+    running: &mut Running,
+    addr: SocketAddr,
+    t0: Instant,
+    workers: usize,
+) -> Result<(f64, f64)> {
+    let mut first = None;
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        let round: Vec<_> = (0..POLL_CONNS)
+            .filter_map(|_| TcpStream::connect(addr).ok())
+            .collect();
+        for mut c in &round {
+            let _ = c.write_all(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        }
+        for mut c in &round {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            if let Ok(a) = crate::http_get::read_answer(&mut c) {
+                if a.status == 200 {
+                    first.get_or_insert_with(|| t0.elapsed());
+                    if let Ok(pid) = String::from_utf8_lossy(&a.body).trim().parse::<i32>() {
+                        seen.insert(pid);
+                    }
+                }
+            }
+        }
+        if let Some(f) = first {
+            if seen.len() >= workers {
+                let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+                return Ok((ms(f), ms(t0.elapsed())));
+            }
+        }
+        if t0.elapsed() > START_TIMEOUT {
+            bail!(
+                "{} of {workers} workers answered in {START_TIMEOUT:?}; {}",
+                seen.len(),
+                running.log_tail()
+            );
+        }
+        if group_pids(running.pgid()).is_empty() {
+            bail!("the server exited; {}", running.log_tail());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Fires `n` requests at once, each retrying its connect every millisecond until the
+/// port accepts: each one's latency from `t0` in ms, `None` when it failed.
+fn fire(addr: SocketAddr, t0: Instant, n: usize) -> Vec<Option<f64>> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(move || -> Option<f64> {
+                    let mut c = loop {
+                        match TcpStream::connect(addr) {
+                            Ok(c) => break c,
+                            Err(_) if t0.elapsed() < START_TIMEOUT => {
+                                std::thread::sleep(Duration::from_millis(1));
+                            }
+                            Err(_) => return None,
+                        }
+                    };
+                    c.set_read_timeout(Some(START_TIMEOUT)).ok()?;
+                    c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .ok()?;
+                    let a = crate::http_get::read_answer(&mut c).ok()?;
+                    (a.status == 200).then(|| t0.elapsed().as_secs_f64() * 1000.0)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().ok().flatten())
+            .collect()
+    })
+}
+
+/// Nearest-rank percentile of sorted values.
+fn percentile(sorted: &[f64], q: f64) -> f64 {
+    let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// One start as a row of coldstart.md's table of every run (also printed as it ends).
+fn run_row(s: &Start) -> String {
+    format!(
+        "| {} | {} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} |",
+        s.run + 1,
+        s.server,
+        s.first_ok_ms,
+        s.all_workers_ms,
+        s.burst_p50_ms,
+        s.burst_p99_ms,
+        s.burst_max_ms,
+        s.master_rss_mib,
+        s.total_rss_mib
+    )
+}
+
+/// coldstart.md: medians over the runs per server, and every run.
+pub fn render(c: &Coldstart) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(out, "# rwsgi bench: cold start, {}\n", c.date);
+    let _ = writeln!(
+        out,
+        "App `{}`, {} workers, 1 thread each; a burst of {} requests fired at exec time; \
+         medians over the runs (servers alternate within each run); load average before: {}.\n",
+        c.app, c.workers, c.burst, c.loadavg_before
+    );
+    let _ = writeln!(
+        out,
+        "| server | exec → first 200 (ms) | exec → all workers (ms) | burst p50 / p99 / max (ms) | burst errors | master RSS (MiB) | total RSS (MiB) | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+    );
+    let mut names: Vec<&str> = Vec::new();
+    for s in &c.starts {
+        if !names.contains(&s.server.as_str()) {
+            names.push(&s.server);
+        }
+    }
+    for name in names {
+        let runs: Vec<&Start> = c.starts.iter().filter(|s| s.server == name).collect();
+        let m = |f: fn(&Start) -> f64| median(runs.iter().map(|s| f(s)));
+        let label = Server::parse(name).map_or(name, |s| s.label());
+        let _ = writeln!(
+            out,
+            "| {label} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {} | {:.1} | {:.1} | {} |",
+            m(|s| s.first_ok_ms),
+            m(|s| s.all_workers_ms),
+            m(|s| s.burst_p50_ms),
+            m(|s| s.burst_p99_ms),
+            m(|s| s.burst_max_ms),
+            runs.iter().map(|s| s.burst_errors).sum::<usize>(),
+            m(|s| s.master_rss_mib),
+            m(|s| s.total_rss_mib),
+            runs.len()
+        );
+    }
+    let _ = writeln!(out, "\n## Every run\n");
+    let _ = writeln!(
+        out,
+        "| run | server | first 200 | all workers | burst p50 / p99 / max | master / total RSS |\n|---:|---|---:|---:|---:|---:|"
+    );
+    for s in &c.starts {
+        let _ = writeln!(out, "{}", run_row(s));
+    }
+    if !c.notes.is_empty() {
+        let _ = writeln!(out, "\n## Notes\n");
+        for n in &c.notes {
+            let _ = writeln!(out, "- {n}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nearest_rank_percentiles() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        assert_eq!(percentile(&v, 0.5), 50.0);
+        assert_eq!(percentile(&v, 0.99), 99.0);
+        assert_eq!(percentile(&[7.0], 0.99), 7.0);
+    }
+
+    #[test]
+    fn renders_medians_per_server() {
+        let start = |run, server: &str, first| Start {
+            run,
+            server: server.into(),
+            first_ok_ms: first,
+            all_workers_ms: first + 10.0,
+            ..Start::default()
+        };
+        let c = Coldstart {
+            app: "django".into(),
+            workers: 2,
+            burst: 100,
+            starts: vec![
+                start(0, "rwsgi", 300.0),
+                start(1, "rwsgi", 500.0),
+                start(2, "rwsgi", 400.0),
+                start(0, "uwsgi", 600.0),
+            ],
+            ..Coldstart::default()
+        };
+        let md = render(&c);
+        assert!(md.contains("| rwsgi | 400 | 410 |"), "{md}");
+        assert!(md.contains("| uWSGI | 600 | 610 |"), "{md}");
+    }
+}
