@@ -138,17 +138,24 @@ pub fn main(
     );
     let how = *stop_rx.borrow();
     let _ = served_tx.send(how);
-    if control.join().is_err() {
-        tracing::error!("the control thread panicked");
-    }
+    // A control thread that could not run stopped the server at once; the worker
+    // still runs its exit hooks, then exits 1 with the reason.
+    let control = control.join().unwrap_or_else(|_| {
+        Err(Fatal::logged(
+            tracing::Level::ERROR,
+            "the control thread panicked",
+            "",
+        ))
+    });
     hooks::worker_exit();
     hooks::run_atexit();
     tracing::info!(pid = std::process::id(), "Worker exiting");
-    Ok(())
+    control
 }
 
 /// Runs the control channel until the server is done (`served` fires), then sends
-/// the last partial interval unless the stop was fast.
+/// the last partial interval unless the stop was fast. `Err` when the channel could
+/// not be set up: the server was told to stop at once.
 fn control_thread(
     ctl: UnixStream,
     shared: Arc<Shared>,
@@ -157,30 +164,25 @@ fn control_thread(
     reload: Option<Arc<AtomicBool>>,
     timeout: Duration,
     served: tokio::sync::oneshot::Receiver<Stop>,
-) {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the control runtime");
-            let _ = stop_tx.send(Stop::Fast);
-            return;
+) -> Result<(), Fatal> {
+    let stop_now = {
+        let stop = stop_tx.clone();
+        move |e: Fatal| {
+            let _ = stop.send(Stop::Fast);
+            e
         }
     };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .or_log("cannot start the control runtime")
+        .map_err(&stop_now)?;
     runtime.block_on(async move {
-        let ctl = match ctl
+        let ctl = ctl
             .set_nonblocking(true)
             .and_then(|()| tokio::net::UnixStream::from_std(ctl))
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot use the control socket");
-                let _ = stop_tx.send(Stop::Fast);
-                return;
-            }
-        };
+            .or_log("cannot use the control socket")
+            .map_err(stop_now)?;
         let (out_tx, out_rx) = mpsc::channel::<ToMaster>(16);
         let (read_half, write_half) = ctl.into_split();
         let writer = tokio::spawn(write_loop(write_half, out_rx));
@@ -214,7 +216,8 @@ fn control_thread(
             drop(out_tx);
             let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         }
-    });
+        Ok(())
+    })
 }
 
 /// The interval's tracker snapshot with the worker's log-line counts, encoded.

@@ -39,8 +39,6 @@ pub mod redis;
 mod runner;
 pub mod statsd;
 #[cfg(test)]
-mod test_support;
-#[cfg(test)]
 pub(crate) mod testing;
 
 use std::fmt;

@@ -114,7 +114,7 @@ pub(crate) fn iso8601(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::test_support::sample_report;
+    use crate::notify::testing::decile_report;
     use std::time::Duration;
 
     #[test]
@@ -129,7 +129,7 @@ mod tests {
             ("Env".to_string(), "prod".to_string()),
             ("Role".into(), "web".into()),
         ];
-        let report = sample_report();
+        let report = decile_report();
         let all = bodies(&report, "rwsgi", &dims);
         let names: Vec<_> = all.iter().map(|(n, _)| *n).collect();
         // AppTime has no samples in the sample report: left out (Azure wants count ≥ 1).
@@ -182,7 +182,7 @@ mod tests {
 
     #[test]
     fn no_dimensions_means_no_dim_fields() {
-        let all = bodies(&sample_report(), "ns", &[]);
+        let all = bodies(&decile_report(), "ns", &[]);
         let base = &all[0].1["data"]["baseData"];
         assert!(base.get("dimNames").is_none());
         assert!(base["series"][0].get("dimValues").is_none());
@@ -190,7 +190,7 @@ mod tests {
 
     #[test]
     fn non_finite_numbers_never_reach_the_json() {
-        let mut report = sample_report();
+        let mut report = decile_report();
         report.queue_time.sum = f64::NAN;
         report.queue_time.max = f64::INFINITY;
         report.utilization = f64::NAN;

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use super::token::IdentityEnv;
 use super::*;
 use crate::cli::Cli;
-use crate::notify::test_support::{assert_send, sample_report, PythonFake};
+use crate::notify::testing::{assert_send, decile_report, PythonFake};
 
 const RESOURCE: &str =
     "/subscriptions/0000-1111/resourceGroups/rg-web/providers/Microsoft.Web/sites/shop";
@@ -201,7 +201,7 @@ impl Fakes {
 async fn every_metric_is_accepted_field_by_field() {
     let fakes = Fakes::start(&[]);
     let mut sink = fakes.sink(IDENTITY_HEADER);
-    let report = sample_report();
+    let report = decile_report();
     assert_send(sink.send(&report));
     sink.send(&report).await.expect("accepted");
     assert_eq!(fakes.get("/_rejected").await, json!([]));
@@ -246,7 +246,7 @@ async fn every_metric_is_accepted_field_by_field() {
 async fn forbidden_names_the_role_and_never_the_token() {
     let fakes = Fakes::start(&["--ingest-status", "403"]);
     let mut sink = fakes.sink(IDENTITY_HEADER);
-    let err = sink.send(&sample_report()).await.unwrap_err();
+    let err = sink.send(&decile_report()).await.unwrap_err();
     assert!(!err.retryable, "{err:?}");
     assert!(
         err.message.contains("Monitoring Metrics Publisher"),
@@ -263,7 +263,7 @@ async fn forbidden_names_the_role_and_never_the_token() {
 async fn throttling_and_outages_are_retryable_and_resume() {
     let fakes = Fakes::start(&["--ingest-status", "503"]);
     let mut sink = fakes.sink(IDENTITY_HEADER);
-    let report = sample_report();
+    let report = decile_report();
     assert!(sink.send(&report).await.unwrap_err().retryable);
     fakes.configure(json!({"ingest_status": null})).await;
     sink.send(&report).await.expect("recovered");
@@ -274,7 +274,7 @@ async fn throttling_and_outages_are_retryable_and_resume() {
 async fn wrong_identity_header_fails_without_showing_it() {
     let fakes = Fakes::start(&[]);
     let mut sink = fakes.sink("wrong-header-value");
-    let err = sink.send(&sample_report()).await.unwrap_err();
+    let err = sink.send(&decile_report()).await.unwrap_err();
     assert!(!err.retryable, "{err:?}");
     assert!(err.message.contains("HTTP 401"), "{err:?}");
     assert!(!err.message.contains("wrong-header-value"), "{err:?}");
@@ -286,7 +286,7 @@ async fn tokens_are_cached_then_refreshed_before_they_expire() {
     // token, which the fake would answer with 401.
     let fakes = Fakes::start(&["--token-lifetime", "4"]);
     let mut sink = fakes.sink(IDENTITY_HEADER);
-    let mut report = sample_report();
+    let mut report = decile_report();
     sink.send(&report).await.expect("first");
     report.timestamp += Duration::from_secs(1);
     sink.send(&report).await.expect("second, same token");

@@ -279,7 +279,7 @@ fn merge_to(points: &[(f64, u64)], limit: usize) -> (Vec<f64>, Vec<f64>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::notify::test_support::sample_report;
+    use crate::notify::testing::decile_report;
 
     fn common(dims: &[Dimension], unit: TimeUnit) -> Common<'_> {
         Common {
@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn every_metric_with_units_and_statistics() {
         let dims = [Dimension::builder().name("Env").value("prod").build()];
-        let data = build(&sample_report(), &common(&dims, TimeUnit::Seconds));
+        let data = build(&decile_report(), &common(&dims, TimeUnit::Seconds));
         let names: Vec<_> = data.iter().filter_map(|d| d.metric_name()).collect();
         // AppTime has no samples, so it is left out rather than sent with SampleCount 0.
         assert_eq!(
@@ -345,7 +345,7 @@ mod tests {
 
     #[test]
     fn milliseconds_scale_values_and_statistics() {
-        let data = build(&sample_report(), &common(&[], TimeUnit::Milliseconds));
+        let data = build(&decile_report(), &common(&[], TimeUnit::Milliseconds));
         let q = find(&data, TIME_IN_QUEUE).unwrap();
         assert_eq!(q.unit(), Some(&StandardUnit::Milliseconds));
         let sum: f64 = q.values().iter().zip(q.counts()).map(|(v, c)| v * c).sum();
@@ -360,7 +360,7 @@ mod tests {
 
     #[test]
     fn idle_interval_still_sends_counts() {
-        let mut report = sample_report();
+        let mut report = decile_report();
         report.queue_time = MetricReport::default();
         report.server_wait = MetricReport::default();
         report.status_classes = [0; 5];
@@ -374,7 +374,7 @@ mod tests {
 
     #[test]
     fn utilization_is_clamped_to_a_percentage() {
-        let mut report = sample_report();
+        let mut report = decile_report();
         report.utilization = 1.7;
         let data = build(&report, &common(&[], TimeUnit::Seconds));
         assert_eq!(find(&data, UTILIZATION).unwrap().value(), Some(100.0));

@@ -10,8 +10,8 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::cli::Cli;
-use crate::notify::test_support::{
-    assert_send, dead_port, python, sample_report, start_moto, PythonFake,
+use crate::notify::testing::{
+    assert_send, dead_port, decile_report, python, start_moto, PythonFake,
 };
 
 /// Never a real key; asserted absent from every error message.
@@ -205,7 +205,7 @@ async fn canned(
 async fn success_sends_rpc_v2_cbor_to_the_documented_route() {
     let (url, mut heads) = canned(200, "", vec![0xa0]).await;
     let mut sink = sink_for(&url, &[]).await;
-    let report = sample_report();
+    let report = decile_report();
     assert_send(sink.send(&report));
     sink.send(&report).await.expect("accepted");
     let head = heads.recv().await.unwrap().to_ascii_lowercase();
@@ -240,7 +240,7 @@ async fn validation_errors_are_permanent_and_throttling_is_retried() {
         let body = cbor_text_map(&[("__type", type_), ("message", "nope")]);
         let (url, _heads) = canned(status, header, body).await;
         let mut sink = sink_for(&url, &[]).await;
-        let err = sink.send(&sample_report()).await.unwrap_err();
+        let err = sink.send(&decile_report()).await.unwrap_err();
         assert_eq!(err.retryable, retryable, "{err:?}");
         assert!(err.message.contains(expected), "{err:?}");
         assert!(!err.message.contains(SECRET_KEY), "{err:?}");
@@ -251,7 +251,7 @@ async fn validation_errors_are_permanent_and_throttling_is_retried() {
 async fn dead_endpoint_fails_fast_and_retryable() {
     let mut sink = sink_for(&format!("http://127.0.0.1:{}", dead_port()), &[]).await;
     let started = Instant::now();
-    let err = sink.send(&sample_report()).await.unwrap_err();
+    let err = sink.send(&decile_report()).await.unwrap_err();
     assert!(err.retryable, "{err:?}");
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -318,7 +318,7 @@ async fn end_to_end_through_the_cbor_adapter_into_moto() {
         &["--moto", &format!("http://127.0.0.1:{moto_port}")],
     );
     let mut sink = sink_for(&adapter.base(), &["--cloudwatch-dimension", "Env=e2e"]).await;
-    let report = sample_report();
+    let report = decile_report();
     sink.send(&report)
         .await
         .unwrap_or_else(|e| panic!("PutMetricData via {} failed: {e:?}", python()));

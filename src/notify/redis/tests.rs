@@ -9,7 +9,7 @@ use redis::Commands;
 
 use super::*;
 use crate::cli::Cli;
-use crate::notify::test_support::{assert_send, dead_port, sample_report, RedisServer};
+use crate::notify::testing::{assert_send, dead_port, decile_report, RedisServer};
 
 const PASSWORD: &str = "s3cret-Passw0rd";
 
@@ -49,7 +49,7 @@ fn keys_ttl_and_history_length() {
 
 #[test]
 fn hash_fields_and_history_entry() {
-    let report = sample_report();
+    let report = decile_report();
     let fields: HashMap<_, _> = hash_fields(&report).into_iter().collect();
     assert_eq!(fields["count"], "10");
     assert_eq!(fields["avg"], "0.45");
@@ -146,7 +146,7 @@ async fn writes_hash_and_capped_history_with_ttl() {
         ],
     )
     .await;
-    let mut report = sample_report();
+    let mut report = decile_report();
     for i in 0..5u64 {
         report.queue_time.count = 10 + i;
         sink.send(&report).await.expect("written");
@@ -174,7 +174,7 @@ async fn writes_hash_and_capped_history_with_ttl() {
 async fn outage_fails_fast_without_the_password_then_resumes() {
     let mut server = RedisServer::start(Some(PASSWORD));
     let mut sink = sink(&server.url(), &[]).await;
-    let report = sample_report();
+    let report = decile_report();
     sink.send(&report).await.expect("up");
 
     server.stop();
@@ -202,9 +202,9 @@ async fn outage_fails_fast_without_the_password_then_resumes() {
 async fn redis_down_at_start_is_not_fatal() {
     let url = format!("redis://:{PASSWORD}@127.0.0.1:{}/0", dead_port());
     let mut sink = sink(&url, &[]).await;
-    let report = sample_report();
+    let report = decile_report();
     assert_send(sink.send(&report));
-    let err = sink.send(&sample_report()).await.unwrap_err();
+    let err = sink.send(&decile_report()).await.unwrap_err();
     assert!(err.retryable && !err.message.contains(PASSWORD), "{err:?}");
 }
 
@@ -213,7 +213,7 @@ async fn wrong_password_is_reported_without_it() {
     let server = RedisServer::start(Some(PASSWORD));
     let url = format!("redis://:wrong-{PASSWORD}@127.0.0.1:{}/0", server.port);
     let mut sink = sink(&url, &[]).await;
-    let err = sink.send(&sample_report()).await.unwrap_err();
+    let err = sink.send(&decile_report()).await.unwrap_err();
     assert!(!err.message.contains(PASSWORD), "{err:?}");
     // Retrying a refused password only repeats the refusal.
     assert!(!err.retryable, "{err:?}");

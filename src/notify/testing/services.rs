@@ -1,6 +1,5 @@
-//! Test helpers of the cloud sinks: a report with known numbers, and real servers
-//! (`redis-server`, the Python fakes of `python-tests/fakes/`) started on free
-//! loopback ports and killed when dropped.
+//! The real servers the sinks' tests talk to (`redis-server`, moto, the Python fakes
+//! of `python-tests/fakes/`), started on free loopback ports and killed when dropped.
 //!
 //! Nothing is skipped silently: a missing `redis-server` or Python fails the test
 //! with a message saying what to install.
@@ -10,48 +9,7 @@ use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
-use std::time::{Duration, Instant, SystemTime};
-
-use crate::tracker::report::{MetricReport, Report};
-
-/// Ten queue times 0.0, 0.1, …, 0.9 s; twelve server waits; no app time (so that
-/// "metric without samples" is covered); 12 requests, 2 shed; 37.5 % busy.
-pub(crate) fn sample_report() -> Report {
-    let queue_time = MetricReport {
-        count: 10,
-        sum: 4.5,
-        min: 0.0,
-        max: 0.9,
-        p50: 0.4,
-        p90: 0.8,
-        p99: 0.9,
-        distribution: (0..10).map(|i| (i as f64 / 10.0, 1)).collect(),
-        buckets: Vec::new(),
-    };
-    Report {
-        timestamp: SystemTime::now(),
-        interval: Duration::from_secs(10),
-        hostname: "web-1".into(),
-        workers: 2,
-        server_wait: MetricReport {
-            count: 12,
-            sum: 0.12,
-            min: 0.001,
-            max: 0.05,
-            p99: 0.05,
-            ..Default::default()
-        },
-        app_time: MetricReport::default(),
-        queue_time,
-        stamps: Default::default(),
-        shed: 2,
-        client_timeouts: 0,
-        status_classes: [0, 10, 0, 0, 2],
-        status_codes: vec![(200, 10), (503, 2)],
-        utilization: 0.375,
-        log_lines: Default::default(),
-    }
-}
+use std::time::{Duration, Instant};
 
 /// Compile-time check: the notifier framework runs each sink in its own tokio task,
 /// so a sink and its `send` future must be `Send`.
