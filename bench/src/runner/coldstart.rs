@@ -7,8 +7,12 @@
 //! 1. **quiet start**: `GET /pid` is polled (8 connections at a time, each opened
 //!    anew) until the first 200, then until every worker's pid has answered; the RSS
 //!    of the master (the process started) and of the whole group is read then;
-//! 2. **burst start**: 100 requests are fired at exec time, each retrying its connect
-//!    until the port accepts; their latency counts from exec.
+//! 2. **burst start**: 100 requests are fired at exec time, each retrying a refused
+//!    connect every `--retry-ms` until the port accepts; their latency counts from
+//!    exec.
+//!
+//! Each run also times the floor no server can beat: the bench venv's `python`
+//! importing the app module and exiting (`import floor`).
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
@@ -55,6 +59,12 @@ pub struct Coldstart {
     pub app: String,
     pub workers: usize,
     pub burst: usize,
+    /// The burst's connect retry period, ms (0 in files written before it was set).
+    #[serde(default)]
+    pub retry_ms: u64,
+    /// Each run's exec → exit of `python -c "import <app module>"`, ms.
+    #[serde(default)]
+    pub import_floor_ms: Vec<f64>,
     pub loadavg_before: String,
     pub starts: Vec<Start>,
     pub notes: Vec<String>,
@@ -83,6 +93,7 @@ pub fn run(args: &ColdstartArgs) -> Result<()> {
         app: app.name.into(),
         workers: args.workers,
         burst: args.burst,
+        retry_ms: args.retry_ms,
         loadavg_before: super::compare::loadavg(),
         ..Coldstart::default()
     };
@@ -96,9 +107,19 @@ pub fn run(args: &ColdstartArgs) -> Result<()> {
             None => true,
         })
         .collect();
+    let retry = Duration::from_millis(args.retry_ms.max(1));
     for run in 0..args.runs.max(1) {
+        match import_floor(&env, app) {
+            Ok(ms) => {
+                eprintln!("| {} | import floor | {ms:.0} |", run + 1);
+                out.import_floor_ms.push(ms);
+            }
+            Err(e) => out
+                .notes
+                .push(format!("import floor, run {}: {e:#}", run + 1)),
+        }
         for server in super::compare::round_order(&servers, run) {
-            match one(&env, server, app, args.workers, args.burst, run) {
+            match one(&env, server, app, args.workers, (args.burst, retry), run) {
                 Ok(s) => {
                     eprintln!("{}", run_row(&s));
                     out.starts.push(s);
@@ -127,7 +148,7 @@ fn one(
     server: Server,
     app: &App,
     workers: usize,
-    burst: usize,
+    (burst, retry): (usize, Duration),
     run: usize,
 ) -> Result<Start> {
     let mut s = Start {
@@ -154,7 +175,7 @@ fn one(
 
     // Burst start.
     let (running, addr, t0) = spawn(env, server, app, workers, run, "burst")?;
-    let lat = fire(addr, t0, burst);
+    let lat = fire(addr, t0, burst, retry);
     running.stop(Duration::from_secs(5));
     let mut ok: Vec<f64> = lat.iter().flatten().copied().collect();
     s.burst_errors = lat.len() - ok.len();
@@ -254,9 +275,39 @@ fn poll_workers(
     }
 }
 
-/// Fires `n` requests at once, each retrying its connect every millisecond until the
-/// port accepts: each one's latency from `t0` in ms, `None` when it failed.
-fn fire(addr: SocketAddr, t0: Instant, n: usize) -> Vec<Option<f64>> {
+/// Exec → the end of the app's import by the venv's `python` (the module imported
+/// from bench/apps, then a line on stdout), ms: the interpreter's start and the app's
+/// import, which every server pays before its first 200.
+fn import_floor(env: &Env, app: &App) -> Result<f64> {
+    use std::io::BufRead;
+    let module = app.target.split(':').next().unwrap_or(app.target);
+    let python = env.venv.join("bin").join("python");
+    let t0 = Instant::now();
+    let mut child = std::process::Command::new(&python)
+        .args([
+            "-c",
+            &format!("import {module}; print('imported', flush=True)"),
+        ])
+        .current_dir(&env.apps)
+        .env("VIRTUAL_ENV", &env.venv)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("running {}", python.display()))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        std::io::BufReader::new(out).read_line(&mut line)?;
+    }
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let status = child.wait()?;
+    if !status.success() || line.trim() != "imported" {
+        bail!("{} -c 'import {module}' failed: {status}", python.display());
+    }
+    Ok(ms)
+}
+
+/// Fires `n` requests at once, each retrying a refused connect every `retry` until
+/// the port accepts: each one's latency from `t0` in ms, `None` when it failed.
+fn fire(addr: SocketAddr, t0: Instant, n: usize, retry: Duration) -> Vec<Option<f64>> {
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..n)
             .map(|_| {
@@ -265,7 +316,7 @@ fn fire(addr: SocketAddr, t0: Instant, n: usize) -> Vec<Option<f64>> {
                         match TcpStream::connect(addr) {
                             Ok(c) => break c,
                             Err(_) if t0.elapsed() < START_TIMEOUT => {
-                                std::thread::sleep(Duration::from_millis(1));
+                                std::thread::sleep(retry);
                             }
                             Err(_) => return None,
                         }
@@ -314,10 +365,20 @@ pub fn render(c: &Coldstart) -> String {
     let _ = writeln!(out, "# rwsgi bench: cold start, {}\n", c.date);
     let _ = writeln!(
         out,
-        "App `{}`, {} workers, 1 thread each; a burst of {} requests fired at exec time; \
-         medians over the runs (servers alternate within each run); load average before: {}.\n",
-        c.app, c.workers, c.burst, c.loadavg_before
+        "App `{}`, {} workers, 1 thread each; a burst of {} requests fired at exec time, \
+         each retrying a refused connect every {} ms; medians over the runs (servers \
+         alternate within each run); load average before: {}.\n",
+        c.app, c.workers, c.burst, c.retry_ms, c.loadavg_before
     );
+    if !c.import_floor_ms.is_empty() {
+        let _ = writeln!(
+            out,
+            "Import floor (the venv's `python` from exec to the end of `import <app \
+             module>`, which no server can beat): {:.0} ms, median of {}.\n",
+            median(c.import_floor_ms.iter().copied()),
+            c.import_floor_ms.len()
+        );
+    }
     let _ = writeln!(
         out,
         "| server | exec → first 200 (ms) | exec → all workers (ms) | burst p50 / p99 / max (ms) | burst errors | master RSS (MiB) | total RSS (MiB) | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|"
@@ -388,6 +449,8 @@ mod tests {
             app: "django".into(),
             workers: 2,
             burst: 100,
+            retry_ms: 10,
+            import_floor_ms: vec![120.0, 140.0, 130.0],
             starts: vec![
                 start(0, "rwsgi", 300.0),
                 start(1, "rwsgi", 500.0),
@@ -398,6 +461,11 @@ mod tests {
         };
         let md = render(&c);
         assert!(md.contains("| rwsgi | 400 | 410 |"), "{md}");
+        assert!(md.contains("every 10 ms"), "{md}");
+        assert!(
+            md.contains("no server can beat): 130 ms, median of 3"),
+            "{md}"
+        );
         assert!(md.contains("| uWSGI | 600 | 610 |"), "{md}");
     }
 }
