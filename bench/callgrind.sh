@@ -6,6 +6,10 @@
 #
 #   bench/callgrind.sh                     hello world: rwsgi, rwsgi +tracker, bjoern
 #   bench/callgrind.sh --app flask_app:application --requests 4000
+#   bench/callgrind.sh --app django_app:application --requests 600 --warmup 200 \
+#       --server rwsgi,bjoern,granian,uwsgi,gunicorn-gthread
+#                                          the same app on every server: the difference
+#                                          between two rows is the servers' own share
 #
 # For each server it starts one worker under valgrind, warms it with --warmup requests,
 # zeroes the counters (callgrind_control -z), sends --requests requests on 8 keep-alive
@@ -78,7 +82,16 @@ server_cmd() {
     rwsgi-tracker) CMD=("$RWSGI" --bind "127.0.0.1:$PORT" --workers 1 --threads 1 --log-level warning
         --queue-header X-RequestTime --notify prometheus --metrics-bind 127.0.0.1:0 "$APP") ;;
     bjoern) CMD=("$VENV/bin/python" bjoern_serve.py --workers 1 --port "$PORT" "$APP") ;;
-    *) echo "bench/callgrind.sh: unknown server $1 (rwsgi, rwsgi-tracker, bjoern)" >&2; exit 2 ;;
+    # The peers as bench/run.sh compare starts them, with one worker. uWSGI gets 8
+    # threads: a uWSGI thread holds its keep-alive connection until it closes, so with
+    # one thread 7 of the 8 connections would wait for the whole run.
+    granian) CMD=("$VENV/bin/granian" --interface wsgi --host 127.0.0.1 --port "$PORT" --workers 1
+        --blocking-threads 1 --http 1 --no-ws --log-level warning "$APP") ;;
+    uwsgi) CMD=("$VENV/bin/uwsgi" --http11-socket "127.0.0.1:$PORT" --master --processes 1 --threads 8
+        --need-app --die-on-term --disable-logging --listen 1024 --module "$APP") ;;
+    gunicorn-gthread) CMD=("$VENV/bin/gunicorn" --bind "127.0.0.1:$PORT" --workers 1 --worker-class gthread
+        --threads 1 --log-level warning "$APP") ;;
+    *) echo "bench/callgrind.sh: unknown server $1 (rwsgi, rwsgi-tracker, bjoern, granian, uwsgi, gunicorn-gthread)" >&2; exit 2 ;;
   esac
 }
 measure() {

@@ -6,7 +6,9 @@
 //! server twice, servers alternating within each run:
 //! 1. **quiet start**: `GET /pid` is polled (8 connections at a time, each opened
 //!    anew) until the first 200, then until every worker's pid has answered; the RSS
-//!    of the master (the process started) and of the whole group is read then;
+//!    of the master (the process started) and the RSS and PSS of the whole group are
+//!    read then (RSS counts a shared page once per process that maps it, PSS once in
+//!    all: PSS is what the machine holds for the server);
 //! 2. **burst start**: 100 requests are fired at exec time, each retrying a refused
 //!    connect every `--retry-ms` until the port accepts; their latency counts from
 //!    exec.
@@ -22,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::apps::App;
-use super::process::{free_port, group_pids, group_rss, Running};
+use super::process::{free_port, group_pids, group_pss, group_rss, Running};
 use super::results::median;
 use super::servers::{Env, Launch, Server};
 use crate::cli::ColdstartArgs;
@@ -45,6 +47,9 @@ pub struct Start {
     pub master_rss_mib: f64,
     /// RSS of all the server's processes, MiB.
     pub total_rss_mib: f64,
+    /// PSS of all the server's processes (shared pages counted once), MiB.
+    #[serde(default)]
+    pub total_pss_mib: f64,
     /// Burst latencies from exec, ms: p50, p99, max; and failures.
     pub burst_p50_ms: f64,
     pub burst_p99_ms: f64,
@@ -171,6 +176,7 @@ fn one(
     std::thread::sleep(Duration::from_millis(300));
     s.master_rss_mib = group_rss_of(&[running.pgid()]);
     s.total_rss_mib = group_rss(running.pgid()) as f64 / MIB;
+    s.total_pss_mib = group_pss(running.pgid()) as f64 / MIB;
     running.stop(Duration::from_secs(5));
 
     // Burst start.
@@ -345,7 +351,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// One start as a row of coldstart.md's table of every run (also printed as it ends).
 fn run_row(s: &Start) -> String {
     format!(
-        "| {} | {} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} |",
+        "| {} | {} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} | {:.1} |",
         s.run + 1,
         s.server,
         s.first_ok_ms,
@@ -354,7 +360,8 @@ fn run_row(s: &Start) -> String {
         s.burst_p99_ms,
         s.burst_max_ms,
         s.master_rss_mib,
-        s.total_rss_mib
+        s.total_rss_mib,
+        s.total_pss_mib
     )
 }
 
@@ -381,7 +388,7 @@ pub fn render(c: &Coldstart) -> String {
     }
     let _ = writeln!(
         out,
-        "| server | exec → first 200 (ms) | exec → all workers (ms) | burst p50 / p99 / max (ms) | burst errors | master RSS (MiB) | total RSS (MiB) | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|"
+        "| server | exec → first 200 (ms) | exec → all workers (ms) | burst p50 / p99 / max (ms) | burst errors | master RSS (MiB) | total RSS (MiB) | total PSS (MiB) | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut names: Vec<&str> = Vec::new();
     for s in &c.starts {
@@ -395,7 +402,7 @@ pub fn render(c: &Coldstart) -> String {
         let label = Server::parse(name).map_or(name, |s| s.label());
         let _ = writeln!(
             out,
-            "| {label} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {} | {:.1} | {:.1} | {} |",
+            "| {label} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {} | {:.1} | {:.1} | {:.1} | {} |",
             m(|s| s.first_ok_ms),
             m(|s| s.all_workers_ms),
             m(|s| s.burst_p50_ms),
@@ -404,13 +411,14 @@ pub fn render(c: &Coldstart) -> String {
             runs.iter().map(|s| s.burst_errors).sum::<usize>(),
             m(|s| s.master_rss_mib),
             m(|s| s.total_rss_mib),
+            m(|s| s.total_pss_mib),
             runs.len()
         );
     }
     let _ = writeln!(out, "\n## Every run\n");
     let _ = writeln!(
         out,
-        "| run | server | first 200 | all workers | burst p50 / p99 / max | master / total RSS |\n|---:|---|---:|---:|---:|---:|"
+        "| run | server | first 200 | all workers | burst p50 / p99 / max | master / total RSS | total PSS |\n|---:|---|---:|---:|---:|---:|---:|"
     );
     for s in &c.starts {
         let _ = writeln!(out, "{}", run_row(s));

@@ -162,9 +162,39 @@ pub fn group_rss(pgid: i32) -> u64 {
         .sum()
 }
 
+/// Proportional set size of every process in the group, bytes: each shared page
+/// counted once across the processes that map it (what the machine holds for the
+/// server, where RSS counts a page once per process).
+pub fn group_pss(pgid: i32) -> u64 {
+    group_pids(pgid)
+        .into_iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok())
+        .filter_map(|s| pss_kib(&s))
+        .map(|kib| kib * 1024)
+        .sum()
+}
+
+/// The `Pss:` line of /proc/PID/smaps_rollup, KiB.
+fn pss_kib(rollup: &str) -> Option<u64> {
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_pss_from_smaps_rollup() {
+        let rollup = "55d0-7ffd ---p 00000000 00:00 0  [rollup]\nRss:  46320 kB\nPss:  30512 kB\nPss_Anon: 28000 kB\n";
+        assert_eq!(pss_kib(rollup), Some(30512));
+        assert_eq!(pss_kib("Rss: 1 kB\n"), None);
+    }
 
     #[test]
     fn reads_stat_with_odd_command_names() {
