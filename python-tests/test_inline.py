@@ -8,6 +8,7 @@ against an inline server too (conftest's `rules_server`, param "inline").
 """
 
 import concurrent.futures
+import subprocess
 import time
 
 import requests
@@ -157,3 +158,23 @@ def test_server_wait_counts_the_time_a_request_sat_in_the_socket(start_server):
     assert took >= 0.2, took
     assert waiter["server_wait"] >= took - 0.1, (waiter, took)
     assert waiter["server_wait"] <= took + 0.05, (waiter, took)
+
+
+def test_inline_max_ms_sets_how_quick_a_route_must_be(start_server):
+    # A 30 ms route stays on the Python thread under the default 1 ms, and runs
+    # inline once the bound is above it.
+    srv = start_server(APP, "--threads", "1", "--inline-max-ms", "200")
+    until_inline(srv, "/slow?0.03")
+    srv.stop()
+    srv = start_server(APP, "--threads", "1", "--inline-max-ms", "0.5")
+    until_inline(srv, "/where")
+    assert [get(srv, "/slow?0.002").json()["where"] for _ in range(5)] == ["python"] * 5
+
+
+def test_inline_max_ms_is_validated(rwsgi_bin):
+    for value in ["0", "-1", "nan", "90000"]:
+        p = subprocess.run([rwsgi_bin, "--inline-max-ms", value, APP], capture_output=True, text=True,
+                           timeout=20)
+        assert p.returncode == 2, (value, p.returncode, p.stderr)
+        want = f"--inline-max-ms {value}: must be a number of milliseconds > 0"
+        assert want.lower() in p.stderr.lower(), p.stderr

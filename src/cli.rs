@@ -176,6 +176,17 @@ pub struct PythonArgs {
     #[arg(long)]
     pub no_inline: bool,
 
+    /// With --threads 1, a route runs on the IO thread only while its recent runs
+    /// took under this many milliseconds (a slow one there holds up the worker's other
+    /// connections).
+    #[arg(
+        long,
+        default_value_t = 1.0,
+        value_name = "MS",
+        allow_negative_numbers = true
+    )]
+    pub inline_max_ms: f64,
+
     /// Set an environment variable for the app, `KEY=VALUE`. Repeatable.
     #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
     pub env: Vec<String>,

@@ -195,6 +195,9 @@ pub struct PythonConfig {
     /// `--threads 1` and not `--no-inline`: quick bodiless requests may run on the
     /// IO thread.
     pub inline: bool,
+    /// `--inline-max-ms`, in microseconds: how quick a route's recent runs must have
+    /// been for it to run inline.
+    pub inline_max_us: u32,
 }
 
 /// Worker processes and their lifecycle.
@@ -255,6 +258,17 @@ pub(crate) fn secs(option: &str, value: f64, allow_zero: bool) -> Result<Duratio
     }
     Duration::try_from_secs_f64(value)
         .map_err(|_| ConfigError(format!("{option} {value}: too large")))
+}
+
+/// `--inline-max-ms` in whole microseconds: more than 0, at most a minute.
+fn inline_max_us(ms: f64) -> Result<u32, ConfigError> {
+    if !ms.is_finite() || ms <= 0.0 || ms > 60_000.0 {
+        return Err(ConfigError(format!(
+            "--inline-max-ms {ms}: must be a number of milliseconds > 0 and <= 60000 \
+             (--no-inline turns running on the IO thread off)"
+        )));
+    }
+    Ok(((ms * 1000.0).round() as u32).max(1))
 }
 
 fn log_level(level: &str) -> Result<String, ConfigError> {
@@ -438,6 +452,7 @@ impl Config {
             venv,
             read_django_settings: !p.ignore_django_settings,
             inline: p.threads == 1 && !p.no_inline,
+            inline_max_us: inline_max_us(p.inline_max_ms)?,
         };
 
         let pr = &cli.process;

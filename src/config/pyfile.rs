@@ -85,6 +85,7 @@ pub fn evaluate(
         venv,
         read_django_settings: false,
         inline: false,
+        inline_max_us: 1000,
     };
     crate::wsgi::interpreter::initialize(&python)
         .map_err(|e| ConfigError(format!("config file {shown}: {e}")))?;

@@ -4,7 +4,7 @@
 //! wait on the client (an iterable past its first chunk, a file, `write()` output) is
 //! finished by the Python thread (`Work::Resume`).
 //!
-//! Only routes whose recent runs took under [`RouteTimes::INLINE_MAX_US`] run here,
+//! Only routes whose recent runs took under `--inline-max-ms` run here,
 //! and only while the app has never called `write()`, so the IO side keeps answering
 //! (400/431, accepts) while a slow request runs.
 
@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use pyo3::prelude::*;
 
-use super::request::{self, Job, Resume};
+use super::request::{self, Job, JobRef, Resume};
 use super::threads::Work;
 use super::turn::Turns;
 use super::{Dispatcher, RouteTimes, Shared, Strategy};
@@ -32,10 +32,10 @@ pub struct Inline {
 }
 
 impl Inline {
-    pub fn new(slot: usize) -> Inline {
+    pub fn new(slot: usize, max_us: u32) -> Inline {
         Inline {
             turns: Turns::default(),
-            routes: RouteTimes::default(),
+            routes: RouteTimes::new(max_us),
             write_seen: AtomicBool::new(false),
             slot,
         }
@@ -50,18 +50,18 @@ impl Inline {
 
 /// [`run_here`] once the IO thread's turn comes: the Python thread is busy, and a
 /// quick request waits here rather than queue behind it (see `turn.rs`).
-pub async fn run_in_turn(d: &Dispatcher, job: Job) -> bool {
+pub async fn run_in_turn(d: &Dispatcher, mut job: Box<Job>) -> bool {
     let Strategy::Inline(inline) = &d.shared.strategy else {
-        return d.send(Work::Request(job));
+        return d.send(Work::Request(*job));
     };
     let held = inline.turns.hold();
     held.ready().await;
-    run_here(d, job)
+    run_here(d, job.running())
 }
 
 /// Runs `job` on this (IO) thread; what must wait on the client goes on to the Python
 /// thread. `false` when that could not be queued (shutting down).
-pub fn run_here(d: &Dispatcher, job: Job) -> bool {
+pub fn run_here(d: &Dispatcher, job: JobRef<'_>) -> bool {
     match run_inline(&d.shared, job) {
         None => true,
         Some(resume) => d.send(Work::Resume(resume)),
@@ -71,13 +71,13 @@ pub fn run_here(d: &Dispatcher, job: Job) -> bool {
 /// Runs `job` on the calling (IO) thread. The caller checked that no Python thread
 /// is busy, so `--threads 1` still means one request at a time. `Some` when a Python
 /// thread must finish the response.
-fn run_inline(shared: &Shared, job: Job) -> Option<Box<Resume>> {
+fn run_inline(shared: &Shared, job: JobRef<'_>) -> Option<Box<Resume>> {
     let Strategy::Inline(inline) = &shared.strategy else {
         return None;
     };
     let route = job.route;
     let started = Instant::now();
-    let (resume, ended) = Python::attach(|py| {
+    let (resume, took) = Python::attach(|py| {
         let r = &job.request;
         shared
             .busy
@@ -86,8 +86,6 @@ fn run_inline(shared: &Shared, job: Job) -> Option<Box<Resume>> {
         shared.busy.finish(inline.slot);
         ran
     });
-    inline
-        .routes
-        .record(route, ended.saturating_duration_since(started));
+    inline.routes.record(route, took);
     resume
 }

@@ -113,7 +113,7 @@ impl Dispatcher {
             )?),
         };
         let strategy = if config.python.inline {
-            Strategy::Inline(inline::Inline::new(threads))
+            Strategy::Inline(inline::Inline::new(threads, config.python.inline_max_us))
         } else {
             Strategy::Threads
         };
@@ -243,16 +243,26 @@ impl Conn {
                 !matches!(request.body, Some(RequestBody::Streamed(_))),
             )
         });
-        let job = request::Job {
+        let mut request = request;
+        let queued = |request, tx| request::Job {
             request,
             conn: self.state.clone(),
             route,
             reply: Some(tx),
         };
         let how = match inline {
-            Some(i) if eligible && i.turns.io_may_run() => How::Sent(inline::run_here(d, job)),
-            Some(_) if eligible => How::Held(d.clone(), Box::new(job)),
-            _ => How::Sent(d.send(Work::Request(job))),
+            // Run here, the request borrowed where it lies: no copy into a job.
+            Some(i) if eligible && i.turns.io_may_run() => How::Sent(inline::run_here(
+                d,
+                request::JobRef {
+                    request: &mut request,
+                    conn: &self.state,
+                    route,
+                    reply: Some(tx),
+                },
+            )),
+            Some(_) if eligible => How::Held(d.clone(), Box::new(queued(request, tx))),
+            _ => How::Sent(d.send(Work::Request(queued(request, tx)))),
         };
         Pending { how, reply }
     }
@@ -263,7 +273,7 @@ impl Pending {
     pub async fn reply(self) -> Reply {
         let sent = match self.how {
             How::Sent(sent) => sent,
-            How::Held(d, job) => inline::run_in_turn(&d, *job).await,
+            How::Held(d, job) => inline::run_in_turn(&d, job).await,
         };
         if !sent {
             return plain(503, "Service Unavailable: shutting down\n", true);

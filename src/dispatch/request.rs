@@ -122,21 +122,43 @@ pub struct Job {
     pub reply: Option<oneshot::Sender<Reply>>,
 }
 
+/// A request being run, borrowed from wherever it waits (the IO thread's stack, or a
+/// queued [`Job`]): a request is a few hundred bytes, and each move between the
+/// layers would copy it.
+pub struct JobRef<'a> {
+    pub request: &'a mut Request,
+    pub conn: &'a Arc<ConnState>,
+    pub route: usize,
+    pub reply: Option<oneshot::Sender<Reply>>,
+}
+
+impl Job {
+    /// The job to run; its reply sender moves into the [`JobRef`].
+    pub fn running(&mut self) -> JobRef<'_> {
+        JobRef {
+            request: &mut self.request,
+            conn: &self.conn,
+            route: self.route,
+            reply: self.reply.take(),
+        }
+    }
+}
+
 /// The rest of a request begun on the IO thread, for a Python thread to finish.
 pub struct Resume {
     pub suspended: Suspended,
     pub tail: Tail,
+    pub method: http::Method,
+    /// The request's URI (a shared buffer, not a copy), for the busy slot's path.
+    pub uri: http::Uri,
+    conn: Arc<ConnState>,
 }
 
 /// What is needed once a response is done: timing and the access-log line.
 pub struct Tail {
     pub dispatched: Instant,
-    pub method: http::Method,
-    /// The request's URI (a shared buffer, not a copy), for the busy slot's path.
-    pub uri: http::Uri,
     /// A client named by a trusted `X-Forwarded-For`; else the peer's.
     remote_addr: Option<String>,
-    conn: Arc<ConnState>,
     line: Option<(RequestLine, http::HeaderMap)>,
     /// gunicorn's `req` object, for `post_request` (config file hooks only).
     hook_req: Option<Py<PyAny>>,
@@ -145,19 +167,19 @@ pub struct Tail {
 /// Runs `job` from its dispatch (`dispatched`, a clock reading the caller has): the
 /// stamp is classified, the request shed or handed to the app, and, when the app is
 /// done with it, recorded. Returns what a Python thread must finish (inline only),
-/// and when this part ended.
+/// and how long this part took from `dispatched`.
 pub fn run(
     py: Python<'_>,
     shared: &Shared,
-    job: Job,
+    job: JobRef<'_>,
     mode: Mode,
     dispatched: Instant,
-) -> (Option<Box<Resume>>, Instant) {
-    let Job {
-        mut request,
+) -> (Option<Box<Resume>>, Duration) {
+    let JobRef {
+        request,
         conn,
-        route: _,
         reply,
+        ..
     } = job;
     let server_wait = dispatched.saturating_duration_since(request.arrived_at);
     let policy = &shared.policy;
@@ -203,15 +225,13 @@ pub fn run(
     let waited = stamp
         .queue_time()
         .map_or(server_wait, |queue_time| queue_time.max(server_wait));
-    let request_start_us = policy.request_start_us(&request, dispatch_wall, waited);
-    let method = request.method.clone();
-    let uri = request.uri.clone();
+    let request_start_us = policy.request_start_us(request, dispatch_wall, waited);
     let max_queue_time = policy.tracker.max_queue_time;
     let shedding = max_queue_time.is_some_and(|max| waited > max);
     // gunicorn's `req`, only when the config file has pre_request/post_request, for
     // requests that reach the app (a shed one never does).
     let hook_req = shared.hooks.filter(|_| !shedding).and_then(|h| {
-        h.request_object(py, &request, &conn.conn)
+        h.request_object(py, request, &conn.conn)
             .map_err(|e| tracing::error!("pre_request: cannot build req: {e}"))
             .ok()
     });
@@ -222,7 +242,11 @@ pub fn run(
     let (handled, ended) = if shedding {
         shared.recorder.record_shed(server_wait, &stamp);
         let shed = shed(reply, max_queue_time.unwrap_or_default());
-        (Handled::Done(shed), Instant::now())
+        let ended = Instant::now();
+        (
+            Handled::Done(shed),
+            (ended.saturating_duration_since(dispatched), ended),
+        )
     } else if let Some(error) = refused {
         // As in gunicorn: a pre_request hook that raises fails the request with a 500.
         tracing::error!(target: crate::logging::EXCEPTION, "{error}");
@@ -231,16 +255,15 @@ pub fn run(
             .record_dispatch_at(&stamp, server_wait, dispatched);
         let failed = internal_error(reply);
         let ended = Instant::now();
-        shared
-            .recorder
-            .record_finish_at(ended.saturating_duration_since(dispatched), 500, ended);
-        (Handled::Done(failed), ended)
+        let took = ended.saturating_duration_since(dispatched);
+        shared.recorder.record_finish_at(took, 500, ended);
+        (Handled::Done(failed), (took, ended))
     } else {
         shared
             .recorder
             .record_dispatch_at(&stamp, server_wait, dispatched);
         let call = Call {
-            request: &mut request,
+            request: &mut *request,
             reply,
             conn: &conn.conn,
             environ: &conn.environ,
@@ -267,56 +290,74 @@ pub fn run(
         };
         let handled = shared.app.call(py, call);
         let ended = Instant::now();
+        let took = ended.saturating_duration_since(dispatched);
         if let Handled::Done(outcome) = &handled {
-            record(shared, outcome, dispatched, ended);
+            record(shared, outcome, took, ended);
         }
-        (handled, ended)
+        (handled, (took, ended))
     };
+    let (took, _) = ended;
     let tail = Tail {
         dispatched,
-        method,
-        uri,
         remote_addr: fwd.remote_addr,
-        conn,
         line,
         hook_req,
     };
     match handled {
         Handled::Done(outcome) => {
-            finish(py, shared, tail, outcome, ended);
-            (None, ended)
+            finish(py, shared, tail, conn, outcome, took);
+            (None, took)
         }
-        Handled::Suspended(suspended) => (Some(Box::new(Resume { suspended, tail })), ended),
+        Handled::Suspended(suspended) => {
+            let resume = Resume {
+                suspended,
+                tail,
+                method: request.method.clone(),
+                uri: request.uri.clone(),
+                conn: conn.clone(),
+            };
+            (Some(Box::new(resume)), took)
+        }
     }
 }
 
 /// Finishes, on a Python thread, a response begun on the IO thread.
 pub fn resume(py: Python<'_>, shared: &Shared, r: Resume) {
-    let Resume { suspended, tail } = r;
+    let Resume {
+        suspended,
+        tail,
+        conn,
+        ..
+    } = r;
     let outcome = crate::wsgi::resume(py, suspended);
     let ended = Instant::now();
-    record(shared, &outcome, tail.dispatched, ended);
-    finish(py, shared, tail, outcome, ended);
+    let took = ended.saturating_duration_since(tail.dispatched);
+    record(shared, &outcome, took, ended);
+    finish(py, shared, tail, &conn, outcome, took);
 }
 
-/// The tracker's side of a finished request.
-fn record(shared: &Shared, outcome: &crate::wsgi::Outcome, dispatched: Instant, ended: Instant) {
-    shared.recorder.record_finish_at(
-        ended.saturating_duration_since(dispatched),
-        outcome.status,
-        ended,
-    );
+/// The tracker's side of a finished request (`took`: since its dispatch; `ended`: now).
+fn record(shared: &Shared, outcome: &crate::wsgi::Outcome, took: Duration, ended: Instant) {
+    shared
+        .recorder
+        .record_finish_at(took, outcome.status, ended);
     if outcome.client_timeout {
         shared.recorder.record_client_timeout();
     }
 }
 
-/// The end of every request (`ended`: when its response was done): the access-log
-/// line and the served count.
-fn finish(py: Python<'_>, shared: &Shared, tail: Tail, outcome: Outcome, ended: Instant) {
-    let elapsed = ended.saturating_duration_since(tail.dispatched);
+/// The end of every request (`elapsed`: from its dispatch to when its response was
+/// done): the access-log line and the served count.
+fn finish(
+    py: Python<'_>,
+    shared: &Shared,
+    tail: Tail,
+    conn: &ConnState,
+    outcome: Outcome,
+    elapsed: Duration,
+) {
     if let (Some(log), Some((line, headers))) = (&shared.access_log, tail.line) {
-        let remote = tail.remote_addr.as_deref().unwrap_or(&tail.conn.conn.addr);
+        let remote = tail.remote_addr.as_deref().unwrap_or(&conn.conn.addr);
         py.detach(|| log.write(&line, &headers, remote, &outcome, elapsed));
     }
     if let (Some(hooks), Some(req)) = (shared.hooks, &tail.hook_req) {

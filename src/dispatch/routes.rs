@@ -11,20 +11,19 @@ use std::time::Duration;
 pub struct RouteTimes {
     /// Decaying maximum of recent run times, in microseconds; `u32::MAX` = unknown.
     slots: Box<[AtomicU32]>,
-}
-
-impl Default for RouteTimes {
-    fn default() -> RouteTimes {
-        RouteTimes {
-            slots: (0..Self::SLOTS).map(|_| AtomicU32::new(u32::MAX)).collect(),
-        }
-    }
+    /// Longest recent run (µs) of a route that may run inline (`--inline-max-ms`).
+    max_us: u32,
 }
 
 impl RouteTimes {
     const SLOTS: usize = 1024;
-    /// Longest recent run (µs) of a route that may run inline.
-    pub const INLINE_MAX_US: u32 = 1_000;
+
+    pub fn new(max_us: u32) -> RouteTimes {
+        RouteTimes {
+            slots: (0..Self::SLOTS).map(|_| AtomicU32::new(u32::MAX)).collect(),
+            max_us: max_us.min(u32::MAX - 1),
+        }
+    }
 
     /// The slot of `method path` (FNV-1a).
     pub fn route(method: &str, path: &str) -> usize {
@@ -38,7 +37,7 @@ impl RouteTimes {
 
     /// Whether requests to `route` have been quick lately.
     pub fn quick(&self, route: usize) -> bool {
-        self.slots[route].load(Ordering::Relaxed) < Self::INLINE_MAX_US
+        self.slots[route].load(Ordering::Relaxed) < self.max_us
     }
 
     /// Records one run: the slot keeps the larger of this run and its old value less

@@ -68,7 +68,7 @@ fn run(slot: usize, jobs: Receiver<Work>, shared: &Shared) {
             break;
         };
         match work {
-            Work::Request(job) => {
+            Work::Request(mut job) => {
                 let started = Instant::now();
                 let r = &job.request;
                 shared
@@ -76,19 +76,21 @@ fn run(slot: usize, jobs: Receiver<Work>, shared: &Shared) {
                     .start(slot, started, r.method.as_str(), r.uri.path());
                 let route = job.route;
                 // Not inline: never suspended.
-                let (_, ended) = request::run(py, shared, job, crate::wsgi::Mode::Finish, started);
+                let (_, took) = request::run(
+                    py,
+                    shared,
+                    job.running(),
+                    crate::wsgi::Mode::Finish,
+                    started,
+                );
                 if let Some(i) = inline {
-                    i.routes
-                        .record(route, ended.saturating_duration_since(started));
+                    i.routes.record(route, took);
                 }
             }
             Work::Resume(r) => {
-                shared.busy.start(
-                    slot,
-                    Instant::now(),
-                    r.tail.method.as_str(),
-                    r.tail.uri.path(),
-                );
+                shared
+                    .busy
+                    .start(slot, Instant::now(), r.method.as_str(), r.uri.path());
                 if r.suspended.used_write {
                     if let Some(i) = inline {
                         // This app writes: its requests stay off the IO thread.

@@ -254,13 +254,31 @@ thread_local! {
     static DATE_LINE: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
 }
 
+/// The wall clock in whole seconds since the Unix epoch, from the kernel's coarse
+/// clock: a `Date` line needs seconds, and the coarse clock (updated every tick, a
+/// few ms) is read without the cycle counter the precise one needs.
+fn wall_secs() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and a pointer to a timespec we own.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) } == 0 {
+        u64::try_from(ts.tv_sec).unwrap_or(0)
+    } else {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    }
+}
+
 /// Appends `Date: <IMF-fixdate>\r\n`.
 fn write_date(dst: &mut Vec<u8>) {
-    let now = SystemTime::now();
-    let secs = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = wall_secs();
     DATE_LINE.with(|cell| {
         let mut cached = cell.borrow_mut();
         if cached.0 != secs {
+            let now = UNIX_EPOCH + std::time::Duration::from_secs(secs);
             cached.1.clear();
             cached.1.extend_from_slice(b"Date: ");
             cached
