@@ -217,7 +217,7 @@ enum How {
 impl Conn {
     /// Starts `request`: runs it inline now, sends it to the Python threads, or holds
     /// it for the IO thread's turn. Await [`Pending::reply`] for the response.
-    pub fn start(&self, request: Request) -> Pending {
+    pub fn start(&self, mut request: Request) -> Pending {
         let d = &self.dispatcher;
         let (tx, reply) = oneshot::channel();
         if let Some(refused) = d.shared.policy.refusal(&self.state.conn, &request) {
@@ -243,7 +243,6 @@ impl Conn {
                 !matches!(request.body, Some(RequestBody::Streamed(_))),
             )
         });
-        let mut request = request;
         let queued = |request, tx| request::Job {
             request,
             conn: self.state.clone(),

@@ -153,7 +153,8 @@ pub fn line_too_long(first: bool, len: usize, limits: &Limits) -> Option<Refusal
 /// brackets, or a reg-name of unreserved, percent-encoded and sub-delim characters;
 /// port = *DIGIT). Empty is allowed (a target without an authority).
 fn valid_host(v: &[u8]) -> bool {
-    let (host, port) = if v.first() == Some(&b'[') {
+    // What follows the host: nothing, or `:` and the port.
+    let port = if v.first() == Some(&b'[') {
         let Some(end) = v.iter().position(|&c| c == b']') else {
             return false;
         };
@@ -165,20 +166,20 @@ fn valid_host(v: &[u8]) -> bool {
         if !ok {
             return false;
         }
-        (&v[..0], &v[end + 1..])
+        &v[end + 1..]
     } else {
-        match v.iter().position(|&c| c == b':') {
-            Some(i) => (&v[..i], &v[i..]),
-            None => (v, &v[v.len()..]),
+        // One pass: the reg-name runs to the first byte outside it (a reg-name holds
+        // no ':'), and the rest must be the port.
+        match v.iter().position(|&c| !REG_NAME[c as usize]) {
+            None => return true,
+            Some(i) => &v[i..],
         }
     };
-    let reg_name = host.iter().all(|&c| REG_NAME[c as usize]);
-    let port_ok = match port.split_first() {
+    match port.split_first() {
         None => true,
         Some((&b':', digits)) => digits.iter().all(u8::is_ascii_digit),
         Some(_) => false,
-    };
-    reg_name && port_ok
+    }
 }
 
 /// The bytes of a reg-name (RFC 3986: unreserved, `%` of pct-encoded, sub-delims),

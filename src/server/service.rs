@@ -95,18 +95,26 @@ impl RequestService {
 
     /// The own HTTP/1.1 path's way in (`own.rs`): a request whose head was parsed and
     /// checked against the rules there, with its whole body if it has one.
-    pub async fn respond(
+    ///
+    /// The request is started when this is called, not when the future is first
+    /// polled: the future then holds the small pending reply, not the request's parts.
+    pub fn respond(
         &self,
         parts: (Method, Uri, Version, HeaderMap),
         body: Option<Bytes>,
         now: Instant,
-    ) -> Reply {
+    ) -> impl Future<Output = Reply> + '_ {
         self.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _guard = InFlight(&*self.in_flight);
-        let request = self.request(parts, body.map(RequestBody::Whole), now);
-        let reply = self.conn.start(request).reply().await;
-        WriteTogether(false).await;
-        close_if_draining(reply, &self.stop)
+        let guard = InFlight(&*self.in_flight);
+        let pending = self
+            .conn
+            .start(self.request(parts, body.map(RequestBody::Whole), now));
+        async move {
+            let _guard = guard;
+            let reply = pending.reply().await;
+            WriteTogether(false).await;
+            close_if_draining(reply, &self.stop)
+        }
     }
 }
 

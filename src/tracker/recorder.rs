@@ -58,6 +58,12 @@ impl Current {
     /// one then adds nothing rather than moving `busy_until` back, which loses only the
     /// nanoseconds between their clock reads.
     fn accrue(&mut self, now: Instant) {
+        // Idle since `busy_until`: nothing to add, only the mark moves (no clock
+        // arithmetic on the usual dispatch of a request to an idle thread).
+        if self.in_flight == 0 {
+            self.busy_until = self.busy_until.max(now);
+            return;
+        }
         if let Some(elapsed) = now.checked_duration_since(self.busy_until) {
             let busy = elapsed.saturating_mul(self.in_flight);
             self.snapshot.busy = self.snapshot.busy.saturating_add(busy);

@@ -122,20 +122,24 @@ pub(super) fn iterate(
 ) -> PyResult<()> {
     // A list or tuple is already in memory: answer in one piece, unless write()
     // already started a stream.
-    let seq: Option<Vec<Bound<'_, PyAny>>> = if let Ok(l) = iterable.cast_exact::<PyList>() {
-        Some(l.iter().collect())
-    } else if let Ok(t) = iterable.cast_exact::<PyTuple>() {
-        Some(t.iter().collect())
-    } else {
-        None
+    let list = iterable.cast_exact::<PyList>().ok();
+    let tuple = match list {
+        None => iterable.cast_exact::<PyTuple>().ok(),
+        Some(_) => None,
     };
-    if let Some(items) = seq {
+    if list.is_some() || tuple.is_some() {
+        // Each item a new reference, the list's length read at each step: no copy
+        // of the sequence, and no Python code runs until the loop is done.
+        let items = || {
+            let from_list = list.into_iter().flat_map(|l| l.iter());
+            from_list.chain(tuple.into_iter().flat_map(|t| t.iter()))
+        };
         let mut r = sr.get().lock()?;
         if !r.headers_sent {
             let mut body = BytesMut::new();
             let mut single: Option<Bytes> = None;
-            for item in &items {
-                let b = as_bytes(item)?;
+            for item in items() {
+                let b = as_bytes(&item)?;
                 if b.as_bytes().is_empty() {
                     continue;
                 }
@@ -160,6 +164,8 @@ pub(super) fn iterate(
             return Ok(());
         }
         drop(r);
+        // Sending may let other threads run (and change the list): a copy first.
+        let items: Vec<Bound<'_, PyAny>> = items().collect();
         for item in &items {
             if !send_chunk(py, sr, as_bytes(item)?)? {
                 break;
