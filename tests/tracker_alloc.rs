@@ -8,7 +8,6 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -17,18 +16,18 @@ use rwsgi::tracker::{classify, parse_stamp, Recorder, Stamp, TrustedPeers};
 /// Passes everything to the system allocator, counting calls on armed threads.
 struct Counting;
 
-/// Allocations (alloc, alloc_zeroed, realloc) made by armed threads.
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
 thread_local! {
     /// Whether this thread's allocations are counted. `const` so that reading it
     /// from inside the allocator can never itself allocate.
     static ARMED: Cell<bool> = const { Cell::new(false) };
+    /// Allocations (alloc, alloc_zeroed, realloc) this thread made while armed: per
+    /// thread, so that tests running at the same time do not count each other's.
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
 }
 
 fn count() {
     if ARMED.try_with(Cell::get).unwrap_or(false) {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let _ = ALLOCATIONS.try_with(|n| n.set(n.get() + 1));
     }
 }
 
@@ -59,11 +58,11 @@ static GLOBAL: Counting = Counting;
 
 /// Allocations made by `f` on this thread.
 fn allocations_in(f: impl FnOnce()) -> u64 {
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = ALLOCATIONS.with(Cell::get);
     ARMED.with(|armed| armed.set(true));
     f();
     ARMED.with(|armed| armed.set(false));
-    ALLOCATIONS.load(Ordering::SeqCst) - before
+    ALLOCATIONS.with(Cell::get) - before
 }
 
 /// One request's worth of tracker calls, as a worker makes them.
