@@ -226,6 +226,12 @@ pub struct ProcessArgs {
     /// Write the master's PID to this file.
     #[arg(long = "pid", value_name = "FILE")]
     pub pid_file: Option<PathBuf>,
+
+    /// Import the app once, in a process of its own, and fork the workers from it
+    /// (gunicorn's --preload): workers start without importing and share its memory.
+    /// HUP imports again. Off with --reload.
+    #[arg(long)]
+    pub preload: bool,
 }
 
 /// Server log and access log.

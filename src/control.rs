@@ -4,6 +4,10 @@
 //!
 //! Sockets travel this way so the master can bind only after the app imported
 //! cleanly, and a replacement worker gets them without the master re-binding.
+//!
+//! With `--preload`, the master also talks to the process that imported the app once
+//! and forks the workers (`zygote.rs`): [`ToZygote`] and [`FromZygote`], a worker's
+//! control socket passed along with SCM_RIGHTS.
 
 use std::io::{IoSlice, IoSliceMut, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -16,6 +20,8 @@ use serde::{Deserialize, Serialize};
 pub const CONTROL_FD_ENV: &str = "RWSGI_CONTROL_FD";
 /// Environment variable carrying a worker's id (1-based, unique per master).
 pub const WORKER_ID_ENV: &str = "RWSGI_WORKER_ID";
+/// Environment variable naming the `--preload` process's end of its control socket.
+pub const ZYGOTE_FD_ENV: &str = "RWSGI_ZYGOTE_FD";
 
 /// The largest frame either side accepts; a snapshot is a few KiB.
 const MAX_FRAME: usize = 16 << 20;
@@ -57,6 +63,23 @@ pub enum ToWorker {
     Listen,
     /// Send your tracker snapshot for the interval that just ended.
     Collect { seq: u64 },
+}
+
+/// Master → the `--preload` process (`zygote.rs`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum ToZygote {
+    /// Fork worker `id`; its end of a fresh control socket rides along as SCM_RIGHTS.
+    /// `master` is the pid the worker must end up the child of.
+    Fork { id: u32, master: u32 },
+}
+
+/// The `--preload` process → master.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum FromZygote {
+    /// The app imported; ready to fork workers.
+    Ready,
+    /// Worker forked, now a child of the master.
+    Forked { pid: u32 },
 }
 
 /// Sequence number of the final snapshot a draining worker sends.
@@ -105,22 +128,41 @@ pub fn send_blocking<T: Serialize>(s: &mut UnixStream, msg: &T) -> std::io::Resu
 /// Sends `ToWorker::Listen` with the sockets attached. It is the first frame on a
 /// fresh socket and tiny, so one `sendmsg` carries it whole.
 pub fn send_listen(s: &impl AsRawFd, fds: &[RawFd]) -> std::io::Result<()> {
-    let frame = encode(&ToWorker::Listen)?;
-    let iov = [IoSlice::new(&frame)];
-    let cmsg = [ControlMessage::ScmRights(fds)];
-    let n = sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
-        .map_err(std::io::Error::from)?;
-    if n < frame.len() {
-        return Err(std::io::Error::other(
-            "control socket took a partial Listen frame",
-        ));
-    }
-    Ok(())
+    send_with_fds(s, &ToWorker::Listen, fds)
 }
 
 /// Blocking read of the `Listen` frame and its sockets (the first thing a worker
 /// receives).
 pub fn recv_listen(s: &mut UnixStream) -> std::io::Result<Vec<OwnedFd>> {
+    match recv_with_fds::<ToWorker>(s)? {
+        (ToWorker::Listen, fds) => Ok(fds),
+        (other, _) => Err(std::io::Error::other(format!(
+            "expected Listen from the master, got {other:?}"
+        ))),
+    }
+}
+
+/// Sends one small frame with `fds` attached (SCM_RIGHTS) in one `sendmsg`.
+pub fn send_with_fds<T: Serialize>(
+    s: &impl AsRawFd,
+    msg: &T,
+    fds: &[RawFd],
+) -> std::io::Result<()> {
+    let frame = encode(msg)?;
+    let iov = [IoSlice::new(&frame)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let n = sendmsg::<()>(s.as_raw_fd(), &iov, &cmsg, MsgFlags::empty(), None)
+        .map_err(std::io::Error::from)?;
+    if n < frame.len() {
+        return Err(std::io::Error::other("control socket took a partial frame"));
+    }
+    Ok(())
+}
+
+/// Blocking read of one frame and the fds that came with it (close-on-exec).
+pub fn recv_with_fds<T: for<'de> Deserialize<'de>>(
+    s: &mut UnixStream,
+) -> std::io::Result<(T, Vec<OwnedFd>)> {
     let mut header = [0u8; 4];
     let mut fds = Vec::new();
     let mut got = 0;
@@ -137,7 +179,7 @@ pub fn recv_listen(s: &mut UnixStream) -> std::io::Result<Vec<OwnedFd>> {
         if msg.bytes == 0 {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                "master closed the control socket",
+                "the other end closed the control socket",
             ));
         }
         for c in msg.cmsgs().map_err(std::io::Error::from)? {
@@ -153,12 +195,7 @@ pub fn recv_listen(s: &mut UnixStream) -> std::io::Result<Vec<OwnedFd>> {
     }
     let mut body = vec![0u8; frame_len(header)?];
     s.read_exact(&mut body)?;
-    match decode::<ToWorker>(&body)? {
-        ToWorker::Listen => Ok(fds),
-        other => Err(std::io::Error::other(format!(
-            "expected Listen from the master, got {other:?}"
-        ))),
-    }
+    Ok((decode::<T>(&body)?, fds))
 }
 
 #[cfg(test)]

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! - [`start`]: read the configuration, run as the master or as a [`worker`];
+//! - [`start`]: read the configuration, run as the master, as a [`worker`], or as
+//!   the `--preload` process ([`zygote`]: imports the app once, forks the workers);
 //!   [`error`]: the [`error::Fatal`] error that ends a process, with its exit code.
 //! - [`admin_http`]: the master's internal listeners (metrics, health).
 //! - [`cli`]: every command-line option, raw (clap derive).
@@ -42,3 +43,4 @@ pub mod throttle;
 pub mod tracker;
 pub mod worker;
 pub mod wsgi;
+pub mod zygote;

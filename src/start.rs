@@ -1,6 +1,7 @@
-//! Start-up: read the configuration, then run this process as the master or as a
+//! Start-up: read the configuration, then run this process as the master, as a
 //! worker (a process started with `RWSGI_WORKER_ID` and `RWSGI_CONTROL_FD` in its
-//! environment is a worker). Neither role's module calls the other's.
+//! environment), or as the `--preload` process (`RWSGI_ZYGOTE_FD`), whose forks go
+//! on as workers. Neither the master's modules nor the workers' call the other's.
 
 use std::sync::Arc;
 
@@ -59,6 +60,13 @@ pub fn run() -> Result<(), Fatal> {
     crate::hooks::privileges::apply_umask(config.hooks.umask);
     if let Some((id, control_fd, balance_fd)) = worker_env() {
         return crate::worker::main(&layers, config, id, control_fd, balance_fd);
+    }
+    if let Some(control_fd) = crate::zygote::env_fd() {
+        let balance_fd = balance_env();
+        return match crate::zygote::main(&config, control_fd)? {
+            None => Ok(()),
+            Some(w) => crate::worker::forked(&layers, config, w.app, w.control, w.id, balance_fd),
+        };
     }
     if let Some(line) = platform {
         tracing::info!("{line}");
@@ -123,15 +131,22 @@ fn capture_output(log: &crate::config::LogConfig) -> std::io::Result<()> {
 /// `(id, control fd, balance memfd)` when this process is a worker; the variables are
 /// removed so that processes the app starts do not mistake themselves for workers.
 fn worker_env() -> Option<(u32, i32, Option<i32>)> {
-    use crate::server::balance::BALANCE_FD_ENV;
     let id = std::env::var(WORKER_ID_ENV).ok()?.parse().ok()?;
     let fd = std::env::var(CONTROL_FD_ENV).ok()?.parse().ok()?;
+    // SAFETY (edition 2021: safe fn): no other thread runs yet in this process.
+    std::env::remove_var(WORKER_ID_ENV);
+    std::env::remove_var(CONTROL_FD_ENV);
+    Some((id, fd, balance_env()))
+}
+
+/// The balance memfd passed to a worker or to the `--preload` process (removed from
+/// the environment, as the role's own variables are).
+fn balance_env() -> Option<i32> {
+    use crate::server::balance::BALANCE_FD_ENV;
     let balance = std::env::var(BALANCE_FD_ENV)
         .ok()
         .and_then(|v| v.parse().ok());
     // SAFETY (edition 2021: safe fn): no other thread runs yet in this process.
-    std::env::remove_var(WORKER_ID_ENV);
-    std::env::remove_var(CONTROL_FD_ENV);
     std::env::remove_var(BALANCE_FD_ENV);
-    Some((id, fd, balance))
+    balance
 }

@@ -34,16 +34,55 @@ pub fn main(
     let span = tracing::info_span!("worker", id);
     let _enter = span.enter();
     // SAFETY: the master passed this fd number for our end of the control socket.
-    let mut ctl = unsafe { UnixStream::from_raw_fd(control_fd) };
+    let ctl = unsafe { UnixStream::from_raw_fd(control_fd) };
     let _ = nix::fcntl::fcntl(
         &ctl,
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     );
 
     // gunicorn's worker start: title, privileges, then the config file's post_fork.
+    set_title(&config);
+    enter_process(&config)?;
+    interpreter::initialize(&config.python).map_err(Fatal::boot)?;
+    hooks::init(&config, id)
+        .and_then(|()| hooks::post_fork())
+        .map_err(Fatal::boot)?;
+    let app = pyo3::Python::attach(|py| interpreter::load_app(py, &config.app))
+        .map_err(Fatal::boot)
+        .inspect_err(|_| hooks::worker_exit())?;
+    serve(layers, config, app, ctl, id, balance_fd)
+}
+
+/// Runs worker `id`, forked by the `--preload` process (`zygote.rs`) with the app
+/// imported there: gunicorn's `preload_app` order (title, `post_fork`, then
+/// `post_worker_init`).
+pub fn forked(
+    layers: &crate::config::Layers,
+    config: Arc<Config>,
+    app: pyo3::Py<pyo3::PyAny>,
+    ctl: UnixStream,
+    id: u32,
+    balance_fd: Option<RawFd>,
+) -> Result<(), Fatal> {
+    let span = tracing::info_span!("worker", id);
+    let _enter = span.enter();
+    set_title(&config);
+    hooks::init(&config, id)
+        .and_then(|()| hooks::post_fork())
+        .map_err(Fatal::boot)?;
+    serve(layers, config, app, ctl, id, balance_fd)
+}
+
+/// `-n/--name`: the worker's process title.
+fn set_title(config: &Config) {
     if let Some(name) = &config.hooks.proc_name {
         crate::hooks::proctitle::set(&format!("rwsgi: worker [{name}]"));
     }
+}
+
+/// `--chdir`, then `--user/--group`: what a process that imports the app does first
+/// (a worker, or the `--preload` process).
+pub fn enter_process(config: &Config) -> Result<(), Fatal> {
     if let Some(dir) = &config.python.chdir {
         std::env::set_current_dir(dir)
             .map_err(|e| Fatal::boot(format_args!("--chdir {}: {e}", dir.display())))?;
@@ -51,17 +90,20 @@ pub fn main(
     if let Some(owner) = &config.hooks.user {
         crate::hooks::privileges::drop_to(owner).map_err(Fatal::boot)?;
     }
-    interpreter::initialize(&config.python).map_err(Fatal::boot)?;
-    hooks::init(&config, id)
-        .and_then(|()| hooks::post_fork())
-        .map_err(Fatal::boot)?;
-    let app = pyo3::Python::attach(|py| interpreter::load_app(py, &config.app))
+    Ok(())
+}
+
+/// From the imported app on: `post_worker_init`, Ready, the sockets, serving.
+fn serve(
+    layers: &crate::config::Layers,
+    config: Arc<Config>,
+    app: pyo3::Py<pyo3::PyAny>,
+    mut ctl: UnixStream,
+    id: u32,
+    balance_fd: Option<RawFd>,
+) -> Result<(), Fatal> {
+    hooks::post_worker_init(&app)
         .map_err(Fatal::boot)
-        .and_then(|app| {
-            hooks::post_worker_init(&app)
-                .map(|()| app)
-                .map_err(Fatal::boot)
-        })
         .inspect_err(|_| hooks::worker_exit())?;
     let reload = config
         .hooks

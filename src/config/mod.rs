@@ -213,6 +213,8 @@ pub struct ProcessConfig {
     pub pid_file: Option<PathBuf>,
     /// `-e/--env KEY=VALUE`, set in the master before workers start.
     pub env: Vec<(String, String)>,
+    /// `--preload`: one process imports the app and forks the workers (`zygote.rs`).
+    pub preload: bool,
 }
 
 impl ProcessConfig {
@@ -479,6 +481,7 @@ impl Config {
             max_requests: pr.max_requests,
             max_requests_jitter: pr.max_requests_jitter,
             pid_file: pr.pid_file.clone(),
+            preload: pr.preload,
             env: cli
                 .python
                 .env
@@ -546,6 +549,16 @@ impl Config {
             process.workers,
         )?;
         let hooks = hooks::HooksConfig::from_gunicorn(&gunicorn, cli.config.as_deref())?;
+        let mut process = process;
+        if process.preload && hooks.reload {
+            // A forked worker would run the code imported before the change.
+            process.preload = false;
+            notes.push(
+                "--preload with --reload: each worker imports the app itself, so that a \
+                 changed file is imported again"
+                    .into(),
+            );
+        }
         Ok(Config {
             app,
             server,

@@ -11,6 +11,7 @@ pub mod memory;
 pub mod scaler;
 pub mod spawn;
 pub mod supervisor;
+pub mod zygote;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsRawFd, RawFd};
-use std::process::Child;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,6 +16,7 @@ use tokio::sync::mpsc;
 use super::exit;
 use super::health::Health;
 use super::spawn;
+use super::zygote::Zygote;
 use crate::config::Config;
 use crate::control::{self, ToMaster, ToWorker};
 use crate::error::Fatal;
@@ -33,6 +33,7 @@ const EARLY_DEATH: Duration = Duration::from_secs(2);
 
 mod autoscale;
 mod lifecycle;
+mod preload;
 mod reload;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,7 +47,7 @@ enum State {
 }
 
 struct Slot {
-    child: Child,
+    process: spawn::Process,
     pid: Pid,
     state: State,
     started: Instant,
@@ -151,6 +152,9 @@ pub struct Supervisor {
     term_at: Option<Instant>,
     /// `--min-workers`/`--max-workers`: moves `target` from the reports.
     scaler: Option<super::scaler::Scaler>,
+    /// `--preload`: the process that imported the app and forks the workers; `None`
+    /// until started, and again after HUP (the next worker starts a fresh import).
+    zygote: Option<Zygote>,
 }
 
 impl Supervisor {
@@ -193,6 +197,7 @@ impl Supervisor {
             health: Health::new(),
             term_at: None,
             scaler,
+            zygote: None,
         }
     }
 
@@ -224,6 +229,9 @@ impl Supervisor {
                 self.0.push((worker, seq, data));
             }
             fn tick(&mut self, _: &mut dyn FnMut(u64) -> usize, _: usize) {}
+        }
+        if self.config.process.preload && !self.preload().await? {
+            return Ok(None);
         }
         self.stop_at_ready = true;
         let mut booting = Booting::default();
@@ -430,7 +438,7 @@ impl Supervisor {
         for w in self.workers.values_mut() {
             let _ = kill(w.pid, sig);
             if sig == Signal::SIGKILL {
-                let _ = w.child.wait();
+                w.process.wait();
             }
         }
         if sig == Signal::SIGKILL {
@@ -503,7 +511,12 @@ impl Supervisor {
         self.next_id += 1;
         let balance_fd = self.balance.as_ref().map(|b| b.fd());
         hooks::pre_fork(id);
-        let spawned = match spawn::spawn(id, balance_fd, &self.config.process.env) {
+        let spawned = if self.config.process.preload {
+            self.fork_worker(id)
+        } else {
+            spawn::spawn(id, balance_fd, &self.config.process.env)
+        };
+        let spawned = match spawned {
             Ok(s) => s,
             Err(e) => {
                 tracing::error!(error = %e, "cannot start a worker");
@@ -511,7 +524,7 @@ impl Supervisor {
                 return;
             }
         };
-        let pid = Pid::from_raw(spawned.child.id() as i32);
+        let pid = spawned.process.pid();
         hooks::spawned(id, pid.as_raw());
         if self.stop_at_ready {
             // The first generation: whichever imports first serves at once and
@@ -561,7 +574,7 @@ impl Supervisor {
         self.workers.insert(
             id,
             Slot {
-                child: spawned.child,
+                process: spawned.process,
                 pid,
                 state: State::Booting,
                 started: now,
@@ -601,7 +614,7 @@ impl Supervisor {
     fn reap(&mut self) -> Result<(), Fatal> {
         let mut gone = Vec::new();
         for (id, w) in self.workers.iter_mut() {
-            if let Ok(Some(status)) = w.child.try_wait() {
+            if let Ok(Some(status)) = w.process.try_wait() {
                 gone.push((*id, status, w.state, w.started.elapsed()));
             }
         }
@@ -648,6 +661,9 @@ impl Supervisor {
             } else {
                 self.backoff = Duration::ZERO;
             }
+        }
+        if self.config.process.preload {
+            self.reap_preload();
         }
         Ok(())
     }

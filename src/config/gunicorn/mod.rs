@@ -464,11 +464,11 @@ mod tests {
     #[test]
     fn refusals_name_the_flag_and_notes_name_the_setting() {
         let mut v = Values::new();
-        v.insert("preload_app".into(), vec!["true".into()]);
+        v.insert("worker_tmp_dir".into(), vec!["/dev/shm".into()]);
         v.insert("protocol".into(), vec!["http".into()]);
         let g = Gunicorn::from_values(&v).unwrap();
         assert_eq!(g.notes().len(), 1);
-        assert!(g.notes()[0].starts_with("--preload: gunicorn's preload_app"));
+        assert!(g.notes()[0].starts_with("--worker-tmp-dir: gunicorn's worker_tmp_dir"));
         v.insert("paste".into(), vec!["app.ini".into()]);
         let e = Gunicorn::from_values(&v).unwrap_err();
         assert!(e.0.starts_with("--paste (gunicorn's paste): "), "{e}");

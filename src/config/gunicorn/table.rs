@@ -56,8 +56,9 @@ pub struct Setting {
 use Kind::*;
 use Treat::*;
 
-const FORK: &str = "the app is imported before anything listens, and each worker is a fresh \
-process started by exec (no fork), so there is no memory to share";
+const FORK: &str = "the app is imported once, in a process the master starts for it (the \
+master itself runs no app code), and the workers are forked from that process; HUP imports \
+again; with --reload each worker imports the app itself";
 const NO_SYSLOG: &str = "rwsgi logs to stderr or --error-log; route to syslog with journald \
 or the container runtime";
 const PY_LOGGING: &str = "rwsgi's own log lines do not go through Python logging; the app \
@@ -102,7 +103,7 @@ pub const SETTINGS: &[Setting] = &[
     s("spew", &["--spew"], Flag, Ignored("rwsgi has no line tracer; use sys.settrace in the app")),
     s("check_config", &["--check-config"], Flag, Same("check-config", "")),
     s("print_config", &["--print-config"], Flag, Same("print-config", "prints rwsgi's configuration as TOML, each value with its source; from the command line only")),
-    s("preload_app", &["--preload"], Flag, Ignored(FORK)),
+    s("preload_app", &["--preload"], Flag, Same("preload", FORK)),
     s("sendfile", &["--no-sendfile"], Flag, Ignored("rwsgi does not use sendfile(); wsgi.file_wrapper streams in blocks")),
     s("reuse_port", &["--reuse-port"], Flag, Same("reuse-port", "")),
     s("chdir", &["--chdir"], Value, Same("chdir", "")),

@@ -89,7 +89,7 @@ fn gunicorn_cmd_args_rank_between_the_command_line_and_rwsgi_vars() {
     );
     assert_eq!(cli.server.bind, [":9000"]);
     assert_eq!(cli.server.backlog, 7);
-    assert_eq!(cli.gunicorn.get("preload_app").map(Vec::len), Some(1));
+    assert!(cli.process.preload);
     let file = TempToml::new("threads = 2\n");
     let cmd_args = format!("-c {} --workers 2", file.path());
     let (cli, s) = ok(&["rwsgi", "m"], &[("GUNICORN_CMD_ARGS", &cmd_args)]);
@@ -119,7 +119,7 @@ fn toml_files_take_gunicorn_names() {
         cli.server.forwarded_allow_ips.as_deref(),
         Some("10.0.0.1,10.0.0.2")
     );
-    assert!(cli.gunicorn.contains_key("preload_app"));
+    assert!(cli.process.preload);
     assert_eq!(cli.gunicorn["on_starting"], ["\"hooks.start\""]);
     let bad = TempToml::new("post_fork = 3\n");
     let e = errors(&["rwsgi", "-c", bad.path()], &[]);

@@ -67,6 +67,7 @@ impl Supervisor {
             "starting new workers with the configuration read again and a fresh import"
         );
         hooks::on_reload();
+        self.preload_again();
         for w in self.workers.values_mut() {
             w.retiring = true;
         }

@@ -1,0 +1,52 @@
+"""The --preload tests' app. At import it appends its pid to $RWSGI_TEST_STATE/imports
+and reads $RWSGI_TEST_STATE/version (the HUP test rewrites it), and registers an
+``os.register_at_fork`` handler, so every answer shows which process imported the
+code the worker runs and whether Python's fork protocol ran in the worker.
+
+Routes:
+  /           -> JSON: pid, ppid, import_pid, version, at_fork (pids the handler saw)
+  /orphan     -> forks a grandchild that outlives its parent by 0.2 s, then exits:
+                 an orphan for the master (a subreaper under --preload) to reap
+"""
+
+import json
+import os
+import time
+
+STATE = os.environ.get("RWSGI_TEST_STATE", "/tmp")
+IMPORT_PID = os.getpid()
+with open(os.path.join(STATE, "imports"), "a") as f:
+    f.write(f"{IMPORT_PID}\n")
+try:
+    with open(os.path.join(STATE, "version")) as f:
+        VERSION = f.read().strip()
+except OSError:
+    VERSION = "none"
+
+AT_FORK = []
+os.register_at_fork(after_in_child=lambda: AT_FORK.append(os.getpid()))
+
+
+def _orphan():
+    child = os.fork()
+    if child == 0:
+        if os.fork() == 0:
+            time.sleep(0.2)
+            os._exit(0)
+        os._exit(0)
+    os.waitpid(child, 0)
+
+
+def application(environ, start_response):
+    if environ.get("PATH_INFO") == "/orphan":
+        _orphan()
+    body = json.dumps({
+        "pid": os.getpid(),
+        "ppid": os.getppid(),
+        "import_pid": IMPORT_PID,
+        "version": VERSION,
+        "at_fork": AT_FORK,
+    }).encode()
+    start_response("200 OK", [("Content-Type", "application/json"),
+                              ("Content-Length", str(len(body)))])
+    return [body]

@@ -1,0 +1,209 @@
+"""``--preload`` (gunicorn's ``preload_app``): the app is imported once, in a process
+the master starts for it, and every worker is forked from that process. What a user
+relies on: one import however many workers start (and however often they are
+replaced), workers that are the master's children (signals, reaping, ``--timeout``
+act on them as on exec'd workers), Python's fork protocol run in each worker
+(``os.register_at_fork``), the gunicorn hooks in gunicorn's order, a fresh import on
+HUP, an import error that stops the start before anything listens, and nothing left
+behind when the master dies."""
+
+import json
+import os
+import signal
+import time
+import urllib.request
+
+from conftest import children_of
+from loadclient import alive, proc_state
+from test_cli import _never_listens
+
+APP = "apps.preload_app:application"
+
+
+def get(srv, path="/"):
+    with urllib.request.urlopen(srv.url + path, timeout=10) as r:
+        return json.loads(r.read())
+
+
+def imports(srv):
+    return [int(p) for p in srv.read_state_lines("imports")]
+
+
+def live_children(srv):
+    return sorted(p for p in children_of(srv.pid) if proc_state(p) not in (None, "Z"))
+
+
+def serving_pids(srv, n, timeout=10.0):
+    """Answers until `n` distinct worker pids answered (a fresh connection each)."""
+    seen = {}
+    deadline = time.monotonic() + timeout
+    while len(seen) < n:
+        assert time.monotonic() < deadline, f"only {sorted(seen)} answered within {timeout}s"
+        body = get(srv)
+        seen[body["pid"]] = body
+    return seen
+
+
+def wait_until(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.02)
+
+
+def test_one_import_for_all_workers_each_the_masters_child(start_server):
+    srv = start_server(APP, "--preload", "-w", "3")
+    answers = serving_pids(srv, 3)
+    imported = imports(srv)
+    assert len(imported) == 1, f"the app was imported {len(imported)} times: {imported}"
+    (zygote,) = imported
+    kids = live_children(srv)
+    # The master's children: the three workers and the process that imported the app.
+    assert sorted(kids) == sorted([*answers, zygote]), (kids, answers, zygote)
+    for pid, body in answers.items():
+        assert body["ppid"] == srv.pid, f"worker {pid} is not the master's child: {body}"
+        assert body["import_pid"] == zygote and pid != zygote
+        # os.register_at_fork's after_in_child ran in this worker (PyOS_AfterFork_Child).
+        assert body["at_fork"] == [pid], body
+    assert "Preloaded the app" in srv.logs()
+
+
+def test_without_preload_every_worker_imports(start_server):
+    srv = start_server(APP, "-w", "2")
+    answers = serving_pids(srv, 2)
+    assert sorted(imports(srv)) == sorted(answers)
+    assert all(b["at_fork"] == [] and b["import_pid"] == pid for pid, b in answers.items())
+
+
+def test_killed_worker_is_replaced_by_a_fork_not_an_import(start_server):
+    srv = start_server(APP, "--preload", "-w", "2")
+    first = serving_pids(srv, 2)
+    victim = next(iter(first))
+    os.kill(victim, signal.SIGKILL)
+    # The master reaps it (it is the master's child, not a zombie left behind).
+    wait_until(lambda: proc_state(victim) is None, 5, f"worker {victim} was not reaped")
+    wait_until(lambda: len(live_children(srv)) == 3, 10, "no replacement worker")
+    after = serving_pids(srv, 2)
+    assert victim not in after
+    assert len(imports(srv)) == 1
+    assert "Worker died unexpectedly (signal 9)" in srv.logs()
+
+
+def test_max_requests_recycles_by_forking(start_server):
+    srv = start_server(APP, "--preload", "-w", "1", "--max-requests", "5")
+    pids = set()
+    deadline = time.monotonic() + 20
+    while len(pids) < 3:
+        assert time.monotonic() < deadline, f"only {pids} served 20 s of requests"
+        try:
+            pids.add(get(srv)["pid"])
+        except OSError:
+            time.sleep(0.05)
+    assert len(imports(srv)) == 1, imports(srv)
+
+
+def test_hup_imports_again_and_workers_run_the_new_code(start_server):
+    srv = start_server(APP, "--preload", "-w", "2")
+    assert {b["version"] for b in serving_pids(srv, 2).values()} == {"none"}
+    srv.state_file("version").write_text("v2")
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: all(b["version"] == "v2" for b in [get(srv) for _ in range(6)]), 20,
+               "the workers still run the code imported before HUP")
+    assert len(imports(srv)) == 2
+    old, new = imports(srv)
+    wait_until(lambda: proc_state(old) is None, 5, "the old --preload process is still there")
+    assert new in children_of(srv.pid)
+
+
+def test_import_error_stops_the_start_before_anything_listens(rwsgi_bin, tmp_path):
+    code, connected, _, err = _never_listens(rwsgi_bin, tmp_path, "apps.import_error:application",
+                                             extra=("--preload", "-w", "2"))
+    assert code == 3, (code, err)
+    assert not connected
+    assert "import-time-marker-7f3a" in err and "Traceback" in err
+    assert "the app did not import in the --preload process" in err
+
+
+def test_term_while_importing_stops_everything(start_server):
+    srv = start_server("apps.slow_import:application", "--preload", "-w", "2",
+                       env={"RWSGI_TEST_IMPORT_SLEEP": "30"}, wait=False)
+    wait_until(lambda: len(children_of(srv.pid)) == 1, 10, "the --preload process did not start")
+    (zygote,) = children_of(srv.pid)
+    srv.signal(signal.SIGTERM)
+    assert srv.wait(10) == 0
+    wait_until(lambda: not alive(zygote), 5, "the --preload process outlived the master")
+
+
+def test_master_killed_takes_the_workers_and_the_preload_process(start_server):
+    srv = start_server(APP, "--preload", "-w", "2")
+    serving_pids(srv, 2)
+    tree = live_children(srv)
+    assert len(tree) == 3
+    os.kill(srv.pid, signal.SIGKILL)
+    wait_until(lambda: not any(alive(p) for p in tree), 5,
+               f"left running after the master died: {[p for p in tree if alive(p)]}")
+
+
+def test_orphans_of_the_app_are_reaped(start_server):
+    srv = start_server(APP, "--preload", "-w", "1")
+    before = live_children(srv)
+    for _ in range(5):
+        get(srv, "/orphan")
+    # Each grandchild becomes the master's (a subreaper) when its parent exits, then
+    # exits itself: the master must reap it, not keep a zombie.
+    time.sleep(0.6)
+
+    def zombies():
+        return [p for p in children_of(srv.pid) if proc_state(p) == "Z"]
+
+    wait_until(lambda: not zombies(), 5, f"zombies under the master: {zombies()}")
+    assert live_children(srv) == before
+
+
+HOOKS_CONF = '''
+import os
+preload_app = True
+workers = 2
+STATE = os.environ["RWSGI_TEST_STATE"]
+
+def _note(what):
+    with open(os.path.join(STATE, "hooks"), "a") as f:
+        f.write(f"{what} {os.getpid()}\\n")
+
+def on_starting(server):
+    _note("on_starting")
+
+def post_fork(server, worker):
+    _note("post_fork")
+
+def post_worker_init(worker):
+    _note("post_worker_init")
+'''
+
+
+def test_gunicorn_config_file_preload_app_with_hooks(start_server, tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(HOOKS_CONF)
+    srv = start_server(APP, "-c", str(conf))
+    answers = serving_pids(srv, 2)
+    assert len(imports(srv)) == 1
+    notes = [l.split() for l in srv.read_state_lines("hooks")]
+    assert ["on_starting", str(srv.pid)] in notes
+    for pid in answers:
+        mine = [what for what, who in notes if who == str(pid)]
+        # gunicorn's order with preload_app: the app is imported before the fork,
+        # then post_fork, then post_worker_init, in the worker.
+        assert mine == ["post_fork", "post_worker_init"], notes
+
+
+def test_reload_turns_preload_off(start_server):
+    srv = start_server(APP, "--preload", "--reload", "-w", "2")
+    answers = serving_pids(srv, 2)
+    assert sorted(imports(srv)) == sorted(answers)
+    assert "--preload with --reload: each worker imports the app itself" in srv.logs()
+
+
+def test_gunicorn_cmd_args_preload(start_server):
+    srv = start_server(APP, "-w", "2", env={"GUNICORN_CMD_ARGS": "--preload"})
+    serving_pids(srv, 2)
+    assert len(imports(srv)) == 1

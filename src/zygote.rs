@@ -1,0 +1,188 @@
+//! The `--preload` process (gunicorn's `preload_app`): started by the master as a
+//! worker is (re-exec, never a fork of the master), it imports the app once, then
+//! forks every worker on the master's request. Workers so start without an import
+//! and share the imported pages copy-on-write.
+//!
+//! It stays single-threaded (no runtime, no thread of its own) so that forking it is
+//! sound, and each fork follows Python's protocol (`PyOS_BeforeFork`, then
+//! `PyOS_AfterFork_Parent`/`_Child`, so `os.register_at_fork` handlers run).
+//!
+//! A worker is made the master's child, not this process's: an intermediate process
+//! forks it and exits at once, and the master (a child subreaper) adopts it, so the
+//! master reaps and signals its workers as it does exec'd ones.
+
+use std::io::Read;
+use std::os::fd::{FromRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pyo3::{Py, PyAny, Python};
+
+use crate::config::Config;
+use crate::control::{self, FromZygote, ToZygote};
+use crate::error::{Fatal, OrLog};
+use crate::wsgi::interpreter;
+
+/// What a forked worker takes from this process.
+pub struct Forked {
+    pub app: Py<PyAny>,
+    pub control: UnixStream,
+    pub id: u32,
+}
+
+/// How long a forked worker waits to become the master's child.
+const ADOPTION: Duration = Duration::from_secs(5);
+
+/// Runs the `--preload` process on control socket `control_fd`: `Ok(None)` when the
+/// master closed it (this process then exits), `Ok(Some(..))` in a forked worker,
+/// which goes on as that worker.
+pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, Fatal> {
+    let span = tracing::info_span!("preload");
+    let _enter = span.enter();
+    // SAFETY: the master passed this fd number for our end of the control socket.
+    let mut ctl = unsafe { UnixStream::from_raw_fd(control_fd) };
+    let _ = nix::fcntl::fcntl(
+        &ctl,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    if let Some(name) = &config.hooks.proc_name {
+        crate::hooks::proctitle::set(&format!("rwsgi: preload [{name}]"));
+    }
+    crate::worker::enter_process(config)?;
+    interpreter::initialize(&config.python).map_err(Fatal::boot)?;
+    let app = Python::attach(|py| interpreter::load_app(py, &config.app)).map_err(Fatal::boot)?;
+    tracing::debug!(pid = std::process::id(), "app imported; forking workers");
+    control::send_blocking(&mut ctl, &FromZygote::Ready).or_log("cannot reach the master")?;
+    loop {
+        let (msg, mut fds) = match control::recv_with_fds::<ToZygote>(&mut ctl) {
+            Ok(got) => got,
+            // The master closed the channel (it stops, or it started a new import).
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+            Err(e) => return Err(Fatal::logged(tracing::Level::ERROR, "control socket", e)),
+        };
+        let ToZygote::Fork { id, master } = msg;
+        let Some(worker_end) = fds.pop() else {
+            tracing::error!(worker = id, "Fork without a control socket");
+            continue;
+        };
+        match fork_worker(master) {
+            Ok(Some(pid)) => {
+                drop(worker_end);
+                let reply = FromZygote::Forked { pid };
+                control::send_blocking(&mut ctl, &reply).or_log("cannot reach the master")?;
+            }
+            Ok(None) => {
+                // The worker: nothing of this process's channel stays open in it.
+                drop(ctl);
+                drop(fds);
+                return Ok(Some(Forked {
+                    app,
+                    control: UnixStream::from(worker_end),
+                    id,
+                }));
+            }
+            Err(e) => {
+                tracing::error!(worker = id, error = %e, "cannot fork a worker");
+                drop(worker_end);
+                // The master reads the failure as a closed reply; it logs and retries.
+                return Err(Fatal::logged(tracing::Level::DEBUG, "fork failed", e));
+            }
+        }
+    }
+}
+
+/// Forks a worker that ends up the child of `master`: `Ok(Some(pid))` here,
+/// `Ok(None)` in the worker.
+fn fork_worker(master: u32) -> std::io::Result<Option<u32>> {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let forked = Python::attach(|_py| {
+        // SAFETY: this process has one thread, which holds the GIL; the intermediate
+        // process only forks, writes and exits (async-signal-safe calls).
+        unsafe {
+            pyo3::ffi::PyOS_BeforeFork();
+            match libc::fork() {
+                -1 => {
+                    let e = std::io::Error::last_os_error();
+                    pyo3::ffi::PyOS_AfterFork_Parent();
+                    Err(e)
+                }
+                0 => {
+                    let worker = libc::fork();
+                    if worker == 0 {
+                        pyo3::ffi::PyOS_AfterFork_Child();
+                        return Ok(None);
+                    }
+                    let said = if worker < 0 { -1i32 } else { worker };
+                    let bytes = said.to_ne_bytes();
+                    let fd = std::os::fd::AsRawFd::as_raw_fd(&write_end);
+                    libc::write(fd, bytes.as_ptr().cast(), bytes.len());
+                    libc::_exit(0);
+                }
+                middle => {
+                    pyo3::ffi::PyOS_AfterFork_Parent();
+                    Ok(Some(middle))
+                }
+            }
+        }
+    });
+    match forked? {
+        None => {
+            drop(read_end);
+            drop(write_end);
+            adopted_by(master)?;
+            Ok(None)
+        }
+        Some(middle) => {
+            drop(write_end);
+            let mut said = [0u8; 4];
+            let read = std::fs::File::from(read_end).read_exact(&mut said);
+            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(middle), None);
+            read?;
+            match i32::from_ne_bytes(said) {
+                pid if pid > 0 => Ok(Some(pid as u32)),
+                _ => Err(std::io::Error::other("the second fork failed")),
+            }
+        }
+    }
+}
+
+/// In a forked worker: waits until the intermediate process is gone and `master`
+/// adopted this one, then asks to be killed with the master, as exec'd workers are.
+fn adopted_by(master: u32) -> std::io::Result<()> {
+    let since = Instant::now();
+    while nix::unistd::getppid().as_raw() as u32 != master {
+        if since.elapsed() > ADOPTION {
+            return Err(std::io::Error::other(
+                "the master did not adopt the worker (is it a child subreaper?)",
+            ));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    // SAFETY: plain prctl on this process.
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } < 0
+    {
+        return Err(std::io::Error::last_os_error());
+    }
+    if nix::unistd::getppid().as_raw() as u32 != master {
+        return Err(std::io::Error::other("the master exited"));
+    }
+    Ok(())
+}
+
+/// The `--preload` process's control fd, when this process is one; the variable is
+/// removed so that processes the app starts do not mistake themselves for it.
+pub fn env_fd() -> Option<RawFd> {
+    let fd = std::env::var(control::ZYGOTE_FD_ENV).ok()?.parse().ok()?;
+    // SAFETY (edition 2021: safe fn): no other thread runs yet in this process.
+    std::env::remove_var(control::ZYGOTE_FD_ENV);
+    Some(fd)
+}
