@@ -2,9 +2,10 @@
 //! it is ready, receives the listening sockets, serves, and reports on the control
 //! channel (heartbeats, tracker snapshots, recycling).
 //!
-//! Workers are started by re-executing the rwsgi binary, never by forking a process
-//! that already runs Python or tokio. Its `main` is reached from `start.rs`, not
-//! from the master's code.
+//! Workers are started by re-executing the rwsgi binary ([`main`]), or with
+//! `--preload` forked from the process that imported the app ([`forked`], from
+//! `zygote.rs`), never from a process that runs a thread or a tokio runtime. Both are
+//! reached from `start.rs`, not from the master's code.
 
 use std::os::fd::{FromRawFd, RawFd};
 use std::os::unix::net::UnixStream;

@@ -14,6 +14,7 @@ pub fn color(server: &str) -> RGBColor {
     match server {
         "rwsgi" => RGBColor(214, 39, 40),
         "rwsgi-tracker" => RGBColor(255, 127, 14),
+        "rwsgi-preload" => RGBColor(227, 119, 194),
         "granian" => RGBColor(31, 119, 180),
         "bjoern" => RGBColor(44, 160, 44),
         "uwsgi" => RGBColor(23, 190, 207),
@@ -26,6 +27,7 @@ pub fn color(server: &str) -> RGBColor {
 fn short(server: &str) -> &str {
     match server {
         "rwsgi-tracker" => "+tracker",
+        "rwsgi-preload" => "+preload",
         "gunicorn-gthread" => "gthread",
         "gunicorn-sync" => "sync",
         s => s,

@@ -82,6 +82,7 @@ pub fn run(args: &ColdstartArgs) -> Result<()> {
     let servers = if args.servers.is_empty() {
         vec![
             Server::Rwsgi,
+            Server::RwsgiPreload,
             Server::GunicornSync,
             Server::Granian,
             Server::Uwsgi,

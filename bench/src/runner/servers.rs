@@ -18,6 +18,8 @@ pub enum Server {
     Rwsgi,
     /// rwsgi with `--queue-header` and the prometheus sink: must cost ≤ 2%.
     RwsgiTracker,
+    /// rwsgi `--preload`: the app imported once, workers forked (as uWSGI's default).
+    RwsgiPreload,
     /// granian `--interface wsgi`.
     Granian,
     /// bjoern, one process per worker sharing the port with SO_REUSEPORT.
@@ -35,9 +37,10 @@ pub const QUEUE_HEADER: &str = "X-RequestTime";
 
 impl Server {
     /// All servers, in table order.
-    pub const ALL: [Server; 7] = [
+    pub const ALL: [Server; 8] = [
         Server::Rwsgi,
         Server::RwsgiTracker,
+        Server::RwsgiPreload,
         Server::Granian,
         Server::Bjoern,
         Server::Uwsgi,
@@ -50,6 +53,7 @@ impl Server {
         match self {
             Server::Rwsgi => "rwsgi",
             Server::RwsgiTracker => "rwsgi-tracker",
+            Server::RwsgiPreload => "rwsgi-preload",
             Server::Granian => "granian",
             Server::Bjoern => "bjoern",
             Server::Uwsgi => "uwsgi",
@@ -63,6 +67,7 @@ impl Server {
         match self {
             Server::Rwsgi => "rwsgi",
             Server::RwsgiTracker => "rwsgi +tracker",
+            Server::RwsgiPreload => "rwsgi --preload",
             Server::Granian => "granian",
             Server::Bjoern => "bjoern",
             Server::Uwsgi => "uWSGI",
@@ -98,7 +103,7 @@ impl Server {
     /// The program that must exist for this server to run.
     pub fn program(self, env: &Env) -> PathBuf {
         match self {
-            Server::Rwsgi | Server::RwsgiTracker => env.rwsgi.clone(),
+            Server::Rwsgi | Server::RwsgiTracker | Server::RwsgiPreload => env.rwsgi.clone(),
             Server::Granian => env.venv.join("bin/granian"),
             Server::Bjoern => env.venv.join("bin/python"),
             Server::Uwsgi => env.venv.join("bin/uwsgi"),
@@ -111,7 +116,7 @@ impl Server {
         let program = self.program(env);
         if !program.is_file() {
             return Some(match self {
-                Server::Rwsgi | Server::RwsgiTracker => format!(
+                Server::Rwsgi | Server::RwsgiTracker | Server::RwsgiPreload => format!(
                     "{} is not built (cargo build --release in the repo root)",
                     program.display()
                 ),
@@ -135,7 +140,7 @@ impl Server {
         let apps = env.apps.display().to_string();
         let mut cmd = Command::new(self.program(env));
         match self {
-            Server::Rwsgi | Server::RwsgiTracker => {
+            Server::Rwsgi | Server::RwsgiTracker | Server::RwsgiPreload => {
                 cmd.args([
                     "--bind",
                     &bind,
@@ -145,6 +150,9 @@ impl Server {
                     &threads,
                 ]);
                 cmd.args(["--chdir", &apps, "--log-level", "warning"]);
+                if self == Server::RwsgiPreload {
+                    cmd.arg("--preload");
+                }
                 if self == Server::RwsgiTracker {
                     let metrics = format!("127.0.0.1:{}", spec.metrics_port.unwrap_or(0));
                     cmd.args(["--queue-header", QUEUE_HEADER, "--notify", "prometheus"]);
