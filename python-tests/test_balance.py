@@ -90,3 +90,14 @@ def test_four_workers_share_a_burst(start_server):
     per_worker = collections.Counter(open_burst(srv, 64))
     assert len(per_worker) == 4, per_worker
     assert min(per_worker.values()) >= 10, per_worker
+
+
+def test_preload_workers_start_accepting_together(start_server):
+    # --preload forks the first worker, binds as soon as it is ready, then forks the
+    # rest: a burst that arrives the moment the port answers must still be shared.
+    for _ in range(3):
+        srv = start_server(APP, "--preload", "--workers", "4", "--threads", "1")
+        per_worker = collections.Counter(open_burst(srv, 64))
+        assert len(per_worker) == 4, per_worker
+        assert min(per_worker.values()) >= 10, per_worker
+        srv.stop()

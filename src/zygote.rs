@@ -67,10 +67,13 @@ pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, F
             continue;
         };
         match fork_worker(master) {
-            Ok(Some(pid)) => {
+            Ok(Some((pid, middle))) => {
                 drop(worker_end);
                 let reply = FromZygote::Forked { pid };
                 control::send_blocking(&mut ctl, &reply).or_log("cannot reach the master")?;
+                // Reaped after the reply: its exit (a whole address space to tear
+                // down) need not delay the worker's start.
+                let _ = nix::sys::wait::waitpid(middle, None);
             }
             Ok(None) => {
                 // The worker: nothing of this process's channel stays open in it.
@@ -92,9 +95,9 @@ pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, F
     }
 }
 
-/// Forks a worker that ends up the child of `master`: `Ok(Some(pid))` here,
-/// `Ok(None)` in the worker.
-fn fork_worker(master: u32) -> std::io::Result<Option<u32>> {
+/// Forks a worker that ends up the child of `master`: `Ok(Some((worker pid,
+/// intermediate process to reap)))` here, `Ok(None)` in the worker.
+fn fork_worker(master: u32) -> std::io::Result<Option<(u32, nix::unistd::Pid)>> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let forked = Python::attach(|_py| {
         // SAFETY: this process has one thread, which holds the GIL; the intermediate
@@ -136,12 +139,15 @@ fn fork_worker(master: u32) -> std::io::Result<Option<u32>> {
         Some(middle) => {
             drop(write_end);
             let mut said = [0u8; 4];
+            let middle = nix::unistd::Pid::from_raw(middle);
             let read = std::fs::File::from(read_end).read_exact(&mut said);
-            let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(middle), None);
-            read?;
-            match i32::from_ne_bytes(said) {
-                pid if pid > 0 => Ok(Some(pid as u32)),
-                _ => Err(std::io::Error::other("the second fork failed")),
+            match (read, i32::from_ne_bytes(said)) {
+                (Ok(()), pid) if pid > 0 => Ok(Some((pid as u32, middle))),
+                (read, _) => {
+                    let _ = nix::sys::wait::waitpid(middle, None);
+                    read?;
+                    Err(std::io::Error::other("the second fork failed"))
+                }
             }
         }
     }

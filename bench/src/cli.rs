@@ -210,7 +210,7 @@ pub struct ColdstartArgs {
     /// The app (it must answer `GET /pid` with the worker's pid).
     #[arg(long, default_value = "django")]
     pub app: String,
-    /// Servers (default: rwsgi, gunicorn-sync, granian, uwsgi, bjoern).
+    /// Servers (default: rwsgi, rwsgi-preload, gunicorn-sync, granian, uwsgi, bjoern).
     #[arg(long = "server", value_delimiter = ',')]
     pub servers: Vec<String>,
     /// Requests fired at exec time.

@@ -32,7 +32,13 @@ impl Process {
     pub fn try_wait(&mut self) -> std::io::Result<Option<ExitStatus>> {
         match self {
             Process::Exec(c) => c.try_wait(),
-            Process::Forked(pid) => wait_pid(*pid, libc::WNOHANG),
+            Process::Forked(pid) => match wait_pid(*pid, libc::WNOHANG)? {
+                // Forked an instant ago: the master adopts it when the intermediate
+                // process exits.
+                None => Ok(None),
+                Some(_) if not_ours_yet(*pid) => Ok(None),
+                exited => Ok(exited),
+            },
         }
     }
 
@@ -47,6 +53,21 @@ impl Process {
             }
         }
     }
+}
+
+/// Whether `pid` runs (not a zombie) without being this process's child: a worker
+/// the `--preload` process forked that the master has not adopted yet.
+fn not_ours_yet(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // Fields after the command's closing parenthesis: state, ppid, ...
+    let mut rest = stat
+        .rsplit_once(')')
+        .map_or("", |(_, r)| r)
+        .split_whitespace();
+    let (state, ppid) = (rest.next(), rest.next());
+    state != Some("Z") && ppid.and_then(|p| p.parse::<u32>().ok()) != Some(std::process::id())
 }
 
 /// `waitpid` on a child that is not a `std::process::Child`. A pid that is not (or no

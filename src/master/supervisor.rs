@@ -259,9 +259,25 @@ impl Supervisor {
         for (id, seq, data) in std::mem::take(&mut self.boot_snapshots) {
             collector.snapshot(id, seq, data);
         }
+        let rest_of_first = self.config.process.preload && self.shutdown.is_none();
+        if rest_of_first {
+            // --preload: the rest of the first generation is forked once the first
+            // worker serves; their share of a burst is kept from the moment the
+            // sockets are handed over (they take the next ids).
+            let rest = self.target.saturating_sub(self.workers.len()) as u32;
+            if let Some(b) = &self.balance {
+                for id in self.next_id..self.next_id + rest {
+                    b.expect(id);
+                    self.expected.push(id);
+                }
+            }
+        }
         if let Err(fatal) = self.release_awaiting() {
             self.kill_all(Signal::SIGKILL);
             return Err(fatal);
+        }
+        if rest_of_first {
+            self.maintain();
         }
         let ended = self.serve(collector).await;
         // Final snapshots written by workers just before they exited may still sit
@@ -456,7 +472,14 @@ impl Supervisor {
             .filter(|w| !w.retiring && !matches!(w.state, State::Draining(_)))
             .count();
         if fresh < self.target && now >= self.next_spawn {
-            for _ in fresh..self.target {
+            // --preload's first generation: one fork, whose Ready ends the boot at
+            // once; `run` forks the rest after binding (each fork takes a few ms).
+            let want = if self.config.process.preload && self.stop_at_ready {
+                self.target.min(1)
+            } else {
+                self.target
+            };
+            for _ in fresh..want {
                 self.spawn_one();
             }
         }
