@@ -44,9 +44,12 @@ def time_in_queue_samples(cw_adapter, ns):
     return sum(sum(d["Counts"]) for d in cw_adapter.datums(ns, "TimeInQueue"))
 
 
-def test_settings_alone_report_to_cloudwatch(start_server, cw_adapter, moto, django_env):
+@pytest.mark.parametrize("preload", [[], ["--preload"]], ids=["import-per-worker", "preload"])
+def test_settings_alone_report_to_cloudwatch(start_server, cw_adapter, moto, django_env, preload):
+    # With --preload the settings are read by the process that imports the app, and
+    # the sinks start from them before any worker is forked.
     ns = namespace("settings")
-    srv = start_server(APP, chdir=DJANGO_DIR, env=django_env(ns))
+    srv = start_server(APP, *preload, chdir=DJANGO_DIR, env=django_env(ns))
     load = drive(srv, 30, concurrency=3, path="/", header="X-RequestTime")
     assert load.failures == [], load.failures[:3]
     cw = moto.cloudwatch()

@@ -76,8 +76,11 @@ pub enum ToZygote {
 /// The `--preload` process → master.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum FromZygote {
-    /// The app imported; ready to fork workers.
-    Ready,
+    /// The app imported; ready to fork workers. Carries QUEUE_TIME_TRACKER_* values
+    /// found in a Django project's settings, as a worker's `Ready` does.
+    Ready {
+        django: std::collections::BTreeMap<String, String>,
+    },
     /// Worker forked, now a child of the master.
     Forked { pid: u32 },
 }

@@ -65,7 +65,7 @@ pub fn run() -> Result<(), Fatal> {
         let balance_fd = balance_env();
         return match crate::zygote::main(&config, control_fd)? {
             None => Ok(()),
-            Some(w) => crate::worker::forked(&layers, config, w.app, w.control, w.id, balance_fd),
+            Some(w) => crate::worker::forked(&layers, config, w, balance_fd),
         };
     }
     if let Some(line) = platform {

@@ -51,7 +51,7 @@ pub fn main(
     let app = pyo3::Python::attach(|py| interpreter::load_app(py, &config.app))
         .map_err(Fatal::boot)
         .inspect_err(|_| hooks::worker_exit())?;
-    serve(layers, config, app, ctl, id, balance_fd)
+    serve(layers, config, app, ctl, id, balance_fd, None)
 }
 
 /// Runs worker `id`, forked by the `--preload` process (`zygote.rs`) with the app
@@ -60,18 +60,22 @@ pub fn main(
 pub fn forked(
     layers: &crate::config::Layers,
     config: Arc<Config>,
-    app: pyo3::Py<pyo3::PyAny>,
-    ctl: UnixStream,
-    id: u32,
+    forked: crate::zygote::Forked,
     balance_fd: Option<RawFd>,
 ) -> Result<(), Fatal> {
+    let crate::zygote::Forked {
+        app,
+        control,
+        id,
+        master,
+    } = forked;
     let span = tracing::info_span!("worker", id);
     let _enter = span.enter();
     set_title(&config);
     hooks::init(&config, id)
         .and_then(|()| hooks::post_fork())
         .map_err(Fatal::boot)?;
-    serve(layers, config, app, ctl, id, balance_fd)
+    serve(layers, config, app, control, id, balance_fd, Some(master))
 }
 
 /// `-n/--name`: the worker's process title.
@@ -95,6 +99,7 @@ pub fn enter_process(config: &Config) -> Result<(), Fatal> {
 }
 
 /// From the imported app on: `post_worker_init`, Ready, the sockets, serving.
+/// `adopt_by`: a forked worker's master, which adopts it (`zygote::adopted_by`).
 fn serve(
     layers: &crate::config::Layers,
     config: Arc<Config>,
@@ -102,6 +107,7 @@ fn serve(
     mut ctl: UnixStream,
     id: u32,
     balance_fd: Option<RawFd>,
+    adopt_by: Option<u32>,
 ) -> Result<(), Fatal> {
     hooks::post_worker_init(&app)
         .map_err(Fatal::boot)
@@ -126,6 +132,9 @@ fn serve(
         django,
     };
     control::send_blocking(&mut ctl, &ready).map_err(|_| Fatal::said(exit::RUNTIME))?;
+    if let Some(master) = adopt_by {
+        crate::zygote::adopted_by(master).or_log("--preload")?;
+    }
     let fds = control::recv_listen(&mut ctl).map_err(|e| {
         Fatal::logged(
             tracing::Level::DEBUG,

@@ -29,6 +29,8 @@ pub struct Forked {
     pub app: Py<PyAny>,
     pub control: UnixStream,
     pub id: u32,
+    /// The master, which adopts the worker (see [`adopted_by`]).
+    pub master: u32,
 }
 
 /// How long a forked worker waits to become the master's child.
@@ -53,7 +55,13 @@ pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, F
     interpreter::initialize(&config.python).map_err(Fatal::boot)?;
     let app = Python::attach(|py| interpreter::load_app(py, &config.app)).map_err(Fatal::boot)?;
     tracing::debug!(pid = std::process::id(), "app imported; forking workers");
-    control::send_blocking(&mut ctl, &FromZygote::Ready).or_log("cannot reach the master")?;
+    let django = if config.python.read_django_settings {
+        Python::attach(crate::wsgi::django::read)
+    } else {
+        Default::default()
+    };
+    control::send_blocking(&mut ctl, &FromZygote::Ready { django })
+        .or_log("cannot reach the master")?;
     loop {
         let (msg, mut fds) = match control::recv_with_fds::<ToZygote>(&mut ctl) {
             Ok(got) => got,
@@ -66,7 +74,7 @@ pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, F
             tracing::error!(worker = id, "Fork without a control socket");
             continue;
         };
-        match fork_worker(master) {
+        match fork_worker() {
             Ok(Some((pid, middle))) => {
                 drop(worker_end);
                 let reply = FromZygote::Forked { pid };
@@ -83,6 +91,7 @@ pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, F
                     app,
                     control: UnixStream::from(worker_end),
                     id,
+                    master,
                 }));
             }
             Err(e) => {
@@ -97,7 +106,7 @@ pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, F
 
 /// Forks a worker that ends up the child of `master`: `Ok(Some((worker pid,
 /// intermediate process to reap)))` here, `Ok(None)` in the worker.
-fn fork_worker(master: u32) -> std::io::Result<Option<(u32, nix::unistd::Pid)>> {
+fn fork_worker() -> std::io::Result<Option<(u32, nix::unistd::Pid)>> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     let forked = Python::attach(|_py| {
         // SAFETY: this process has one thread, which holds the GIL; the intermediate
@@ -133,7 +142,6 @@ fn fork_worker(master: u32) -> std::io::Result<Option<(u32, nix::unistd::Pid)>> 
         None => {
             drop(read_end);
             drop(write_end);
-            adopted_by(master)?;
             Ok(None)
         }
         Some(middle) => {
@@ -155,7 +163,8 @@ fn fork_worker(master: u32) -> std::io::Result<Option<(u32, nix::unistd::Pid)>> 
 
 /// In a forked worker: waits until the intermediate process is gone and `master`
 /// adopted this one, then asks to be killed with the master, as exec'd workers are.
-fn adopted_by(master: u32) -> std::io::Result<()> {
+/// Called after Ready, so that the intermediate's exit overlaps the master's answer.
+pub fn adopted_by(master: u32) -> std::io::Result<()> {
     let since = Instant::now();
     while nix::unistd::getppid().as_raw() as u32 != master {
         if since.elapsed() > ADOPTION {

@@ -230,8 +230,9 @@ impl Supervisor {
             }
             fn tick(&mut self, _: &mut dyn FnMut(u64) -> usize, _: usize) {}
         }
-        if self.config.process.preload && !self.preload().await? {
-            return Ok(None);
+        if self.config.process.preload {
+            // The app imported without error: `run` binds and forks the workers.
+            return self.preload().await;
         }
         self.stop_at_ready = true;
         let mut booting = Booting::default();
@@ -259,24 +260,26 @@ impl Supervisor {
         for (id, seq, data) in std::mem::take(&mut self.boot_snapshots) {
             collector.snapshot(id, seq, data);
         }
-        let rest_of_first = self.config.process.preload && self.shutdown.is_none();
-        if rest_of_first {
-            // --preload: the rest of the first generation is forked once the first
-            // worker serves; their share of a burst is kept from the moment the
-            // sockets are handed over (they take the next ids).
-            let rest = self.target.saturating_sub(self.workers.len()) as u32;
-            if let Some(b) = &self.balance {
-                for id in self.next_id..self.next_id + rest {
-                    b.expect(id);
-                    self.expected.push(id);
-                }
-            }
-        }
         if let Err(fatal) = self.release_awaiting() {
             self.kill_all(Signal::SIGKILL);
             return Err(fatal);
         }
-        if rest_of_first {
+        if self.config.process.preload && self.shutdown.is_none() && self.listeners.is_none() {
+            // --preload: the app imported, so the sockets are bound now (a burst
+            // waits in the backlog, not refused), and the first generation is forked
+            // one by one (`maintain`), each keeping its share of a burst from the
+            // start (they take the next ids).
+            if let Some(b) = &self.balance {
+                let first = self.next_id;
+                for id in first..first + self.target as u32 {
+                    b.expect(id);
+                    self.expected.push(id);
+                }
+            }
+            if let Err(fatal) = self.bind_listeners() {
+                self.kill_all(Signal::SIGKILL);
+                return Err(fatal);
+            }
             self.maintain();
         }
         let ended = self.serve(collector).await;
@@ -472,10 +475,10 @@ impl Supervisor {
             .filter(|w| !w.retiring && !matches!(w.state, State::Draining(_)))
             .count();
         if fresh < self.target && now >= self.next_spawn {
-            // --preload's first generation: one fork, whose Ready ends the boot at
-            // once; `run` forks the rest after binding (each fork takes a few ms).
-            let want = if self.config.process.preload && self.stop_at_ready {
-                self.target.min(1)
+            // --preload: one fork at a time (a few ms each); the next comes with the
+            // Ready of this one (or the next tick), so the first serves at once.
+            let want = if self.config.process.preload {
+                (fresh + 1).min(self.target)
             } else {
                 self.target
             };
@@ -816,8 +819,11 @@ impl Supervisor {
         };
         let late = first.elapsed() >= BOOT_TOGETHER;
         let workers = &self.workers;
+        let next_id = self.next_id;
         self.expected.retain(|id| {
-            let booting = workers.get(id).is_some_and(|w| w.state == State::Booting);
+            // Not started yet (--preload forks them one by one) or importing.
+            let booting =
+                *id >= next_id || workers.get(id).is_some_and(|w| w.state == State::Booting);
             if booting && !late {
                 return true;
             }
@@ -870,6 +876,7 @@ impl Supervisor {
                 w.state = State::Ready;
                 w.last_beat = Instant::now();
                 self.ever_ready = true;
+                self.first_ready_at.get_or_insert_with(Instant::now);
                 tracing::info!(worker = id, pid = w.pid.as_raw(), "Worker ready");
             }
             Err(e) => {

@@ -2,6 +2,7 @@
 //! it, wait for its import, ask it for each worker, stop it. The master becomes a
 //! child subreaper, so that the workers it forks are the master's children.
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
@@ -71,7 +72,7 @@ impl Zygote {
     pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), NotReady> {
         let mut channel = self.channel().map_err(NotReady::Failed)?;
         match wait_ready(&mut channel, timeout) {
-            Ok(()) => Ok(()),
+            Ok(_) => Ok(()),
             Err(e) => Err(self.why(e)),
         }
     }
@@ -127,11 +128,15 @@ impl Drop for Zygote {
     }
 }
 
-/// Reads the `Ready` frame from the process's channel (blocking, at most `timeout`).
-pub fn wait_ready(channel: &mut UnixStream, timeout: Duration) -> std::io::Result<()> {
+/// Reads the `Ready` frame from the process's channel (blocking, at most `timeout`):
+/// the Django project's QUEUE_TIME_TRACKER_* settings it found.
+pub fn wait_ready(
+    channel: &mut UnixStream,
+    timeout: Duration,
+) -> std::io::Result<BTreeMap<String, String>> {
     channel.set_read_timeout(Some(timeout))?;
     match control::recv_with_fds::<FromZygote>(channel)? {
-        (FromZygote::Ready, _) => Ok(()),
+        (FromZygote::Ready { django }, _) => Ok(django),
         (other, _) => Err(std::io::Error::other(format!(
             "expected Ready from the --preload process, got {other:?}"
         ))),

@@ -3,6 +3,7 @@
 //! asked for every worker, started again after HUP or when it died, and the
 //! processes the master adopts as a subreaper are reaped.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use super::{Signals, Supervisor};
@@ -22,9 +23,10 @@ impl Supervisor {
         Zygote::start(balance_fd, &self.config.process.env)
     }
 
-    /// Starts the `--preload` process and waits for its import. `Ok(false)`: a signal
-    /// stopped the master first; `Err`: the import failed (nothing was bound).
-    pub(super) async fn preload(&mut self) -> Result<bool, Fatal> {
+    /// Starts the `--preload` process and waits for its import: `Ok(Some(..))` with
+    /// the Django QUEUE_TIME_TRACKER_* settings it read, `Ok(None)` when a signal
+    /// stopped the master first, `Err` when the import failed (nothing was bound).
+    pub(super) async fn preload(&mut self) -> Result<Option<BTreeMap<String, String>>, Fatal> {
         zygote::become_subreaper()
             .map_err(|e| Fatal::runtime(format_args!("--preload: cannot adopt workers: {e}")))?;
         let mut signals = match self.signals.take() {
@@ -50,22 +52,26 @@ impl Supervisor {
         let waited = match waited {
             None => {
                 tracing::info!("stopped while the --preload process imported the app");
-                return Ok(false);
+                return Ok(None);
             }
             Some(Ok(r)) => r,
             Some(Err(e)) => Err(std::io::Error::other(e)),
         };
-        if let Err(e) = waited {
-            return Err(match z.why(e) {
-                NotReady::Exited(Some(s)) if s.code() == Some(exit::BOOT) => Fatal::boot(
-                    "the app did not import in the --preload process; see the error above",
-                ),
-                why => Fatal::boot(explain(why, timeout)),
-            });
-        }
+        let django = match waited {
+            Ok(django) => django,
+            Err(e) => {
+                return Err(match z.why(e) {
+                    NotReady::Exited(Some(s)) if s.code() == Some(exit::BOOT) => Fatal::boot(
+                        "the app did not import in the --preload process; see the error above",
+                    ),
+                    why => Fatal::boot(explain(why, timeout)),
+                })
+            }
+        };
         tracing::info!(pid = z.pid(), "Preloaded the app");
         self.zygote = Some(z);
-        Ok(true)
+        self.settings_seen = true;
+        Ok(Some(django))
     }
 
     /// Worker `id`, forked by the `--preload` process; that process is started first
