@@ -23,7 +23,7 @@ def pre_request(worker, req):
 
 def post_request(worker, req, environ, resp):
     _record(hook="post_request", worker_pid=worker.pid, method=req.method, path=req.path,
-            seen_by_pre=getattr(req, "seen_by_pre", False), status=resp.status,
+            uri=req.uri, seen_by_pre=getattr(req, "seen_by_pre", False), status=resp.status,
             status_code=resp.status_code, sent=resp.sent,
             path_info=environ.get("PATH_INFO"), x_test=environ.get("HTTP_X_TEST"),
             resp_headers=[list(h) for h in resp.headers])
