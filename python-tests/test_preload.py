@@ -207,3 +207,19 @@ def test_gunicorn_cmd_args_preload(start_server):
     srv = start_server(APP, "-w", "2", env={"GUNICORN_CMD_ARGS": "--preload"})
     serving_pids(srv, 2)
     assert len(imports(srv)) == 1
+
+
+def test_a_thread_started_at_import_is_named(start_server):
+    # The thread exists only in the process that imported the app: the user is told
+    # once, with what to do.
+    srv = start_server(APP, "--preload", "-w", "2", env={"PRELOAD_APP_THREAD": "1"})
+    serving_pids(srv, 2)
+    log = srv.logs()
+    assert log.count("--preload: the app started 1 thread(s) while it was imported") == 1, log
+    assert "post_fork" in log
+
+
+def test_no_thread_warning_for_a_plain_app(start_server):
+    srv = start_server(APP, "--preload", "-w", "1")
+    serving_pids(srv, 1)
+    assert "thread(s) while it was imported" not in srv.logs()

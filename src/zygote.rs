@@ -55,6 +55,7 @@ pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, F
     interpreter::initialize(&config.python).map_err(Fatal::boot)?;
     let app = Python::attach(|py| interpreter::load_app(py, &config.app)).map_err(Fatal::boot)?;
     tracing::debug!(pid = std::process::id(), "app imported; forking workers");
+    warn_of_threads();
     let django = if config.python.read_django_settings {
         Python::attach(crate::wsgi::django::read)
     } else {
@@ -191,6 +192,20 @@ pub fn adopted_by(master: u32) -> std::io::Result<()> {
         return Err(std::io::Error::other("the master exited"));
     }
     Ok(())
+}
+
+/// A thread the app started while it was imported (an APM agent's exporter, a
+/// scheduler) does not exist in the forked workers, and a lock it held stays held
+/// there: gunicorn's `preload_app` has the same limit. Said once, with the count.
+fn warn_of_threads() {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
+    if threads > 1 {
+        tracing::warn!(
+            "--preload: the app started {} thread(s) while it was imported; forked workers \
+             do not have them (start them in a post_fork hook, or drop --preload)",
+            threads - 1
+        );
+    }
 }
 
 /// The `--preload` process's control fd, when this process is one; the variable is

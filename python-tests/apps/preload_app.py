@@ -23,6 +23,10 @@ try:
 except OSError:
     VERSION = "none"
 
+if os.environ.get("PRELOAD_APP_THREAD"):
+    import threading
+    threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
+
 AT_FORK = []
 os.register_at_fork(after_in_child=lambda: AT_FORK.append(os.getpid()))
 
