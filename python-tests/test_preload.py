@@ -146,6 +146,8 @@ def test_master_killed_takes_the_workers_and_the_preload_process(start_server):
 
 def test_orphans_of_the_app_are_reaped(start_server):
     srv = start_server(APP, "--preload", "-w", "1")
+    # The port opens before the worker is forked: count the children once it serves.
+    serving_pids(srv, 1)
     before = live_children(srv)
     for _ in range(5):
         get(srv, "/orphan")
