@@ -61,12 +61,8 @@ pub fn run() -> Result<(), Fatal> {
     if let Some((id, control_fd, balance_fd)) = worker_env() {
         return crate::worker::main(&layers, config, id, control_fd, balance_fd);
     }
-    if let Some(control_fd) = crate::zygote::env_fd() {
-        let balance_fd = balance_env();
-        return match crate::zygote::main(&config, control_fd)? {
-            None => Ok(()),
-            Some(w) => crate::worker::forked(&layers, config, w, balance_fd),
-        };
+    if let Some(control) = crate::zygote::env_fd() {
+        return preload_process(&layers, config, control);
     }
     if let Some(line) = platform {
         tracing::info!("{line}");
@@ -89,7 +85,32 @@ pub fn run() -> Result<(), Fatal> {
             .map_err(|e| Fatal::runtime(format_args!("--daemon: {e}")))?;
     }
     capture_output(&config.log).map_err(|e| Fatal::usage(format_args!("--capture-output: {e}")))?;
-    crate::master::run(config, &layers)
+    // --preload: the process that imports the app is forked now, while this one has
+    // no thread yet (an exec would pay this binary's start again).
+    let preload = if config.process.preload {
+        use crate::master::zygote::{fork_now, Forked};
+        let forked = fork_now()
+            .map_err(|e| Fatal::runtime(format_args!("cannot start the --preload process: {e}")))?;
+        match forked {
+            Forked::Preload(control) => return preload_process(&layers, config, control),
+            Forked::Master(z) => Some(z),
+        }
+    } else {
+        None
+    };
+    crate::master::run(config, &layers, preload)
+}
+
+/// The `--preload` process (`zygote.rs`), and the workers it forks, which go on here.
+fn preload_process(
+    layers: &Layers,
+    config: Arc<Config>,
+    control: std::os::unix::net::UnixStream,
+) -> Result<(), Fatal> {
+    match crate::zygote::main(&config, control)? {
+        None => Ok(()),
+        Some(w) => crate::worker::forked(layers, config, w),
+    }
 }
 
 /// `--check-config`: the configuration is valid (it was validated to get here); import
@@ -139,8 +160,8 @@ fn worker_env() -> Option<(u32, i32, Option<i32>)> {
     Some((id, fd, balance_env()))
 }
 
-/// The balance memfd passed to a worker or to the `--preload` process (removed from
-/// the environment, as the role's own variables are).
+/// The balance memfd passed to a worker (removed from the environment, as the role's
+/// own variables are).
 fn balance_env() -> Option<i32> {
     use crate::server::balance::BALANCE_FD_ENV;
     let balance = std::env::var(BALANCE_FD_ENV)

@@ -61,16 +61,19 @@ pub fn forked(
     layers: &crate::config::Layers,
     config: Arc<Config>,
     forked: crate::zygote::Forked,
-    balance_fd: Option<RawFd>,
 ) -> Result<(), Fatal> {
     let crate::zygote::Forked {
         app,
         control,
         id,
         master,
+        balance,
     } = forked;
+    let balance_fd = balance.map(std::os::fd::IntoRawFd::into_raw_fd);
     let span = tracing::info_span!("worker", id);
     let _enter = span.enter();
+    // The lines the master and the preload process logged are not this worker's.
+    let _ = crate::logging::take_line_counts();
     set_title(&config);
     hooks::init(&config, id)
         .and_then(|()| hooks::post_fork())
@@ -127,6 +130,21 @@ fn serve(
     } else {
         Arc::new(Config::from_layers(layers, &django).map_err(Fatal::boot)?)
     };
+    // Everything but the sockets is set up before Ready, so that the worker serves
+    // the moment they arrive (a burst waits in the backlog meanwhile).
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .or_log("cannot start the runtime")?;
+    let balance = balance_fd.and_then(|fd| match server::balance::Region::map(fd) {
+        Ok(r) => Some(r.worker(id)),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot map the shared connection counts");
+            None
+        }
+    });
+    let dispatch =
+        Dispatcher::start(&config, app, runtime.handle().clone()).or_log("cannot start")?;
     let ready = ToMaster::Ready {
         pid: std::process::id(),
         django,
@@ -147,19 +165,6 @@ fn serve(
         .map(Listener::from_fd)
         .collect::<Result<Vec<_>, _>>()
         .or_log("bad socket from the master")?;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .or_log("cannot start the runtime")?;
-    let balance = balance_fd.and_then(|fd| match server::balance::Region::map(fd) {
-        Ok(r) => Some(r.worker(id)),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot map the shared connection counts");
-            None
-        }
-    });
-    let dispatch =
-        Dispatcher::start(&config, app, runtime.handle().clone()).or_log("cannot start")?;
     let shared = dispatch.shared().clone();
     let (stop_tx, stop_rx) = watch::channel(Stop::Running);
     // The control channel (heartbeats, snapshots, recycling, signals) runs on a thread

@@ -1,7 +1,8 @@
-//! The `--preload` process (gunicorn's `preload_app`): started by the master as a
-//! worker is (re-exec, never a fork of the master), it imports the app once, then
-//! forks every worker on the master's request. Workers so start without an import
-//! and share the imported pages copy-on-write.
+//! The `--preload` process (gunicorn's `preload_app`): forked from the master at
+//! start-up, before the master runs a thread (later ones are started as a worker is,
+//! by re-exec), it imports the app once, then forks every worker on the master's
+//! request. Workers so start without an import and share the imported pages
+//! copy-on-write.
 //!
 //! It stays single-threaded (no runtime, no thread of its own) so that forking it is
 //! sound, and each fork follows Python's protocol (`PyOS_BeforeFork`, then
@@ -12,11 +13,12 @@
 //! master reaps and signals its workers as it does exec'd ones.
 
 use std::io::Read;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pyo3::prelude::PyAnyMethods;
 use pyo3::{Py, PyAny, Python};
 
 use crate::config::Config;
@@ -31,23 +33,19 @@ pub struct Forked {
     pub id: u32,
     /// The master, which adopts the worker (see [`adopted_by`]).
     pub master: u32,
+    /// The shared connection counts (`server/balance.rs`), when the master has them.
+    pub balance: Option<OwnedFd>,
 }
 
 /// How long a forked worker waits to become the master's child.
 const ADOPTION: Duration = Duration::from_secs(5);
 
-/// Runs the `--preload` process on control socket `control_fd`: `Ok(None)` when the
+/// Runs the `--preload` process on its control socket `ctl`: `Ok(None)` when the
 /// master closed it (this process then exits), `Ok(Some(..))` in a forked worker,
 /// which goes on as that worker.
-pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, Fatal> {
+pub fn main(config: &Arc<Config>, mut ctl: UnixStream) -> Result<Option<Forked>, Fatal> {
     let span = tracing::info_span!("preload");
     let _enter = span.enter();
-    // SAFETY: the master passed this fd number for our end of the control socket.
-    let mut ctl = unsafe { UnixStream::from_raw_fd(control_fd) };
-    let _ = nix::fcntl::fcntl(
-        &ctl,
-        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
-    );
     if let Some(name) = &config.hooks.proc_name {
         crate::hooks::proctitle::set(&format!("rwsgi: preload [{name}]"));
     }
@@ -61,20 +59,24 @@ pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, F
     } else {
         Default::default()
     };
+    freeze_heap();
     control::send_blocking(&mut ctl, &FromZygote::Ready { django })
         .or_log("cannot reach the master")?;
     loop {
-        let (msg, mut fds) = match control::recv_with_fds::<ToZygote>(&mut ctl) {
+        let (msg, fds) = match control::recv_with_fds::<ToZygote>(&mut ctl) {
             Ok(got) => got,
             // The master closed the channel (it stops, or it started a new import).
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
             Err(e) => return Err(Fatal::logged(tracing::Level::ERROR, "control socket", e)),
         };
         let ToZygote::Fork { id, master } = msg;
-        let Some(worker_end) = fds.pop() else {
+        // The worker's control socket, then the balance memfd when there is one.
+        let mut fds = fds.into_iter();
+        let Some(worker_end) = fds.next() else {
             tracing::error!(worker = id, "Fork without a control socket");
             continue;
         };
+        let balance = fds.next();
         match fork_worker() {
             Ok(Some((pid, middle))) => {
                 drop(worker_end);
@@ -87,12 +89,12 @@ pub fn main(config: &Arc<Config>, control_fd: RawFd) -> Result<Option<Forked>, F
             Ok(None) => {
                 // The worker: nothing of this process's channel stays open in it.
                 drop(ctl);
-                drop(fds);
                 return Ok(Some(Forked {
                     app,
                     control: UnixStream::from(worker_end),
                     id,
                     master,
+                    balance,
                 }));
             }
             Err(e) => {
@@ -194,6 +196,24 @@ pub fn adopted_by(master: u32) -> std::io::Result<()> {
     Ok(())
 }
 
+/// CPython's advice for a process that forks without exec (the `gc.freeze` docs):
+/// the objects the import made are moved out of the collector's generations, so that
+/// a collection in a worker never writes to them, and their pages stay shared with
+/// this process and the other workers instead of being copied into each. The garbage
+/// the import left is collected first, so that none of it is kept for good.
+fn freeze_heap() {
+    let frozen = Python::attach(|py| -> pyo3::PyResult<usize> {
+        let gc = py.import("gc")?;
+        gc.call_method0("collect")?;
+        gc.call_method0("freeze")?;
+        gc.call_method0("get_freeze_count")?.extract()
+    });
+    match frozen {
+        Ok(n) => tracing::debug!(objects = n, "froze the imported objects (gc.freeze)"),
+        Err(e) => tracing::warn!(error = %e, "gc.freeze failed; workers share less memory"),
+    }
+}
+
 /// A thread the app started while it was imported (an APM agent's exporter, a
 /// scheduler) does not exist in the forked workers, and a lock it held stays held
 /// there: gunicorn's `preload_app` has the same limit. Said once, with the count.
@@ -208,11 +228,18 @@ fn warn_of_threads() {
     }
 }
 
-/// The `--preload` process's control fd, when this process is one; the variable is
-/// removed so that processes the app starts do not mistake themselves for it.
-pub fn env_fd() -> Option<RawFd> {
+/// The `--preload` process's control socket, when this process is one started by
+/// exec; the variable is removed so that processes the app starts do not mistake
+/// themselves for it.
+pub fn env_fd() -> Option<UnixStream> {
     let fd = std::env::var(control::ZYGOTE_FD_ENV).ok()?.parse().ok()?;
     // SAFETY (edition 2021: safe fn): no other thread runs yet in this process.
     std::env::remove_var(control::ZYGOTE_FD_ENV);
-    Some(fd)
+    // SAFETY: the master passed this fd number for our end of the control socket.
+    let ctl = unsafe { UnixStream::from_raw_fd(fd) };
+    let _ = nix::fcntl::fcntl(
+        &ctl,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+    );
+    Some(ctl)
 }

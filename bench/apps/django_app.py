@@ -4,6 +4,7 @@ Settings are configured in code so the bench needs no project folder; the templa
 sits in templates/ next to this file.
 """
 
+import gc
 import os
 
 from django.conf import settings
@@ -46,11 +47,19 @@ def pid(request):
     return HttpResponse(str(os.getpid()), content_type="text/plain")
 
 
+def collect(request):
+    # A full collection, as a long-lived worker runs them now and then: bench/run.sh
+    # coldstart reads the servers' memory again after every worker ran one (a forked
+    # worker then copies the pages of the objects the collection writes to).
+    gc.collect()
+    return HttpResponse(str(os.getpid()), content_type="text/plain")
+
+
 def index(request):
     return render(request, "index.html", {"title": "rwsgi bench", "items": ITEMS})
 
 
-urlpatterns = [path("", index), path("pid", pid)]
+urlpatterns = [path("", index), path("pid", pid), path("gc", collect)]
 
 application = get_wsgi_application()
 app = application

@@ -7,8 +7,15 @@ Routes:
   /           -> JSON: pid, ppid, import_pid, version, at_fork (pids the handler saw)
   /orphan     -> forks a grandchild that outlives its parent by 0.2 s, then exits:
                  an orphan for the master (a subreaper under --preload) to reap
+  /gc         -> JSON: gc.get_freeze_count(), and this process's Private_Dirty (kB)
+                 before and after a full gc.collect()
+
+With PRELOAD_APP_BALLAST set, the import also builds a few hundred thousand
+GC-tracked objects (a large app's import), which a collection in a worker would
+otherwise copy page by page.
 """
 
+import gc
 import json
 import os
 import time
@@ -27,6 +34,9 @@ if os.environ.get("PRELOAD_APP_THREAD"):
     import threading
     threading.Thread(target=time.sleep, args=(3600,), daemon=True).start()
 
+if os.environ.get("PRELOAD_APP_BALLAST"):
+    BALLAST = [(i, [i]) for i in range(300_000)]
+
 AT_FORK = []
 os.register_at_fork(after_in_child=lambda: AT_FORK.append(os.getpid()))
 
@@ -41,9 +51,28 @@ def _orphan():
     os.waitpid(child, 0)
 
 
+def _private_dirty_kb():
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Private_Dirty:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _gc():
+    before = _private_dirty_kb()
+    gc.collect()
+    return {"frozen": gc.get_freeze_count(), "before_kb": before,
+            "after_kb": _private_dirty_kb()}
+
+
 def application(environ, start_response):
     if environ.get("PATH_INFO") == "/orphan":
         _orphan()
+    if environ.get("PATH_INFO") == "/gc":
+        body = json.dumps(_gc()).encode()
+        start_response("200 OK", [("Content-Type", "application/json")])
+        return [body]
     body = json.dumps({
         "pid": os.getpid(),
         "ppid": os.getppid(),

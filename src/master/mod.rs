@@ -40,7 +40,12 @@ fn notify_config(
 
 /// Runs the master until shutdown; `Err` says why it stopped early (a worker that
 /// would not boot, a socket that would not bind, a sink that would not start).
-pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fatal> {
+/// `preload`: the `--preload` process forked at start-up ([`zygote::fork_now`]).
+pub fn run(
+    config: Arc<Config>,
+    layers: &crate::config::Layers,
+    preload: Option<zygote::Zygote>,
+) -> Result<(), Fatal> {
     if let Some(name) = &config.hooks.proc_name {
         crate::hooks::proctitle::set(&format!("rwsgi: master [{name}]"));
     }
@@ -70,6 +75,9 @@ pub fn run(config: Arc<Config>, layers: &crate::config::Layers) -> Result<(), Fa
     );
     let ended = runtime.block_on(async {
         let mut sup = supervisor::Supervisor::new(config.clone());
+        if let Some(z) = preload {
+            sup.adopt_preload(z);
+        }
         // Bound before the workers boot: a probe gets a 503 while the app imports.
         let _health_server = match &config.lifecycle.health_bind {
             None => None,

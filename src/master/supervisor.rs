@@ -108,6 +108,11 @@ pub trait Collector {
 /// that is that much slower is probably stuck, and the serving ones take everything.
 const BOOT_TOGETHER: Duration = Duration::from_secs(5);
 
+/// `--preload`: how long a forked worker may take to say Ready before the next one is
+/// forked anyway (a fork and the worker's set-up take a few ms; a slow `post_fork`
+/// hook must not hold the rest back).
+const FORK_SPACING: Duration = Duration::from_secs(1);
+
 pub struct Supervisor {
     config: Arc<Config>,
     target: usize,
@@ -475,10 +480,18 @@ impl Supervisor {
             .filter(|w| !w.retiring && !matches!(w.state, State::Draining(_)))
             .count();
         if fresh < self.target && now >= self.next_spawn {
-            // --preload: one fork at a time (a few ms each); the next comes with the
-            // Ready of this one (or the next tick), so the first serves at once.
+            // --preload: one fork at a time (a few ms each), the next once the last
+            // one said Ready (or booted for a second), so that the first serves at
+            // once and no fork delays the answer to a Ready.
             let want = if self.config.process.preload {
-                (fresh + 1).min(self.target)
+                let forking = self.workers.values().any(|w| {
+                    w.state == State::Booting && now.duration_since(w.started) < FORK_SPACING
+                });
+                if forking {
+                    fresh
+                } else {
+                    (fresh + 1).min(self.target)
+                }
             } else {
                 self.target
             };

@@ -1,11 +1,16 @@
 //! The master's side of `--preload` (the process itself is `crate::zygote`): start
 //! it, wait for its import, ask it for each worker, stop it. The master becomes a
 //! child subreaper, so that the workers it forks are the master's children.
+//!
+//! The first one is forked from the master at start-up ([`fork_now`], before the
+//! master runs a thread or a runtime), so that it does not pay this binary's start a
+//! second time; the next ones (after HUP, or when it died) are started as workers are.
 
 use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::process::{Child, ExitStatus};
+use std::os::unix::process::ExitStatusExt;
+use std::process::ExitStatus;
 use std::time::Duration;
 
 use nix::unistd::Pid;
@@ -18,8 +23,78 @@ const FORK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The running `--preload` process.
 pub struct Zygote {
-    child: Child,
+    pid: Pid,
     control: UnixStream,
+    /// Set once it was reaped (its pid may then be another process's).
+    status: Option<ExitStatus>,
+}
+
+/// Where [`fork_now`] returns: in the master, or in the `--preload` process with its
+/// end of the control socket.
+pub enum Forked {
+    Master(Zygote),
+    Preload(UnixStream),
+}
+
+/// Forks the `--preload` process from this process, which must have no other thread
+/// (start-up, before the master's runtime). A Python config file may have started the
+/// interpreter here: the fork then follows Python's protocol, as the workers' do.
+pub fn fork_now() -> std::io::Result<Forked> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let master = std::process::id();
+    // SAFETY: Py_IsInitialized may be called at any time.
+    let python = unsafe { pyo3::ffi::Py_IsInitialized() } != 0;
+    let fork = || {
+        // SAFETY: this process has one thread (see above).
+        unsafe { libc::fork() }
+    };
+    let pid = if python {
+        pyo3::Python::attach(|_py| {
+            // SAFETY: the GIL is held, as PyOS_BeforeFork and PyOS_AfterFork_* need.
+            unsafe {
+                pyo3::ffi::PyOS_BeforeFork();
+                let pid = fork();
+                if pid == 0 {
+                    pyo3::ffi::PyOS_AfterFork_Child();
+                } else {
+                    pyo3::ffi::PyOS_AfterFork_Parent();
+                }
+                pid
+            }
+        })
+    } else {
+        fork()
+    };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => {
+            drop(ours);
+            // As an exec'd worker: killed with the master (see `spawn::exec`).
+            // SAFETY: plain prctl on this process.
+            let set = unsafe {
+                libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                )
+            };
+            if set < 0 || nix::unistd::getppid().as_raw() as u32 != master {
+                std::process::exit(crate::error::exit::RUNTIME);
+            }
+            Ok(Forked::Preload(theirs))
+        }
+        pid => {
+            drop(theirs);
+            tracing::debug!(pid, "Forked the --preload process");
+            Ok(Forked::Master(Zygote {
+                pid: Pid::from_raw(pid),
+                control: ours,
+                status: None,
+            }))
+        }
+    }
 }
 
 /// Why the `--preload` process is not ready.
@@ -53,14 +128,20 @@ pub fn become_subreaper() -> std::io::Result<()> {
 
 impl Zygote {
     /// Starts it (it imports the app at once); [`Zygote::wait_ready`] waits for it.
-    pub fn start(balance_fd: Option<RawFd>, env: &[(String, String)]) -> std::io::Result<Zygote> {
-        let (child, control) = spawn::exec(&[], ZYGOTE_FD_ENV, balance_fd, env)?;
+    pub fn start(env: &[(String, String)]) -> std::io::Result<Zygote> {
+        let (child, control) = spawn::exec(&[], ZYGOTE_FD_ENV, None, env)?;
         tracing::debug!(pid = child.id(), "Started the --preload process");
-        Ok(Zygote { child, control })
+        // Waited for and killed by pid, as a forked one is.
+        let pid = Pid::from_raw(child.id() as i32);
+        Ok(Zygote {
+            pid,
+            control,
+            status: None,
+        })
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid.as_raw() as u32
     }
 
     /// A second handle on the channel, for waiting on another thread.
@@ -82,7 +163,7 @@ impl Zygote {
         if e.kind() == std::io::ErrorKind::UnexpectedEof {
             // It closed the channel because it is exiting.
             for _ in 0..200 {
-                if let Ok(Some(status)) = self.child.try_wait() {
+                if let Some(status) = self.exited() {
                     return NotReady::Exited(Some(status));
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -93,14 +174,17 @@ impl Zygote {
     }
 
     /// Asks for worker `id`: a forked process, the master's child, with its control
-    /// socket.
-    pub fn fork(&mut self, id: u32) -> std::io::Result<Spawned> {
+    /// socket (and the shared connection counts, `balance_fd`).
+    pub fn fork(&mut self, id: u32, balance_fd: Option<RawFd>) -> std::io::Result<Spawned> {
         let (ours, theirs) = UnixStream::pair()?;
         let ask = ToZygote::Fork {
             id,
             master: std::process::id(),
         };
-        control::send_with_fds(&self.control, &ask, &[theirs.as_raw_fd()])?;
+        let fds: Vec<RawFd> = std::iter::once(theirs.as_raw_fd())
+            .chain(balance_fd)
+            .collect();
+        control::send_with_fds(&self.control, &ask, &fds)?;
         drop(theirs);
         self.control.set_read_timeout(Some(FORK_TIMEOUT))?;
         match control::recv_with_fds::<FromZygote>(&mut self.control)? {
@@ -114,17 +198,27 @@ impl Zygote {
         }
     }
 
-    /// Its exit status, once it exited.
+    /// Its exit status, once it exited (it is reaped then).
     pub fn exited(&mut self) -> Option<ExitStatus> {
-        self.child.try_wait().ok().flatten()
+        if self.status.is_none() {
+            let mut raw = 0;
+            // SAFETY: waitpid on our own child, with a valid pointer.
+            let r = unsafe { libc::waitpid(self.pid.as_raw(), &mut raw, libc::WNOHANG) };
+            if r == self.pid.as_raw() {
+                self.status = Some(ExitStatus::from_raw(raw));
+            }
+        }
+        self.status
     }
 }
 
 impl Drop for Zygote {
     /// Stopping it never touches the workers it forked (they are the master's).
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if self.status.is_none() {
+            let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(self.pid, None);
+        }
     }
 }
 

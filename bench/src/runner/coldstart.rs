@@ -8,7 +8,10 @@
 //!    anew) until the first 200, then until every worker's pid has answered; the RSS
 //!    of the master (the process started) and the RSS and PSS of the whole group are
 //!    read then (RSS counts a shared page once per process that maps it, PSS once in
-//!    all: PSS is what the machine holds for the server);
+//!    all: PSS is what the machine holds for the server); then `GET /gc` is polled
+//!    until every worker ran a full `gc.collect()` (as a long-lived worker does now
+//!    and then: in a forked worker it copies every page whose objects it touches),
+//!    and the PSS is read again;
 //! 2. **burst start**: 100 requests are fired at exec time, each retrying a refused
 //!    connect every `--retry-ms` until the port accepts; their latency counts from
 //!    exec.
@@ -50,6 +53,10 @@ pub struct Start {
     /// PSS of all the server's processes (shared pages counted once), MiB.
     #[serde(default)]
     pub total_pss_mib: f64,
+    /// The same once every worker ran a full collection (`GET /gc`), MiB; 0 when the
+    /// app has no such route.
+    #[serde(default)]
+    pub total_pss_gc_mib: f64,
     /// Burst latencies from exec, ms: p50, p99, max; and failures.
     pub burst_p50_ms: f64,
     pub burst_p99_ms: f64,
@@ -178,6 +185,10 @@ fn one(
     s.master_rss_mib = group_rss_of(&[running.pgid()]);
     s.total_rss_mib = group_rss(running.pgid()) as f64 / MIB;
     s.total_pss_mib = group_pss(running.pgid()) as f64 / MIB;
+    if collect_everywhere(addr, workers) {
+        std::thread::sleep(Duration::from_millis(300));
+        s.total_pss_gc_mib = group_pss(running.pgid()) as f64 / MIB;
+    }
     running.stop(Duration::from_secs(5));
 
     // Burst start.
@@ -282,6 +293,35 @@ fn poll_workers(
     }
 }
 
+/// Polls `GET /gc` (a full collection; the answer is the worker's pid) until
+/// `workers` distinct pids answered: `false` when the app has no such route or not
+/// every worker answered within a few seconds.
+fn collect_everywhere(addr: SocketAddr, workers: usize) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while seen.len() < workers && Instant::now() < deadline {
+        let round: Vec<_> = (0..POLL_CONNS)
+            .filter_map(|_| TcpStream::connect(addr).ok())
+            .collect();
+        for mut c in &round {
+            let _ = c.write_all(b"GET /gc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        }
+        for mut c in &round {
+            let _ = c.set_read_timeout(Some(Duration::from_secs(10)));
+            match crate::http_get::read_answer(&mut c) {
+                Ok(a) if a.status == 200 => {
+                    if let Ok(pid) = String::from_utf8_lossy(&a.body).trim().parse::<i32>() {
+                        seen.insert(pid);
+                    }
+                }
+                Ok(_) => return false,
+                Err(_) => {}
+            }
+        }
+    }
+    seen.len() >= workers
+}
+
 /// Exec → the end of the app's import by the venv's `python` (the module imported
 /// from bench/apps, then a line on stdout), ms: the interpreter's start and the app's
 /// import, which every server pays before its first 200.
@@ -352,7 +392,7 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
 /// One start as a row of coldstart.md's table of every run (also printed as it ends).
 fn run_row(s: &Start) -> String {
     format!(
-        "| {} | {} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} | {:.1} |",
+        "| {} | {} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {:.1} / {:.1} | {:.1} | {:.1} |",
         s.run + 1,
         s.server,
         s.first_ok_ms,
@@ -362,7 +402,8 @@ fn run_row(s: &Start) -> String {
         s.burst_max_ms,
         s.master_rss_mib,
         s.total_rss_mib,
-        s.total_pss_mib
+        s.total_pss_mib,
+        s.total_pss_gc_mib
     )
 }
 
@@ -389,7 +430,7 @@ pub fn render(c: &Coldstart) -> String {
     }
     let _ = writeln!(
         out,
-        "| server | exec → first 200 (ms) | exec → all workers (ms) | burst p50 / p99 / max (ms) | burst errors | master RSS (MiB) | total RSS (MiB) | total PSS (MiB) | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+        "| server | exec → first 200 (ms) | exec → all workers (ms) | burst p50 / p99 / max (ms) | burst errors | master RSS (MiB) | total RSS (MiB) | total PSS (MiB) | total PSS after a full gc (MiB) | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
     let mut names: Vec<&str> = Vec::new();
     for s in &c.starts {
@@ -403,7 +444,7 @@ pub fn render(c: &Coldstart) -> String {
         let label = Server::parse(name).map_or(name, |s| s.label());
         let _ = writeln!(
             out,
-            "| {label} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {} | {:.1} | {:.1} | {:.1} | {} |",
+            "| {label} | {:.0} | {:.0} | {:.0} / {:.0} / {:.0} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {} |",
             m(|s| s.first_ok_ms),
             m(|s| s.all_workers_ms),
             m(|s| s.burst_p50_ms),
@@ -413,13 +454,14 @@ pub fn render(c: &Coldstart) -> String {
             m(|s| s.master_rss_mib),
             m(|s| s.total_rss_mib),
             m(|s| s.total_pss_mib),
+            m(|s| s.total_pss_gc_mib),
             runs.len()
         );
     }
     let _ = writeln!(out, "\n## Every run\n");
     let _ = writeln!(
         out,
-        "| run | server | first 200 | all workers | burst p50 / p99 / max | master / total RSS | total PSS |\n|---:|---|---:|---:|---:|---:|---:|"
+        "| run | server | first 200 | all workers | burst p50 / p99 / max | master / total RSS | total PSS | PSS after gc |\n|---:|---|---:|---:|---:|---:|---:|---:|"
     );
     for s in &c.starts {
         let _ = writeln!(out, "{}", run_row(s));

@@ -19,8 +19,13 @@ impl Supervisor {
     }
 
     fn start_zygote(&self) -> std::io::Result<Zygote> {
-        let balance_fd = self.balance.as_ref().map(|b| b.fd());
-        Zygote::start(balance_fd, &self.config.process.env)
+        Zygote::start(&self.config.process.env)
+    }
+
+    /// The `--preload` process forked at start-up (`zygote::fork_now`), which
+    /// [`Supervisor::preload`] then waits for instead of starting one.
+    pub fn adopt_preload(&mut self, z: Zygote) {
+        self.zygote = Some(z);
     }
 
     /// Starts the `--preload` process and waits for its import: `Ok(Some(..))` with
@@ -34,9 +39,12 @@ impl Supervisor {
             None => Signals::install()
                 .map_err(|e| Fatal::runtime(format_args!("cannot install signal handlers: {e}")))?,
         };
-        let mut z = self
-            .start_zygote()
-            .map_err(|e| Fatal::runtime(format_args!("cannot start the --preload process: {e}")))?;
+        let mut z = match self.zygote.take() {
+            Some(forked) => forked,
+            None => self.start_zygote().map_err(|e| {
+                Fatal::runtime(format_args!("cannot start the --preload process: {e}"))
+            })?,
+        };
         let timeout = self.import_timeout();
         let mut channel = z
             .channel()
@@ -57,17 +65,7 @@ impl Supervisor {
             Some(Ok(r)) => r,
             Some(Err(e)) => Err(std::io::Error::other(e)),
         };
-        let django = match waited {
-            Ok(django) => django,
-            Err(e) => {
-                return Err(match z.why(e) {
-                    NotReady::Exited(Some(s)) if s.code() == Some(exit::BOOT) => Fatal::boot(
-                        "the app did not import in the --preload process; see the error above",
-                    ),
-                    why => Fatal::boot(explain(why, timeout)),
-                })
-            }
-        };
+        let django = waited.map_err(|e| Fatal::boot(explain(z.why(e), timeout)))?;
         tracing::info!(pid = z.pid(), "Preloaded the app");
         self.zygote = Some(z);
         self.settings_seen = true;
@@ -98,10 +96,11 @@ impl Supervisor {
             tracing::info!(pid = z.pid(), "Preloaded the app");
             self.zygote = Some(z);
         }
+        let balance_fd = self.balance.as_ref().map(|b| b.fd());
         let Some(z) = self.zygote.as_mut() else {
             return Err(std::io::Error::other("no --preload process"));
         };
-        z.fork(id).inspect_err(|_| self.zygote = None)
+        z.fork(id, balance_fd).inspect_err(|_| self.zygote = None)
     }
 
     /// HUP: the next worker is forked from a fresh import of the app (with the
