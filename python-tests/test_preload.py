@@ -115,6 +115,63 @@ def test_hup_imports_again_and_workers_run_the_new_code(start_server):
     assert new in children_of(srv.pid)
 
 
+def test_a_slow_import_after_hup_leaves_the_old_workers_serving(start_server):
+    srv = start_server(APP, "--preload", "-w", "2")
+    first = serving_pids(srv, 2)
+    srv.state_file("version").write_text("v2")
+    srv.state_file("import_sleep").write_text("3")
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: len(imports(srv)) == 2, 10, "HUP did not start a fresh import")
+    # The old workers serve the old code while the new one imports.
+    for _ in range(10):
+        body = get(srv)
+        assert body["version"] == "none" and body["pid"] in first, body
+    # A signal meanwhile (logrotate's USR1) is handled by the master's loop, and does
+    # not cut the import short.
+    srv.signal(signal.SIGUSR1)
+    wait_until(lambda: all(b["version"] == "v2" for b in [get(srv) for _ in range(6)]), 20,
+               "the workers still run the code imported before HUP")
+    assert len(imports(srv)) == 2, imports(srv)
+    logs = srv.logs()
+    assert "reopening log files" in logs and "cannot start a worker" not in logs, logs
+
+
+def test_term_during_an_import_after_hup_stops_at_once(start_server):
+    srv = start_server(APP, "--preload", "-w", "2")
+    first = serving_pids(srv, 2)
+    srv.state_file("import_sleep").write_text("60")
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: len(imports(srv)) == 2, 10, "HUP did not start a fresh import")
+    importing = imports(srv)[1]
+    started = time.monotonic()
+    srv.signal(signal.SIGTERM)
+    assert srv.wait(15) == 0
+    assert time.monotonic() - started < 5, "TERM waited for the import"
+    wait_until(lambda: not alive(importing), 5, "the importing process outlived the master")
+    assert not any(alive(p) for p in first)
+    assert len(imports(srv)) == 2, imports(srv)
+
+
+def test_a_failed_import_after_hup_leaves_the_old_workers_serving(start_server):
+    srv = start_server(APP, "--preload", "-w", "2")
+    first = serving_pids(srv, 2)
+    srv.state_file("import_fail").write_text("")
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: "the running workers stay" in srv.logs(), 10,
+               "the failed re-import left no error")
+    assert "preload-app-import-fails-4b1e" in srv.logs()
+    for _ in range(10):
+        body = get(srv)
+        assert body["version"] == "none" and body["pid"] in first, body
+    # Fixed, and HUP again: the new code is served (the respawn backoff the failures
+    # built up does not hold the fresh start back).
+    srv.state_file("import_fail").unlink()
+    srv.state_file("version").write_text("v2")
+    srv.signal(signal.SIGHUP)
+    wait_until(lambda: all(b["version"] == "v2" for b in [get(srv) for _ in range(6)]), 15,
+               "the workers still run the code imported before the fix")
+
+
 def test_import_error_stops_the_start_before_anything_listens(rwsgi_bin, tmp_path):
     code, connected, _, err = _never_listens(rwsgi_bin, tmp_path, "apps.import_error:application",
                                              extra=("--preload", "-w", "2"))

@@ -1,5 +1,7 @@
 """The --preload tests' app. At import it appends its pid to $RWSGI_TEST_STATE/imports
-and reads $RWSGI_TEST_STATE/version (the HUP test rewrites it), and registers an
+and reads $RWSGI_TEST_STATE/version (the HUP test rewrites it; $RWSGI_TEST_STATE/
+import_sleep makes the import sleep that many seconds, import_fail makes it raise),
+and registers an
 ``os.register_at_fork`` handler, so every answer shows which process imported the
 code the worker runs and whether Python's fork protocol ran in the worker.
 
@@ -24,6 +26,14 @@ STATE = os.environ.get("RWSGI_TEST_STATE", "/tmp")
 IMPORT_PID = os.getpid()
 with open(os.path.join(STATE, "imports"), "a") as f:
     f.write(f"{IMPORT_PID}\n")
+# The HUP tests: a re-import that takes a while, or one that fails.
+try:
+    with open(os.path.join(STATE, "import_sleep")) as f:
+        time.sleep(float(f.read()))
+except OSError:
+    pass
+if os.path.exists(os.path.join(STATE, "import_fail")):
+    raise RuntimeError("preload-app-import-fails-4b1e")
 try:
     with open(os.path.join(STATE, "version")) as f:
         VERSION = f.read().strip()

@@ -63,6 +63,8 @@ struct Slot {
 enum Event {
     Msg(u32, ToMaster),
     Closed(u32),
+    /// `--preload`: import number `n` (after HUP, or its process died) ended.
+    Preloaded(u64, std::io::Result<()>),
 }
 
 /// The master's signal streams.
@@ -160,6 +162,11 @@ pub struct Supervisor {
     /// `--preload`: the process that imported the app and forks the workers; `None`
     /// until started, and again after HUP (the next worker starts a fresh import).
     zygote: Option<Zygote>,
+    /// `--preload`: a fresh import under way (its number, its process), waited for on
+    /// a blocking thread so that the loop keeps serving signals and reports.
+    importing: Option<(u64, Zygote)>,
+    /// How many imports were started (stale [`Event::Preloaded`] are told apart).
+    imports: u64,
 }
 
 impl Supervisor {
@@ -203,6 +210,8 @@ impl Supervisor {
             term_at: None,
             scaler,
             zygote: None,
+            importing: None,
+            imports: 0,
         }
     }
 
@@ -349,6 +358,7 @@ impl Supervisor {
                     let changes_pool = matches!(
                         ev,
                         Event::Msg(_, ToMaster::Ready { .. } | ToMaster::Recycle)
+                            | Event::Preloaded(..)
                     );
                     self.on_event(ev, collector)?;
                     if self.stop_at_ready && self.boot_complete() {
@@ -546,6 +556,9 @@ impl Supervisor {
     }
 
     fn spawn_one(&mut self) {
+        if self.config.process.preload && !self.preload_ready() {
+            return;
+        }
         let id = self.next_id;
         self.next_id += 1;
         let balance_fd = self.balance.as_ref().map(|b| b.fd());
@@ -775,6 +788,7 @@ impl Supervisor {
             Event::Closed(id) => {
                 tracing::debug!(worker = id, "control socket closed");
             }
+            Event::Preloaded(n, imported) => self.preloaded(n, imported),
             Event::Msg(id, ToMaster::Ready { django, .. }) => {
                 if !self.settings_seen {
                     self.settings_seen = true;

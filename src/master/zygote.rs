@@ -127,7 +127,7 @@ pub fn become_subreaper() -> std::io::Result<()> {
 }
 
 impl Zygote {
-    /// Starts it (it imports the app at once); [`Zygote::wait_ready`] waits for it.
+    /// Starts it (it imports the app at once); [`wait_ready`] waits for it.
     pub fn start(env: &[(String, String)]) -> std::io::Result<Zygote> {
         let (child, control) = spawn::exec(&[], ZYGOTE_FD_ENV, None, env)?;
         tracing::debug!(pid = child.id(), "Started the --preload process");
@@ -147,15 +147,6 @@ impl Zygote {
     /// A second handle on the channel, for waiting on another thread.
     pub fn channel(&self) -> std::io::Result<UnixStream> {
         self.control.try_clone()
-    }
-
-    /// Blocks until the app imported (at most `timeout`).
-    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), NotReady> {
-        let mut channel = self.channel().map_err(NotReady::Failed)?;
-        match wait_ready(&mut channel, timeout) {
-            Ok(_) => Ok(()),
-            Err(e) => Err(self.why(e)),
-        }
     }
 
     /// What the failed wait `e` means: the exit status if the process ended.

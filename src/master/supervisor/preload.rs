@@ -1,12 +1,13 @@
 //! `--preload` in the supervisor: the process that imports the app once is started
 //! before the first generation (while `/readyz` answers 503 and signals are heard),
-//! asked for every worker, started again after HUP or when it died, and the
-//! processes the master adopts as a subreaper are reaped.
+//! asked for every worker, started again after HUP or when it died (the loop goes on
+//! while it imports: the running workers serve, signals and reports are heard), and
+//! the processes the master adopts as a subreaper are reaped.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use super::{Signals, Supervisor};
+use super::{Event, Signals, Supervisor};
 use crate::error::Fatal;
 use crate::master::exit;
 use crate::master::spawn::Spawned;
@@ -72,30 +73,72 @@ impl Supervisor {
         Ok(Some(django))
     }
 
-    /// Worker `id`, forked by the `--preload` process; that process is started first
-    /// when there is none (after HUP, or it died): the master then waits for its
-    /// import.
-    pub(super) fn fork_worker(&mut self, id: u32) -> std::io::Result<Spawned> {
+    /// Whether the `--preload` process is ready to fork a worker. When there is none
+    /// (after HUP, or it died) this starts one, and its import is waited for on a
+    /// blocking thread: [`Supervisor::preloaded`] hears the end.
+    pub(super) fn preload_ready(&mut self) -> bool {
         if let Some(status) = self.zygote.as_mut().and_then(Zygote::exited) {
             tracing::warn!("the --preload process exited ({status}); starting it again");
             self.zygote = None;
         }
-        if self.zygote.is_none() {
-            // Idempotent; HUP may have turned --preload on.
-            zygote::become_subreaper()?;
-            let mut z = self.start_zygote()?;
-            let timeout = self.import_timeout();
-            let waited = z.wait_ready(timeout);
-            // The loop stood still during the import: the running workers' heartbeats
-            // wait in the channel, not missing.
-            let now = Instant::now();
-            for w in self.workers.values_mut() {
-                w.last_beat = now;
-            }
-            waited.map_err(|why| std::io::Error::other(explain(why, timeout)))?;
-            tracing::info!(pid = z.pid(), "Preloaded the app");
-            self.zygote = Some(z);
+        if self.zygote.is_some() {
+            return true;
         }
+        if self.importing.is_none() {
+            if let Err(e) = self.start_import() {
+                tracing::error!(error = %e, "cannot start the --preload process");
+                self.note_early_death();
+            }
+        }
+        false
+    }
+
+    fn start_import(&mut self) -> std::io::Result<()> {
+        // Idempotent; HUP may have turned --preload on.
+        zygote::become_subreaper()?;
+        let z = self.start_zygote()?;
+        let mut channel = z.channel()?;
+        self.imports += 1;
+        let n = self.imports;
+        let timeout = self.import_timeout();
+        let events = self.events_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let imported = zygote::wait_ready(&mut channel, timeout).map(drop);
+            let _ = events.send(Event::Preloaded(n, imported));
+        });
+        self.importing = Some((n, z));
+        Ok(())
+    }
+
+    /// Import `n` ended: its process forks the next workers, or (it failed) counts as
+    /// an early death, and the next spawn starts another. An import that HUP made
+    /// stale is ignored (its process was stopped).
+    pub(super) fn preloaded(&mut self, n: u64, imported: std::io::Result<()>) {
+        if self
+            .importing
+            .as_ref()
+            .is_none_or(|(current, _)| *current != n)
+        {
+            return;
+        }
+        let Some((_, mut z)) = self.importing.take() else {
+            return;
+        };
+        match imported {
+            Ok(()) => {
+                tracing::info!(pid = z.pid(), "Preloaded the app");
+                self.zygote = Some(z);
+            }
+            Err(e) => {
+                let why = explain(z.why(e), self.import_timeout());
+                tracing::error!("{why}; the running workers stay");
+                self.note_early_death();
+            }
+        }
+    }
+
+    /// Worker `id`, forked by the `--preload` process ([`Supervisor::preload_ready`]).
+    pub(super) fn fork_worker(&mut self, id: u32) -> std::io::Result<Spawned> {
         let balance_fd = self.balance.as_ref().map(|b| b.fd());
         let Some(z) = self.zygote.as_mut() else {
             return Err(std::io::Error::other("no --preload process"));
@@ -107,6 +150,7 @@ impl Supervisor {
     /// configuration and `-e/--env` as they are now).
     pub(super) fn preload_again(&mut self) {
         self.zygote = None;
+        self.importing = None;
     }
 
     /// Notes a `--preload` process that died (the next worker starts another), and
@@ -124,7 +168,11 @@ impl Supervisor {
                 return;
             };
             let ours = self.workers.values().any(|w| w.pid.as_raw() == pid)
-                || self.zygote.as_ref().is_some_and(|z| z.pid() as i32 == pid);
+                || self.zygote.as_ref().is_some_and(|z| z.pid() as i32 == pid)
+                || self
+                    .importing
+                    .as_ref()
+                    .is_some_and(|(_, z)| z.pid() as i32 == pid);
             if ours {
                 // Reaped by its owner on the next pass.
                 return;

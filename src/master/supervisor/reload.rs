@@ -67,6 +67,11 @@ impl Supervisor {
             "starting new workers with the configuration read again and a fresh import"
         );
         hooks::on_reload();
+        // A fresh start: early deaths before it (a broken deploy, now fixed) do not
+        // hold the new workers back.
+        self.early_deaths.clear();
+        self.backoff = std::time::Duration::ZERO;
+        self.next_spawn = std::time::Instant::now();
         self.preload_again();
         for w in self.workers.values_mut() {
             w.retiring = true;
