@@ -13,6 +13,8 @@ import signal
 import time
 import urllib.request
 
+import pytest
+
 from conftest import children_of
 from loadclient import alive, proc_state
 from test_cli import _never_listens
@@ -297,6 +299,38 @@ def test_a_full_collection_in_a_worker_does_not_copy_the_imported_heap(start_ser
     # Unfrozen, collecting walks every one of them: ~25 MiB copied into the worker.
     grew_kb = got["after_kb"] - got["before_kb"]
     assert grew_kb < 4 * 1024, f"the collection copied {grew_kb} kB into the worker: {got}"
+
+
+def test_no_collection_runs_while_the_preload_process_imports(start_server):
+    # The other half of CPython's advice: no collection during the import (a Django
+    # import runs about ten, ~10% of its time, and leaves freed holes among the
+    # objects a worker would then fill, copying the page). Without --preload the
+    # worker's import collects as usual: 600,000 objects make hundreds.
+    env = {"PRELOAD_APP_BALLAST": "1"}
+    plain = start_server(APP, "-w", "1", env=env)
+    serving_pids(plain, 1)
+    usual = get(plain, "/gc")
+    plain.stop()
+    assert usual["import_collections"] > 10, usual
+    srv = start_server(APP, "--preload", "-w", "1", env=env)
+    serving_pids(srv, 1)
+    got = get(srv, "/gc")
+    assert got["import_collections"] == 0, got
+    # ...and the workers collect as a worker without --preload does.
+    assert got["enabled"] is True and got["threshold"] == usual["threshold"], (got, usual)
+
+
+@pytest.mark.parametrize("env,want", [
+    ({"PRELOAD_APP_GC_THRESHOLD": "5000,20,30"}, {"threshold": [5000, 20, 30], "enabled": True}),
+    ({"PRELOAD_APP_GC_DISABLE": "1"}, {"enabled": False}),
+])
+def test_the_apps_own_collector_settings_reach_the_workers(start_server, env, want):
+    # An app that tunes or disables the collector at import (a known trick for
+    # forking servers) keeps its choice: the start does not reset it.
+    srv = start_server(APP, "--preload", "-w", "1", env=env)
+    serving_pids(srv, 1)
+    got = get(srv, "/gc")
+    assert {k: got[k] for k in want} == want, got
 
 
 def test_without_preload_nothing_is_frozen(start_server):

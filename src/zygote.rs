@@ -51,6 +51,7 @@ pub fn main(config: &Arc<Config>, mut ctl: UnixStream) -> Result<Option<Forked>,
     }
     crate::worker::enter_process(config)?;
     interpreter::initialize(&config.python).map_err(Fatal::boot)?;
+    let held = hold_collector();
     let app = Python::attach(|py| interpreter::load_app(py, &config.app)).map_err(Fatal::boot)?;
     tracing::debug!(pid = std::process::id(), "app imported; forking workers");
     warn_of_threads();
@@ -59,7 +60,7 @@ pub fn main(config: &Arc<Config>, mut ctl: UnixStream) -> Result<Option<Forked>,
     } else {
         Default::default()
     };
-    freeze_heap();
+    freeze_heap(held);
     control::send_blocking(&mut ctl, &FromZygote::Ready { django })
         .or_log("cannot reach the master")?;
     loop {
@@ -196,16 +197,44 @@ pub fn adopted_by(master: u32) -> std::io::Result<()> {
     Ok(())
 }
 
-/// CPython's advice for a process that forks without exec (the `gc.freeze` docs):
-/// the objects the import made are moved out of the collector's generations, so that
-/// a collection in a worker never writes to them, and their pages stay shared with
-/// this process and the other workers instead of being copied into each. The garbage
-/// the import left is collected first, so that none of it is kept for good.
-fn freeze_heap() {
+/// The collector's thresholds before the import, held off while it runs.
+type Thresholds = (i64, i64, i64);
+/// The first generation's threshold while the app imports: no collection starts.
+const HELD: i64 = 1 << 30;
+
+/// CPython's advice for a process that forks without exec (the `gc.freeze` docs), first
+/// half: no collection while the app imports. The objects it makes are kept, not
+/// collected and moved between generations (a Django import runs about ten
+/// collections: ~10% of its time), and no freed holes are left among them for a
+/// worker to fill (copying the page). By threshold, not `gc.disable()`, so that an app
+/// that disables the collector or sets its own thresholds at import keeps them.
+fn hold_collector() -> Option<Thresholds> {
+    let held = Python::attach(|py| -> pyo3::PyResult<Thresholds> {
+        let gc = py.import("gc")?;
+        let before: Thresholds = gc.call_method0("get_threshold")?.extract()?;
+        gc.call_method1("set_threshold", (HELD, before.1, before.2))?;
+        Ok(before)
+    });
+    held.map_err(|e| tracing::warn!(error = %e, "cannot hold the collector off during the import"))
+        .ok()
+}
+
+/// Second half: the objects the import made are moved out of the collector's
+/// generations (`gc.freeze()`, no collection first: the import's garbage is a few
+/// dozen objects for Django, and a full collection would take ~14 ms of the start),
+/// so that a collection in a worker never writes to them and their pages stay shared
+/// with this process and the other workers instead of being copied into each. Then
+/// the thresholds `held` come back, unless the app set its own while it imported.
+fn freeze_heap(held: Option<Thresholds>) {
     let frozen = Python::attach(|py| -> pyo3::PyResult<usize> {
         let gc = py.import("gc")?;
-        gc.call_method0("collect")?;
         gc.call_method0("freeze")?;
+        if let Some(before) = held {
+            let now: Thresholds = gc.call_method0("get_threshold")?.extract()?;
+            if now.0 == HELD {
+                gc.call_method1("set_threshold", before)?;
+            }
+        }
         gc.call_method0("get_freeze_count")?.extract()
     });
     match frozen {

@@ -10,7 +10,10 @@ Routes:
   /orphan     -> forks a grandchild that outlives its parent by 0.2 s, then exits:
                  an orphan for the master (a subreaper under --preload) to reap
   /gc         -> JSON: gc.get_freeze_count(), and this process's Private_Dirty (kB)
-                 before and after a full gc.collect()
+                 before and after a full gc.collect(); the collector's threshold and
+                 whether it is enabled; how many collections ran during the import
+                 (PRELOAD_APP_GC_THRESHOLD="a,b,c" and PRELOAD_APP_GC_DISABLE make
+                 the import set its own)
 
 With PRELOAD_APP_BALLAST set, the import also builds a few hundred thousand
 GC-tracked objects (a large app's import), which a collection in a worker would
@@ -21,6 +24,16 @@ import gc
 import json
 import os
 import time
+
+# Collections that ran while this module was imported (the first thing it does, so
+# almost all of the import is counted).
+COLLECTIONS = []
+gc.callbacks.append(lambda phase, info: phase == "start" and COLLECTIONS.append(info["generation"]))
+# The app's own collector settings, made at import: kept in the workers.
+if os.environ.get("PRELOAD_APP_GC_THRESHOLD"):
+    gc.set_threshold(*map(int, os.environ["PRELOAD_APP_GC_THRESHOLD"].split(",")))
+if os.environ.get("PRELOAD_APP_GC_DISABLE"):
+    gc.disable()
 
 STATE = os.environ.get("RWSGI_TEST_STATE", "/tmp")
 IMPORT_PID = os.getpid()
@@ -46,6 +59,9 @@ if os.environ.get("PRELOAD_APP_THREAD"):
 
 if os.environ.get("PRELOAD_APP_BALLAST"):
     BALLAST = [(i, [i]) for i in range(300_000)]
+
+IMPORT_COLLECTIONS = len(COLLECTIONS)
+gc.callbacks.clear()
 
 AT_FORK = []
 os.register_at_fork(after_in_child=lambda: AT_FORK.append(os.getpid()))
@@ -73,7 +89,8 @@ def _gc():
     before = _private_dirty_kb()
     gc.collect()
     return {"frozen": gc.get_freeze_count(), "before_kb": before,
-            "after_kb": _private_dirty_kb()}
+            "after_kb": _private_dirty_kb(), "threshold": gc.get_threshold(),
+            "enabled": gc.isenabled(), "import_collections": IMPORT_COLLECTIONS}
 
 
 def application(environ, start_response):
