@@ -154,6 +154,39 @@ def test_term_during_an_import_after_hup_stops_at_once(start_server):
     assert len(imports(srv)) == 2, imports(srv)
 
 
+def test_a_stop_that_signals_every_process_is_a_clean_stop(start_server):
+    # systemd's default stop (KillMode=control-group) sends TERM to every process of
+    # the service at once, the --preload process included: the master drains as on
+    # its own TERM and says nothing about that process as if it had failed.
+    srv = start_server(APP, "--preload", "-w", "2")
+    serving_pids(srv, 2)
+    group = [srv.pid] + children_of(srv.pid)
+    assert len(group) == 4, group  # master, the --preload process, two workers
+    for pid in group:
+        os.kill(pid, signal.SIGTERM)
+    assert srv.wait(15) == 0
+    log = srv.logs()
+    assert "Shutting down: Master" in log, log
+    assert log.count("Worker exited (exit code 0)") == 2, log
+    assert "--preload process exited" not in log, log
+
+
+def test_the_preload_process_answers_only_its_channel(start_server):
+    # A signal meant for the master that reaches the --preload process (a group-wide
+    # kill) leaves it forking; the worker it forks then answers TERM as any worker.
+    srv = start_server(APP, "--preload", "-w", "1")
+    (worker,) = serving_pids(srv, 1)
+    (preload,) = [p for p in children_of(srv.pid) if p != worker]
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2):
+        os.kill(preload, sig)
+    os.kill(worker, signal.SIGTERM)
+    wait_until(lambda: proc_state(worker) is None, 10, f"worker {worker} ignored TERM")
+    (after,) = serving_pids(srv, 1)
+    assert after != worker and alive(preload)
+    assert len(imports(srv)) == 1
+    assert "--preload process exited" not in srv.logs()
+
+
 def test_a_failed_import_after_hup_leaves_the_old_workers_serving(start_server):
     srv = start_server(APP, "--preload", "-w", "2")
     first = serving_pids(srv, 2)

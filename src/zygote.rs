@@ -50,6 +50,7 @@ pub fn main(config: &Arc<Config>, mut ctl: UnixStream) -> Result<Option<Forked>,
         crate::hooks::proctitle::set(&format!("rwsgi: preload [{name}]"));
     }
     crate::worker::enter_process(config)?;
+    set_master_signals(libc::SIG_IGN);
     interpreter::initialize(&config.python).map_err(Fatal::boot)?;
     let held = hold_collector();
     let app = Python::attach(|py| interpreter::load_app(py, &config.app)).map_err(Fatal::boot)?;
@@ -127,6 +128,7 @@ fn fork_worker() -> std::io::Result<Option<(u32, nix::unistd::Pid)>> {
                     let worker = libc::fork();
                     if worker == 0 {
                         pyo3::ffi::PyOS_AfterFork_Child();
+                        set_master_signals(libc::SIG_DFL);
                         return Ok(None);
                     }
                     let said = if worker < 0 { -1i32 } else { worker };
@@ -162,6 +164,29 @@ fn fork_worker() -> std::io::Result<Option<(u32, nix::unistd::Pid)>> {
                 }
             }
         }
+    }
+}
+
+/// The signals the master answers (gunicorn's set) get `action` in this process:
+/// ignored in the `--preload` process, which answers only its channel (a stop that
+/// signals every process, as systemd's does, must not look like its death), and back
+/// to the default in a worker forked from it, which then sets its own handlers as an
+/// exec'd worker does.
+fn set_master_signals(action: libc::sighandler_t) {
+    const SIGNALS: [libc::c_int; 8] = [
+        libc::SIGTERM,
+        libc::SIGINT,
+        libc::SIGQUIT,
+        libc::SIGHUP,
+        libc::SIGUSR1,
+        libc::SIGUSR2,
+        libc::SIGTTIN,
+        libc::SIGTTOU,
+    ];
+    for sig in SIGNALS {
+        // SAFETY: SIG_IGN and SIG_DFL install no handler code; `signal` is
+        // async-signal-safe (this may run between fork and the child's first step).
+        unsafe { libc::signal(sig, action) };
     }
 }
 
@@ -226,7 +251,7 @@ fn hold_collector() -> Option<Thresholds> {
 /// with this process and the other workers instead of being copied into each. Then
 /// the thresholds `held` come back, unless the app set its own while it imported.
 fn freeze_heap(held: Option<Thresholds>) {
-    let frozen = Python::attach(|py| -> pyo3::PyResult<usize> {
+    let frozen = Python::attach(|py| -> pyo3::PyResult<()> {
         let gc = py.import("gc")?;
         gc.call_method0("freeze")?;
         if let Some(before) = held {
@@ -235,11 +260,16 @@ fn freeze_heap(held: Option<Thresholds>) {
                 gc.call_method1("set_threshold", before)?;
             }
         }
-        gc.call_method0("get_freeze_count")?.extract()
+        // Counting walks the whole frozen list (~5 ms for a Django app): only when
+        // the count is logged.
+        if tracing::enabled!(tracing::Level::DEBUG) {
+            let n: usize = gc.call_method0("get_freeze_count")?.extract()?;
+            tracing::debug!(objects = n, "froze the imported objects (gc.freeze)");
+        }
+        Ok(())
     });
-    match frozen {
-        Ok(n) => tracing::debug!(objects = n, "froze the imported objects (gc.freeze)"),
-        Err(e) => tracing::warn!(error = %e, "gc.freeze failed; workers share less memory"),
+    if let Err(e) = frozen {
+        tracing::warn!(error = %e, "gc.freeze failed; workers share less memory");
     }
 }
 

@@ -158,9 +158,15 @@ impl Supervisor {
     /// orphaned subprocesses), so that none stays a zombie.
     pub(super) fn reap_preload(&mut self) {
         if let Some(status) = self.zygote.as_mut().and_then(Zygote::exited) {
-            tracing::warn!(
-                "the --preload process exited ({status}); the next worker starts it again"
-            );
+            if self.shutdown.is_some() {
+                // A stop that signals the whole group (systemd's default, a terminal's
+                // Ctrl-C) reaches it too; no worker is forked any more.
+                tracing::debug!("the --preload process exited ({status}) during the shutdown");
+            } else {
+                tracing::warn!(
+                    "the --preload process exited ({status}); the next worker starts it again"
+                );
+            }
             self.zygote = None;
         }
         for _ in 0..64 {
