@@ -221,6 +221,9 @@ pub struct ColdstartArgs {
     /// takes the 2 cores from whichever server keeps its port closed longest.
     #[arg(long, default_value_t = 10)]
     pub retry_ms: u64,
+    /// Start nothing: rewrite the coldstart.md beside this coldstart.json.
+    #[arg(long, value_name = "JSON")]
+    pub render: Option<PathBuf>,
     #[command(flatten)]
     pub paths: Paths,
 }

@@ -84,6 +84,9 @@ pub struct Coldstart {
 
 /// Runs the cold-start comparison and writes results/coldstart.{json,md}.
 pub fn run(args: &ColdstartArgs) -> Result<()> {
+    if let Some(json) = &args.render {
+        return rerender(json);
+    }
     let env = Env::from_paths(&args.paths)?;
     let app = super::apps::find(&args.app)?;
     let servers = if args.servers.is_empty() {
@@ -458,6 +461,7 @@ pub fn render(c: &Coldstart) -> String {
             runs.len()
         );
     }
+    paired(&mut out, c);
     let _ = writeln!(out, "\n## Every run\n");
     let _ = writeln!(
         out,
@@ -473,6 +477,84 @@ pub fn render(c: &Coldstart) -> String {
         }
     }
     out
+}
+
+/// Each rwsgi variant against each peer, run by run: the machine's pace drifts over a
+/// run of several minutes (the import floor alone moves by tens of ms), and the servers
+/// of one run start seconds apart, so the difference within a run says more than the
+/// difference of two medians taken over different moments.
+fn paired(out: &mut String, c: &Coldstart) {
+    use std::fmt::Write as _;
+    let mut names: Vec<&str> = Vec::new();
+    for s in &c.starts {
+        if !names.contains(&s.server.as_str()) {
+            names.push(&s.server);
+        }
+    }
+    let ours: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("rwsgi"))
+        .collect();
+    let peers: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !n.starts_with("rwsgi"))
+        .collect();
+    if ours.is_empty() || peers.is_empty() {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "\n## Run by run\n\nrwsgi − peer within each run, median over the runs (negative: \
+         rwsgi earlier), and the runs in which rwsgi was earlier.\n\n| rwsgi | peer | first 200 \
+         (ms) | earlier in | burst p50 (ms) | earlier in |\n|---|---|---:|---:|---:|---:|"
+    );
+    let label = |n: &str| Server::parse(n).map_or(n.to_string(), |s| s.label().to_string());
+    for us in &ours {
+        for peer in &peers {
+            let pairs: Vec<(&Start, &Start)> = c
+                .starts
+                .iter()
+                .filter(|a| a.server == *us)
+                .filter_map(|a| {
+                    c.starts
+                        .iter()
+                        .find(|b| b.server == *peer && b.run == a.run)
+                        .map(|b| (a, b))
+                })
+                .collect();
+            if pairs.is_empty() {
+                continue;
+            }
+            let diff = |f: fn(&Start) -> f64| {
+                let d: Vec<f64> = pairs.iter().map(|(a, b)| f(a) - f(b)).collect();
+                let earlier = d.iter().filter(|x| **x < 0.0).count();
+                (median(d.into_iter()), earlier)
+            };
+            let (first, first_won) = diff(|s| s.first_ok_ms);
+            let (burst, burst_won) = diff(|s| s.burst_p50_ms);
+            let n = pairs.len();
+            let _ = writeln!(
+                out,
+                "| {} | {} | {first:+.0} | {first_won} of {n} | {burst:+.0} | {burst_won} of {n} |",
+                label(us),
+                label(peer)
+            );
+        }
+    }
+}
+
+/// Rewrites coldstart.md from a coldstart.json (`coldstart --render JSON`).
+pub fn rerender(json: &std::path::Path) -> Result<()> {
+    let text =
+        std::fs::read_to_string(json).with_context(|| format!("reading {}", json.display()))?;
+    let c: Coldstart =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", json.display()))?;
+    let md = json.with_extension("md");
+    std::fs::write(&md, render(&c)).with_context(|| format!("writing {}", md.display()))?;
+    eprintln!("{}", md.display());
+    Ok(())
 }
 
 #[cfg(test)]
@@ -518,5 +600,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| uWSGI | 600 | 610 |"), "{md}");
+        // Run 0 is the only run both started: rwsgi 300 vs uWSGI 600.
+        assert!(md.contains("| rwsgi | uWSGI | -300 | 1 of 1 |"), "{md}");
     }
 }
