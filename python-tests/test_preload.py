@@ -187,6 +187,19 @@ def test_the_preload_process_answers_only_its_channel(start_server):
     assert "--preload process exited" not in srv.logs()
 
 
+def test_a_signal_handler_the_app_installs_at_import_stays_in_the_workers(start_server):
+    # faulthandler.register(SIGUSR2) at import, a common way to get stack dumps: the
+    # worker forked from the preload process keeps it, as an exec'd worker does.
+    srv = start_server(APP, "--preload", "-w", "1", env={"PRELOAD_APP_FAULTHANDLER": "1"})
+    (worker,) = serving_pids(srv, 1)
+    os.kill(worker, signal.SIGUSR2)
+    faults = srv.state_file("faults")
+    wait_until(lambda: "most recent call first" in faults.read_text(), 5,
+               "no stack dump on SIGUSR2")
+    assert alive(worker)
+    assert get(srv)["pid"] == worker
+
+
 def test_a_failed_import_after_hup_leaves_the_old_workers_serving(start_server):
     srv = start_server(APP, "--preload", "-w", "2")
     first = serving_pids(srv, 2)

@@ -50,8 +50,8 @@ pub fn main(config: &Arc<Config>, mut ctl: UnixStream) -> Result<Option<Forked>,
         crate::hooks::proctitle::set(&format!("rwsgi: preload [{name}]"));
     }
     crate::worker::enter_process(config)?;
-    set_master_signals(libc::SIG_IGN);
     interpreter::initialize(&config.python).map_err(Fatal::boot)?;
+    set_master_signals(libc::SIG_IGN);
     let held = hold_collector();
     let app = Python::attach(|py| interpreter::load_app(py, &config.app)).map_err(Fatal::boot)?;
     tracing::debug!(pid = std::process::id(), "app imported; forking workers");
@@ -167,11 +167,13 @@ fn fork_worker() -> std::io::Result<Option<(u32, nix::unistd::Pid)>> {
     }
 }
 
-/// The signals the master answers (gunicorn's set) get `action` in this process:
-/// ignored in the `--preload` process, which answers only its channel (a stop that
-/// signals every process, as systemd's does, must not look like its death), and back
-/// to the default in a worker forked from it, which then sets its own handlers as an
-/// exec'd worker does.
+/// The signals the master answers (gunicorn's set), where they have no handler yet,
+/// get `action` in this process: ignored in the `--preload` process (after Python's
+/// start, which then records them as default, as in an exec'd worker), which answers
+/// only its channel (a stop that signals every process, as systemd's does, must not
+/// look like its death); back to the default in a worker forked from it, which then
+/// sets its own handlers as an exec'd worker does. A handler the app installed while
+/// it was imported stays in both.
 fn set_master_signals(action: libc::sighandler_t) {
     const SIGNALS: [libc::c_int; 8] = [
         libc::SIGTERM,
@@ -183,10 +185,23 @@ fn set_master_signals(action: libc::sighandler_t) {
         libc::SIGTTIN,
         libc::SIGTTOU,
     ];
+    let unhandled = if action == libc::SIG_IGN {
+        libc::SIG_DFL
+    } else {
+        libc::SIG_IGN
+    };
     for sig in SIGNALS {
-        // SAFETY: SIG_IGN and SIG_DFL install no handler code; `signal` is
-        // async-signal-safe (this may run between fork and the child's first step).
-        unsafe { libc::signal(sig, action) };
+        // SAFETY: `sigaction` only reads into a zeroed struct here, SIG_IGN and SIG_DFL
+        // install no handler code; both calls are async-signal-safe (this may run
+        // between fork and the child's first step).
+        unsafe {
+            let mut now: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut now) == 0
+                && now.sa_sigaction == unhandled
+            {
+                libc::signal(sig, action);
+            }
+        }
     }
 }
 

@@ -63,6 +63,14 @@ if os.environ.get("PRELOAD_APP_BALLAST"):
 IMPORT_COLLECTIONS = len(COLLECTIONS)
 gc.callbacks.clear()
 
+# A stack dump on SIGUSR2 (faulthandler installs a C handler at import): it stays
+# in the forked workers.
+if os.environ.get("PRELOAD_APP_FAULTHANDLER"):
+    import faulthandler
+    import signal
+    FAULTS = open(os.path.join(STATE, "faults"), "w")
+    faulthandler.register(signal.SIGUSR2, file=FAULTS, all_threads=True)
+
 AT_FORK = []
 os.register_at_fork(after_in_child=lambda: AT_FORK.append(os.getpid()))
 
