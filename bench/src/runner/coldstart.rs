@@ -435,12 +435,7 @@ pub fn render(c: &Coldstart) -> String {
         out,
         "| server | exec → first 200 (ms) | exec → all workers (ms) | burst p50 / p99 / max (ms) | burst errors | master RSS (MiB) | total RSS (MiB) | total PSS (MiB) | total PSS after a full gc (MiB) | runs |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
     );
-    let mut names: Vec<&str> = Vec::new();
-    for s in &c.starts {
-        if !names.contains(&s.server.as_str()) {
-            names.push(&s.server);
-        }
-    }
+    let names = server_names(c);
     for name in names {
         let runs: Vec<&Start> = c.starts.iter().filter(|s| s.server == name).collect();
         let m = |f: fn(&Start) -> f64| median(runs.iter().map(|s| f(s)));
@@ -479,18 +474,24 @@ pub fn render(c: &Coldstart) -> String {
     out
 }
 
-/// Each rwsgi variant against each peer, run by run: the machine's pace drifts over a
-/// run of several minutes (the import floor alone moves by tens of ms), and the servers
-/// of one run start seconds apart, so the difference within a run says more than the
-/// difference of two medians taken over different moments.
-fn paired(out: &mut String, c: &Coldstart) {
-    use std::fmt::Write as _;
+/// The servers started, in the order they first ran.
+fn server_names(c: &Coldstart) -> Vec<&str> {
     let mut names: Vec<&str> = Vec::new();
     for s in &c.starts {
         if !names.contains(&s.server.as_str()) {
             names.push(&s.server);
         }
     }
+    names
+}
+
+/// Each rwsgi variant against each peer, run by run: the machine's pace drifts over a
+/// run of several minutes (the import floor alone moves by tens of ms), and the servers
+/// of one run start seconds apart, so the difference within a run says more than the
+/// difference of two medians taken over different moments.
+fn paired(out: &mut String, c: &Coldstart) {
+    use std::fmt::Write as _;
+    let names = server_names(c);
     let ours: Vec<&str> = names
         .iter()
         .copied()

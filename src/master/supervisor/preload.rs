@@ -114,15 +114,12 @@ impl Supervisor {
     /// an early death, and the next spawn starts another. An import that HUP made
     /// stale is ignored (its process was stopped).
     pub(super) fn preloaded(&mut self, n: u64, imported: std::io::Result<()>) {
-        if self
-            .importing
-            .as_ref()
-            .is_none_or(|(current, _)| *current != n)
-        {
-            return;
-        }
-        let Some((_, mut z)) = self.importing.take() else {
-            return;
+        let mut z = match self.importing.take() {
+            Some((current, z)) if current == n => z,
+            other => {
+                self.importing = other;
+                return;
+            }
         };
         match imported {
             Ok(()) => {
@@ -159,8 +156,8 @@ impl Supervisor {
     pub(super) fn reap_preload(&mut self) {
         if let Some(status) = self.zygote.as_mut().and_then(Zygote::exited) {
             if self.shutdown.is_some() {
-                // A stop that signals the whole group (systemd's default, a terminal's
-                // Ctrl-C) reaches it too; no worker is forked any more.
+                // It ignores the master's signals; whatever else ended it now (a
+                // SIGKILL to the whole group) costs nothing: no worker is forked any more.
                 tracing::debug!("the --preload process exited ({status}) during the shutdown");
             } else {
                 tracing::warn!(
