@@ -381,6 +381,9 @@ def test_the_apps_own_collector_settings_reach_the_workers(start_server, env, wa
 
 def test_without_preload_nothing_is_frozen(start_server):
     # An exec'd worker imported the app itself: its objects are collected as usual.
+    # (Counted from what the interpreter froze itself before the import: CPython 3.12
+    # freezes a few hundred objects at start-up.)
     srv = start_server(APP, "-w", "1")
     serving_pids(srv, 1)
-    assert get(srv, "/gc")["frozen"] == 0
+    got = get(srv, "/gc")
+    assert got["frozen"] == got["frozen_before_import"], got
