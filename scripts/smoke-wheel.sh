@@ -3,7 +3,9 @@
 # other versions): a fresh venv of PYTHON, `pip install WHEEL` plus the tests' needs,
 # then part of the python-tests with `rwsgi` from that venv's PATH as the server:
 # the PEP 3333 rules (environ, start_response, input, response, wsgiref's validator),
-# the Flask and Django examples, and one tracker report (stamp counting).
+# the Flask and Django examples, one tracker report (stamp counting), and `--preload`
+# (the fork server touches the interpreter's fork and gc protocols, which move between
+# versions).
 #
 #   bash scripts/smoke-wheel.sh /root/.pyenv/versions/3.12.1/bin/python3 target/wheels-ci/rwsgi-…-cp312-….whl
 #
@@ -22,6 +24,6 @@ rm -rf "$VENV"
 cd python-tests
 RWSGI_BIN="$VENV/bin/rwsgi" "$VENV/bin/python" -m pytest -q \
     test_environ.py test_start_response.py test_input.py test_response.py test_validator.py \
-    test_apps.py \
+    test_apps.py test_preload.py \
     test_queue_time.py::test_every_stamp_format_is_ok_and_bad_stamps_are_counted \
     -k "not nginx"
