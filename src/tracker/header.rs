@@ -33,6 +33,10 @@ const Y2000_SECS: u64 = 946_684_800;
 /// exponents), a stamp before 2000-01-01, or an integer part that overflows `u64`.
 /// Never panics and never allocates, because it runs on every request.
 pub fn parse_stamp(raw: &[u8]) -> Option<Duration> {
+    // nginx's `$msec` as it arrives from nginx: no padding, no prefix.
+    if let Some(stamp) = parse_msec(raw) {
+        return Some(stamp);
+    }
     let text = raw.trim_ascii();
     let text = text.strip_prefix(b"t=").unwrap_or(text);
     parse_msec(text).or_else(|| parse_any(text))
@@ -110,25 +114,30 @@ fn parse_any(text: &[u8]) -> Option<Duration> {
 
 /// nginx's `$msec` as it is until the year 2286, `SSSSSSSSSS.mmm`: ten digits of
 /// seconds (always after 2000, and too few for a finer unit) and three of
-/// milliseconds, read without a loop. `None` for any other shape, which
-/// [`parse_stamp`] then reads in general.
+/// milliseconds, read as two overlapping eight-byte words without a loop: bytes 0–7,
+/// then bytes 6–13 (`SSSS.mmm`) with the dot turned into a `0`, so that one digit check
+/// covers the last seconds, the dot's place and the milliseconds. `None` for any other
+/// shape, which [`parse_stamp`] then reads in general.
 fn parse_msec(text: &[u8]) -> Option<Duration> {
-    let [s @ .., b'.', m0, m1, m2] = text else {
-        return None;
-    };
-    let (eight, [s8, s9]) = s.split_first_chunk::<8>()? else {
-        return None;
-    };
-    let chunk = u64::from_le_bytes(*eight);
-    let digit = |b: u8| {
-        let d = b.wrapping_sub(b'0');
-        (d <= 9).then_some(u64::from(d))
-    };
-    if !eight_digits(chunk) {
+    let text: &[u8; 14] = text.try_into().ok()?;
+    let (head, _) = text.split_first_chunk::<8>()?;
+    let (_, tail) = text.split_last_chunk::<8>()?;
+    let head = u64::from_le_bytes(*head);
+    let tail = u64::from_le_bytes(*tail);
+    // Byte 10 of the text is byte 4 of `tail`.
+    const DOT_AT: u32 = 32;
+    if (tail >> DOT_AT) & 0xFF != u64::from(b'.') {
         return None;
     }
-    let secs = eight_digits_value(chunk) * 100 + digit(*s8)? * 10 + digit(*s9)?;
-    let millis = digit(*m0)? * 100 + digit(*m1)? * 10 + digit(*m2)?;
+    let tail = tail + (u64::from(b'0' - b'.') << DOT_AT);
+    if !eight_digits(head) || !eight_digits(tail) {
+        return None;
+    }
+    // `tail` spells SSSS0mmm: its last four digits are the milliseconds, the two
+    // before them the last two digits of the seconds.
+    let tail = eight_digits_value(tail);
+    let secs = eight_digits_value(head) * 100 + (tail / 10_000) % 100;
+    let millis = tail % 10_000;
     if secs < Y2000_SECS {
         return None;
     }
@@ -564,6 +573,20 @@ mod tests {
             if fast.is_some() {
                 prop_assert_eq!(fast, parse_any(raw.as_bytes()), "{}", raw);
             }
+        }
+
+        #[test]
+        fn the_msec_fast_path_reads_every_msec_and_only_those(
+            raw in prop_oneof![
+                "[0-9]{10}\\.[0-9]{3}",
+                "[0-9./:]{14}",
+                proptest::collection::vec(any::<u8>(), 14)
+                    .prop_map(|b| String::from_utf8_lossy(&b).into_owned()),
+            ],
+        ) {
+            let general = parse_any(raw.as_bytes());
+            let msec = raw.len() == 14 && raw.as_bytes()[10] == b'.';
+            prop_assert_eq!(parse_msec(raw.as_bytes()), general.filter(|_| msec), "{}", raw);
         }
 
         #[test]

@@ -12,8 +12,12 @@
 //! already serializes the Python threads, so contention is rare and a sharded or
 //! lock-free design is not worth its complexity unless the bench says otherwise.
 //!
-//! [`Recorder::take`] allocates the next interval's empty histograms *before* taking
-//! the lock and swaps them in, so the notifier timer never stalls a request either.
+//! The histograms are not recorded into on the request path: each sample's bin is
+//! worked out before the lock and counted in [`Bins`] under it (an increment), and
+//! [`Recorder::take`] folds the bins into the interval's histograms. `take`
+//! allocates the next interval's empty histograms and bins *before* taking the lock,
+//! swaps them in and folds after releasing it, so the notifier timer never stalls a
+//! request either.
 //!
 //! Busy time (for `utilization`) is the integral of busy Python threads over time: each
 //! dispatch, finish and take first adds `threads in flight × time since the last event`
@@ -26,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use super::header::Stamp;
 use super::snapshot::Snapshot;
-use super::timing::Sample;
+use super::timing::{Bins, Sample};
 
 /// Collects one worker's measurements for the current interval.
 #[derive(Debug)]
@@ -40,9 +44,11 @@ pub struct Recorder {
 /// The open interval: its snapshot and when it began.
 #[derive(Debug)]
 struct Current {
-    /// Everything recorded since `started`; `capacity` and `workers` are filled in by
-    /// `take`.
+    /// Everything recorded since `started` but the histograms' bins; `capacity` and
+    /// `workers` are filled in by `take`.
     snapshot: Snapshot,
+    /// The histograms' bins since `started`, folded into the snapshot by `take`.
+    bins: IntervalBins,
     /// Monotonic start of the interval, so a wall-clock step cannot skew utilization.
     started: Instant,
     /// Requests dispatched and not finished yet: the Python threads busy right now.
@@ -80,6 +86,7 @@ impl Recorder {
             threads: u32::try_from(threads.max(1)).unwrap_or(u32::MAX),
             current: Mutex::new(Current {
                 snapshot: Snapshot::new(),
+                bins: IntervalBins::new(),
                 started: now,
                 in_flight: 0,
                 busy_until: now,
@@ -105,7 +112,7 @@ impl Recorder {
         let mut current = self.lock();
         current.accrue(now);
         current.in_flight = current.in_flight.saturating_add(1);
-        waits.add_to(&mut current.snapshot, stamp);
+        waits.add_to(&mut current, stamp);
     }
 
     /// Records a request whose response has been sent (or abandoned): its `app_time`
@@ -121,8 +128,9 @@ impl Recorder {
         let mut current = self.lock();
         current.accrue(now);
         current.in_flight = current.in_flight.saturating_sub(1);
+        current.bins.app_time.count(&sample);
         let snapshot = &mut current.snapshot;
-        snapshot.app_time.add(&sample);
+        snapshot.app_time.add_exact(&sample);
         snapshot.status_classes[class] = snapshot.status_classes[class].saturating_add(1);
         snapshot.status_codes.add(status);
     }
@@ -135,8 +143,8 @@ impl Recorder {
     pub fn record_shed(&self, server_wait: Duration, stamp: &Stamp) {
         let waits = Waits::new(stamp, server_wait);
         let mut current = self.lock();
+        waits.add_to(&mut current, stamp);
         let snapshot = &mut current.snapshot;
-        waits.add_to(snapshot, stamp);
         snapshot.shed = snapshot.shed.saturating_add(1);
         snapshot.status_classes[4] = snapshot.status_classes[4].saturating_add(1);
         snapshot.status_codes.add(503);
@@ -154,6 +162,7 @@ impl Recorder {
     /// since `new`). Called by the worker's reporting timer, never on the request path.
     pub fn take(&self) -> Snapshot {
         let mut snapshot = Snapshot::new();
+        let mut bins = IntervalBins::new();
         let (started, ended) = {
             let mut current = self.lock();
             // Read the clock under the lock, so that the instant that ends this interval
@@ -163,8 +172,10 @@ impl Recorder {
             // next interval's busy time.
             current.accrue(now);
             std::mem::swap(&mut current.snapshot, &mut snapshot);
+            std::mem::swap(&mut current.bins, &mut bins);
             (std::mem::replace(&mut current.started, now), now)
         };
+        bins.fold_into(&mut snapshot);
         let elapsed = ended.saturating_duration_since(started);
         snapshot.capacity = elapsed.saturating_mul(self.threads);
         snapshot.workers = 1;
@@ -194,7 +205,8 @@ impl Waits {
     }
 
     /// Counts the stamp outcome and records both waits; runs under the lock.
-    fn add_to(&self, snapshot: &mut Snapshot, stamp: &Stamp) {
+    fn add_to(&self, current: &mut Current, stamp: &Stamp) {
+        let Current { snapshot, bins, .. } = current;
         let counts = &mut snapshot.stamps;
         let counter = match stamp {
             Stamp::Ok(_) => &mut counts.ok,
@@ -205,9 +217,37 @@ impl Waits {
         };
         *counter = counter.saturating_add(1);
         if let Some(queue_time) = &self.queue_time {
-            snapshot.queue_time.add(queue_time);
+            snapshot.queue_time.add_exact(queue_time);
+            bins.queue_time.count(queue_time);
         }
-        snapshot.server_wait.add(&self.server_wait);
+        snapshot.server_wait.add_exact(&self.server_wait);
+        bins.server_wait.count(&self.server_wait);
+    }
+}
+
+/// The bins of the three histograms of one interval.
+#[derive(Debug)]
+struct IntervalBins {
+    queue_time: Bins,
+    server_wait: Bins,
+    app_time: Bins,
+}
+
+impl IntervalBins {
+    fn new() -> IntervalBins {
+        IntervalBins {
+            queue_time: Bins::new(),
+            server_wait: Bins::new(),
+            app_time: Bins::new(),
+        }
+    }
+
+    /// Adds the counts to `snapshot`'s histograms (outside the lock: `take` swapped
+    /// them out).
+    fn fold_into(&self, snapshot: &mut Snapshot) {
+        self.queue_time.fold_into(&mut snapshot.queue_time);
+        self.server_wait.fold_into(&mut snapshot.server_wait);
+        self.app_time.fold_into(&mut snapshot.app_time);
     }
 }
 
