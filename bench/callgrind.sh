@@ -49,6 +49,10 @@ while (($#)); do
   esac
 done
 
+# The report is written after a `cd` into the apps: a relative --out is the caller's.
+mkdir -p "$OUT"
+OUT="$(cd "$OUT" && pwd)"
+
 if ! command -v valgrind >/dev/null; then
   echo "installing valgrind" >&2
   apt-get update -qq && apt-get install -y -qq valgrind >/dev/null

@@ -104,8 +104,8 @@ fn bin_value(i: usize) -> u64 {
 
 /// One histogram's bin counts as the recorder keeps them on the request path: an
 /// increment per sample, where `Histogram::saturating_record` would also check its
-/// range and keep its own min, max and total (about 60 instructions, a quarter of the
-/// queue header's cost on a hello-world request). The bins are the histogram's own,
+/// range and keep its own min, max and total (about 60 instructions per sample, and a
+/// request records two or three). The bins are the histogram's own,
 /// so [`Bins::fold_into`] is exact (tested against `hdrhistogram`).
 pub(crate) struct Bins {
     counts: Box<[u64]>,
