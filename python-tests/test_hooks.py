@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import TESTS_DIR, exchange, launch
+from conftest import TESTS_DIR, children_of, exchange, launch
 from loadclient import alive, wait_workers
 
 APP = "apps.process_app:application"
@@ -148,6 +148,44 @@ def test_a_raising_on_starting_stops_before_anything_listens(rwsgi_bin, tmp_path
     err = srv.stderr_text()
     assert "on_starting hook raised" in err and "RuntimeError: refusing to start" in err
     assert 'conf.py", line 2, in on_starting' in err
+
+
+@pytest.mark.parametrize("preload", [False, True], ids=["exec", "preload"])
+def test_a_term_during_start_up_is_a_clean_stop(rwsgi_bin, tmp_path, preload):
+    # Before the supervisor handles signals (on_starting, the --preload fork, the
+    # runtime) the master notes them and handles them once it can: a TERM there is a
+    # stop with exit 0, not a death by signal that takes the --preload process along.
+    # A subprocess of the hook keeps the default actions (a handler, not a blocked
+    # mask, holds the master's signals).
+    marker = tmp_path / "starting"
+    conf = tmp_path / "conf.py"
+    conf.write_text(
+        "import pathlib, subprocess, time\n"
+        "def on_starting(server):\n"
+        "    child = subprocess.Popen(['sleep', '30'])\n"
+        f"    pathlib.Path({str(marker)!r}).write_text(str(child.pid))\n"
+        "    time.sleep(2)\n"
+    )
+    args = ["-c", conf, "-w", "2"] + (["--preload"] if preload else [])
+    srv = launch(rwsgi_bin, APP, args, tmp_path / "rwsgi", wait=False)
+    deadline = time.monotonic() + 20
+    while not (marker.exists() and marker.read_text()):
+        assert time.monotonic() < deadline, srv.stderr_text()
+        time.sleep(0.02)
+    hook_child = int(marker.read_text())
+    before = children_of(srv.proc.pid)
+    srv.proc.send_signal(signal.SIGTERM)
+    os.kill(hook_child, signal.SIGTERM)
+    assert srv.proc.wait(timeout=20) == 0, srv.stderr_text()
+    err = srv.stderr_text()
+    if preload:
+        assert "stopped while the --preload process imported the app" in err, err
+    else:
+        assert "Handling signal: term" in err, err
+    deadline = time.monotonic() + 5
+    while any(alive(p) for p in before + [hook_child]):
+        assert time.monotonic() < deadline, [p for p in before if alive(p)]
+        time.sleep(0.02)
 
 
 def test_a_config_file_that_raises_gives_its_traceback_and_exit_1(rwsgi_bin, tmp_path):

@@ -85,6 +85,8 @@ pub fn run() -> Result<(), Fatal> {
             .map_err(|e| Fatal::runtime(format_args!("--daemon: {e}")))?;
     }
     capture_output(&config.log).map_err(|e| Fatal::usage(format_args!("--capture-output: {e}")))?;
+    // From here a TERM is a clean stop, even before the supervisor handles signals.
+    crate::master::early_signals::hold();
     // --preload: the process that imports the app is forked now, while this one has
     // no thread yet (an exec would pay this binary's start again).
     let preload = if config.process.preload {

@@ -6,6 +6,7 @@
 //! is, and calls [`run`] for the master.
 
 pub mod aggregate;
+pub mod early_signals;
 pub mod health;
 pub mod memory;
 pub mod scaler;

@@ -80,8 +80,10 @@ struct Signals {
 }
 
 impl Signals {
+    /// The handlers, then the signals that came while they did not exist yet
+    /// (`early_signals`), which they now receive.
     fn install() -> std::io::Result<Signals> {
-        Ok(Signals {
+        let signals = Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
             quit: signal(SignalKind::quit())?,
@@ -90,7 +92,9 @@ impl Signals {
             ttou: signal(SignalKind::from_raw(libc::SIGTTOU))?,
             usr1: signal(SignalKind::user_defined1())?,
             chld: signal(SignalKind::child())?,
-        })
+        };
+        super::early_signals::replay();
+        Ok(signals)
     }
 }
 

@@ -68,6 +68,7 @@ pub fn fork_now() -> std::io::Result<Forked> {
     match pid {
         -1 => Err(std::io::Error::last_os_error()),
         0 => {
+            crate::master::early_signals::release_in_child();
             drop(ours);
             // As an exec'd worker: killed with the master (see `spawn::exec`).
             // SAFETY: plain prctl on this process.
