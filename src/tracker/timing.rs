@@ -119,7 +119,7 @@ impl fmt::Debug for Bins {
 }
 
 impl Bins {
-    /// Empty bins (zeroed memory: no page is touched until a sample lands in it).
+    /// Empty bins (31 KiB, zeroed).
     pub(crate) fn new() -> Bins {
         Bins {
             counts: vec![0; BINS].into_boxed_slice(),
